@@ -1,0 +1,30 @@
+# The two commands of the README's first screen: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test check bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/loginbridge demo --config conf/bridge.yaml
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+check: $(VENV)/.installed
+	$(BIN)/ruff check bridge connectors printers tests bench
+	$(BIN)/mypy
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/login.py
+
+clean:
+	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,119 @@
+"""The aiohttp application: what it holds, how errors become answers, how it runs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from bridge.appkeys import CONFIG, IDPS, LOGIN, STORE
+from bridge.config import BridgeConfig, load_config
+from bridge.errors import BridgeError, TemporarilyLocked
+from bridge.logcontext import request_id_var, setup_logging, tenant_id_var
+from bridge.login import IdpRegistry, LoginService
+from bridge.store import Store
+from connectors import mfp, session
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(exc: BridgeError) -> web.Response:
+    headers = {}
+    if isinstance(exc, TemporarilyLocked):
+        headers["Retry-After"] = str(exc.retry_after)
+    if exc.http_status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="loginbridge", charset="UTF-8"'
+    return web.json_response(exc.to_json(), status=exc.http_status, headers=headers)
+
+
+@web.middleware
+async def context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id for the logs, and the one place errors become answers."""
+    request_id = request.headers.get("X-Request-Id", "")
+    if not request_id or len(request_id) > 64 or not request_id.isascii() or not request_id.isprintable():
+        request_id = secrets.token_hex(6)
+    rid_token = request_id_var.set(request_id)
+    tid_token = tenant_id_var.set("-")
+    try:
+        try:
+            response = await handler(request)
+        except BridgeError as exc:
+            level = logging.WARNING if exc.http_status >= 500 else logging.INFO
+            log.log(level, "%s %s -> %s (%s): %s", request.method, request.path, exc.code, exc.http_status, exc.detail)
+            response = error_response(exc)
+        except web.HTTPException as exc:
+            if exc.status >= 400 and exc.content_type != "application/json":
+                codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+                code = codes.get(exc.status, "bad_request")
+                response = web.json_response({"error": code, "message": exc.reason}, status=exc.status)
+            else:
+                raise
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, request.path)
+            response = error_response(BridgeError("unexpected error"))
+        response.headers["X-Request-Id"] = request_id
+        return response
+    finally:
+        tenant_id_var.reset(tid_token)
+        request_id_var.reset(rid_token)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    checks: dict[str, str] = {"config": "ok"}
+    try:
+        fd, name = tempfile.mkstemp(dir=config.state_dir, prefix=".ready-")
+        os.close(fd)
+        os.unlink(name)
+        checks["state_dir"] = "ok"
+    except OSError as exc:
+        checks["state_dir"] = f"not writable: {exc.strerror}"
+    checks["database"] = "ok" if request.app[STORE].ping() else "unavailable"
+    ready = all(v == "ok" for v in checks.values())
+    body = {"status": "ready" if ready else "not_ready", "checks": checks, "warnings": list(config.warnings)}
+    return web.json_response(body, status=200 if ready else 503)
+
+
+def make_app(config: BridgeConfig) -> web.Application:
+    app = web.Application(middlewares=[context_middleware], client_max_size=64 * 1024)
+    app[CONFIG] = config
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        store = Store.open(config.state_dir / "loginbridge.db")
+        idps = IdpRegistry(config)
+        app[STORE] = store
+        app[IDPS] = idps
+        app[LOGIN] = LoginService(config, store, idps)
+        yield
+        await idps.close()
+        store.close()
+
+    app.cleanup_ctx.append(resources)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_routes(mfp.routes())
+    app.router.add_routes(session.routes())
+    return app
+
+
+def run(config_path: str | Path) -> int:
+    """Load the configuration once, then serve until interrupted."""
+    config = load_config(config_path)
+    setup_logging(config.log_level)
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    log.info("loginbridge listening on http://%s:%s", config.listen_host, config.listen_port)
+    web.run_app(make_app(config), host=config.listen_host, port=config.listen_port, print=None)
+    return 0

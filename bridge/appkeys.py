@@ -1,0 +1,14 @@
+"""Typed keys for what the aiohttp application holds (no globals)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from bridge.config import BridgeConfig
+from bridge.login import IdpRegistry, LoginService
+from bridge.store import Store
+
+CONFIG = web.AppKey("config", BridgeConfig)
+STORE = web.AppKey("store", Store)
+IDPS = web.AppKey("idps", IdpRegistry)
+LOGIN = web.AppKey("login", LoginService)

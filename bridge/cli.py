@@ -1,0 +1,269 @@
+"""The ``loginbridge`` command: check the configuration, manage users and devices, serve.
+
+Errors are one line on stderr with exit status 2, never a traceback: the
+people running this are administrators fixing a file or a typo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bridge.config import BridgeConfig, TenantConfig, load_config, summarize
+from bridge.errors import BridgeError, ConfigError, RequestError
+from bridge.store import Device, Store, User
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+DEFAULT_CONFIG = "conf/bridge.yaml"
+
+
+class _UsageError(Exception):
+    """argparse wants to exit; we want one line and status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+def _default_config() -> str:
+    return os.environ.get("LOGINBRIDGE_CONFIG") or DEFAULT_CONFIG
+
+
+def _build_parser() -> _Parser:
+    config_help = f"main configuration file (default: $LOGINBRIDGE_CONFIG or {DEFAULT_CONFIG})"
+    parser = _Parser(prog="loginbridge", description="Bridge office devices to enterprise single sign-on.")
+    parser.add_argument("--config", default=None, metavar="FILE", help=config_help)
+    # Sub-commands take --config too; SUPPRESS keeps them from resetting a value given before them.
+    common = _Parser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE", help=config_help)
+
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    config = commands.add_parser("config", help="configuration tools").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    config.add_parser("check", parents=[common], help="validate the configuration and summarise it")
+
+    users = commands.add_parser("users", help="manage user accounts").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    add = users.add_parser("add", parents=[common], help="create one account")
+    add.add_argument("--tenant", required=True)
+    add.add_argument("--email", required=True)
+    add.add_argument("--username", required=True)
+    add.add_argument("--display-name", default="")
+    add.add_argument("--group", default="")
+    pw = add.add_mutually_exclusive_group()
+    pw.add_argument("--no-password", action="store_true", help="no platform password (the SSO default)")
+    pw.add_argument("--password-stdin", action="store_true", help="read a platform password from stdin")
+    add.add_argument("--2fa", dest="twofa", action="store_true", help="platform 2FA (refused for SSO)")
+    lst = users.add_parser("list", parents=[common], help="list a tenant's accounts")
+    lst.add_argument("--tenant", required=True)
+    lst.add_argument("--json", action="store_true")
+    dis = users.add_parser("disable", parents=[common], help="disable an account and end its sessions")
+    dis.add_argument("--tenant", required=True)
+    dis.add_argument("--email", required=True)
+    imp = users.add_parser("import", parents=[common], help="import accounts from a CSV file")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--tenant", required=True)
+    imp.add_argument("--skip-invalid", action="store_true", help="import the good rows even if some are bad")
+
+    devices = commands.add_parser("devices", help="manage registered devices").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    dadd = devices.add_parser("add", parents=[common], help="register a device (prints its secret once)")
+    dadd.add_argument("--tenant", required=True)
+    dadd.add_argument("--name", required=True)
+    dadd.add_argument("--mode", required=True, choices=["shared-account", "device-login", "user-prompt"])
+    dadd.add_argument("--shared-user", metavar="EMAIL")
+    dadd.add_argument("--allow-network", metavar="CIDR", action="append", default=[])
+    dlist = devices.add_parser("list", parents=[common], help="list devices")
+    dlist.add_argument("--tenant")
+    dlist.add_argument("--json", action="store_true")
+    ddis = devices.add_parser("disable", parents=[common], help="disable a device and end its sessions")
+    ddis.add_argument("device_id")
+    drot = devices.add_parser("rotate-secret", parents=[common], help="issue a new device secret")
+    drot.add_argument("device_id")
+
+    commands.add_parser("serve", parents=[common], help="run the bridge service")
+    commands.add_parser("idp-sim", help="run the identity-provider simulator (arguments passed on)")
+    commands.add_parser("demo", help="run the demonstration (arguments passed on)")
+    return parser
+
+
+# --------------------------------------------------------------------------
+# Commands.
+
+
+def _config(args: argparse.Namespace, *, require_files: bool = False) -> BridgeConfig:
+    return load_config(args.config or _default_config(), require_files=require_files)
+
+
+def _tenant(config: BridgeConfig, tenant_id: str) -> TenantConfig:
+    return config.tenant(tenant_id)  # RequestError listing the known ids
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    config = _config(args, require_files=True)
+    print(summarize(config))
+    for warning in config.warnings:
+        print(f"warning: {warning}")
+    print("configuration OK")
+    return EXIT_OK
+
+
+def _user_json(user: User) -> dict[str, object]:
+    return {
+        "tenant": user.tenant_id, "email": user.email, "username": user.username,
+        "display_name": user.display_name, "group": user.group, "enabled": user.enabled,
+        "has_password": user.has_password, "twofa": user.twofa_enabled, "language": user.language,
+        "fax_number": user.fax_number, "created_at": user.created_at.isoformat(),
+    }
+
+
+def _device_json(device: Device) -> dict[str, object]:
+    return {
+        "device_id": device.device_id, "tenant": device.tenant_id, "name": device.name,
+        "mode": device.mode.value, "enabled": device.enabled, "shared_user": device.shared_user_email,
+        "allowed_networks": [str(n) for n in device.allowed_networks],
+        "created_at": device.created_at.isoformat(),
+        "last_seen_at": None if device.last_seen_at is None else device.last_seen_at.isoformat(),
+        "last_seen_addr": device.last_seen_addr,
+    }
+
+
+def _cmd_users(args: argparse.Namespace, config: BridgeConfig, store: Store) -> int:
+    tenant = _tenant(config, args.tenant)
+    if args.action == "add":
+        password: str | None = None
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+            if not password:
+                raise RequestError("no password on standard input")
+        user = store.add_user(tenant, email=args.email, username=args.username,
+                              display_name=args.display_name, group=args.group, password=password,
+                              twofa=args.twofa)
+        print(f"added {user.email} to tenant {tenant.id}"
+              + (" (with a platform password)" if user.has_password else " (no platform password)"))
+    elif args.action == "list":
+        users = store.list_users(tenant.id)
+        if args.json:
+            print(json.dumps([_user_json(u) for u in users], indent=2))
+        else:
+            for u in users:
+                state = "enabled" if u.enabled else "disabled"
+                print(f"{u.email}\t{u.username}\t{u.group or '-'}\t{state}"
+                      f"\t{'password' if u.has_password else 'no-password'}")
+            print(f"{len(users)} users in tenant {tenant.id}")
+    elif args.action == "disable":
+        revoked = store.disable_user(tenant.id, args.email)
+        print(f"disabled {args.email} in tenant {tenant.id}; {revoked} sessions ended")
+    else:  # import
+        report = store.import_users_csv(tenant, args.file, skip_invalid=args.skip_invalid)
+        for error in report.errors:
+            print(f"line {error.line}: {error.reason}")
+        print(f"imported {len(report.imported)} users into tenant {tenant.id}"
+              + (f"; {len(report.errors)} rows refused" if report.errors else ""))
+        if report.errors and not report.imported:
+            if not args.skip_invalid:
+                print("nothing was imported: fix the rows above or use --skip-invalid")
+            return EXIT_FAILED
+    return EXIT_OK
+
+
+def _cmd_devices(args: argparse.Namespace, config: BridgeConfig, store: Store) -> int:
+    if args.action == "add":
+        tenant = _tenant(config, args.tenant)
+        device, secret = store.add_device(tenant.id, name=args.name, mode=args.mode,
+                                          shared_user_email=args.shared_user,
+                                          allowed_networks=args.allow_network)
+        print(f"device id: {device.device_id}")
+        print(f"secret:    {secret}")
+        print("warning: the secret is shown only this once; store it in the device now "
+              "(use rotate-secret if it is lost)")
+    elif args.action == "list":
+        tenant_id = None if args.tenant is None else _tenant(config, args.tenant).id
+        devices = store.list_devices(tenant_id)
+        if args.json:
+            print(json.dumps([_device_json(d) for d in devices], indent=2))
+        else:
+            for d in devices:
+                seen = "never"
+                if d.last_seen_at is not None:
+                    seen = f"{d.last_seen_at:%Y-%m-%d %H:%M} from {d.last_seen_addr}"
+                print(f"{d.device_id}\t{d.tenant_id}\t{d.mode.value}\t"
+                      f"{'enabled' if d.enabled else 'disabled'}\t{d.name}\tlast seen {seen}")
+            print(f"{len(devices)} devices")
+    elif args.action == "disable":
+        store.disable_device(args.device_id)
+        print(f"disabled device {args.device_id}")
+    else:  # rotate-secret
+        secret = store.rotate_device_secret(args.device_id)
+        print(f"device id: {args.device_id}")
+        print(f"secret:    {secret}")
+        print("warning: the secret is shown only this once; the old secret no longer works")
+    return EXIT_OK
+
+
+def _with_store(handler: Callable[[argparse.Namespace, BridgeConfig, Store], int],
+                args: argparse.Namespace) -> int:
+    # Managing accounts must work before the IdP's certificate files exist.
+    config = _config(args, require_files=False)
+    with Store.open(config.state_dir) as store:
+        return handler(args, config, store)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from bridge.app import run  # type: ignore[import-not-found, unused-ignore]
+
+    return int(run(Path(args.config or _default_config())))
+
+
+def _delegate(command: str, rest: list[str]) -> int:
+    """idp-sim and demo take their own arguments; their modules parse them."""
+    if command == "idp-sim":
+        from bridge.idpsim.cli import main as sim_main  # type: ignore[import-not-found, unused-ignore]
+
+        return int(sim_main(rest))
+    from bridge.demo import main as demo_main  # type: ignore[import-not-found, unused-ignore]
+
+    return int(demo_main(rest))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``loginbridge`` console script; returns the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args_list and args_list[0] in ("idp-sim", "demo"):
+            return _delegate(args_list[0], args_list[1:])
+        args = _build_parser().parse_args(args_list)
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        if args.command == "config":
+            return _cmd_config_check(args)
+        if args.command == "users":
+            return _with_store(_cmd_users, args)
+        if args.command == "devices":
+            return _with_store(_cmd_devices, args)
+        return _cmd_serve(args)
+    except _UsageError as exc:
+        print(f"{exc} (try --help)", file=sys.stderr)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+    except BridgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("bridge."):
+            raise
+        print(f"error: this command is not available in this build ({exc.name} is missing)", file=sys.stderr)
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit as exc:  # --help and --version
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    return EXIT_ERROR

@@ -1,0 +1,800 @@
+"""Start-up configuration: one main YAML file plus one YAML file per tenant.
+
+The files are read once, validated completely and turned into frozen
+dataclasses.  YAML is read through the node API (``yaml.compose``) rather than
+``safe_load`` so that every error can name the file, the key path and the line
+an administrator has to fix.  Unknown keys are errors, with a suggestion.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import ipaddress
+import logging
+import os
+import re
+import secrets
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from bridge.errors import ConfigError, RequestError
+
+log = logging.getLogger(__name__)
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+MAX_CONFIG_BYTES = 1024 * 1024
+CERT_EXPIRY_WARNING = timedelta(days=30)
+MIN_SECRET_BYTES = 32
+SIGNATURE_ALGORITHMS = ("rsa-sha256", "rsa-sha512", "rsa-sha1")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TENANT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+class Protocol(enum.Enum):
+    WSTRUST = "wstrust"
+    SAML2 = "saml2"
+
+
+class WsTrustVersionSetting(enum.Enum):
+    V13 = "1.3"
+    V2005 = "2005"
+    AUTO = "auto"
+
+
+class TokenTypeSetting(enum.Enum):
+    SAML2 = "saml2"
+    SAML11 = "saml11"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class IdpClientConfig:
+    connect_timeout: float
+    timeout: float
+    max_connections_per_idp: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WsTrustConfig:
+    adfs_url: str | None
+    endpoint: str | None
+    version: WsTrustVersionSetting
+    applies_to: str
+    token_type: TokenTypeSetting
+    issuer: str | None
+    signing_certificates: tuple[x509.Certificate, ...]
+    federation_metadata: bool
+    signature_algorithms: tuple[str, ...]
+    clock_skew: timedelta
+    subject_claim: str
+    ca_file: Path | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Saml2Config:
+    metadata_file: Path | None
+    metadata_url: str | None
+    entity_id: str | None
+    ecp_url: str | None
+    signing_certificates: tuple[x509.Certificate, ...]
+    sp_entity_id: str
+    clock_skew: timedelta
+    subject_claim: str
+    signature_algorithms: tuple[str, ...]
+    ca_file: Path | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TenantConfig:
+    id: str
+    name: str
+    domains: tuple[str, ...]
+    protocol: Protocol
+    idp_whitelist: tuple[IPNetwork, ...]
+    session_ttl: timedelta
+    wstrust: WsTrustConfig | None
+    saml2: Saml2Config | None
+    source: Path
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BridgeConfig:
+    source: Path
+    listen_host: str
+    listen_port: int
+    state_dir: Path
+    tenants: tuple[TenantConfig, ...]
+    hmac_key: bytes = field(repr=False)
+    session_ttl: timedelta
+    idp_client: IdpClientConfig
+    log_level: str
+    warnings: tuple[str, ...]
+
+    def tenant(self, tenant_id: str) -> TenantConfig:
+        """The tenant with this id; an unknown id is a request error listing the known ones."""
+        for tenant in self.tenants:
+            if tenant.id == tenant_id:
+                return tenant
+        known = ", ".join(t.id for t in self.tenants) or "none configured"
+        raise RequestError(f"unknown tenant {tenant_id!r} (known tenants: {known})")
+
+    def tenant_for_domain(self, domain: str) -> TenantConfig | None:
+        """The tenant that claims this email domain (case-insensitive), if any."""
+        wanted = domain.strip().lower().rstrip(".")
+        for tenant in self.tenants:
+            if wanted in tenant.domains:
+                return tenant
+        return None
+
+
+# --------------------------------------------------------------------------
+# YAML node helpers: every error carries file, key path and line.
+
+
+@dataclass(frozen=True, slots=True)
+class _Src:
+    """One YAML file: ``path`` resolves relative paths, ``shown`` is for messages."""
+
+    path: Path
+    shown: str
+
+    def err(self, detail: str, key: str = "", node: yaml.Node | None = None) -> ConfigError:
+        line = node.start_mark.line + 1 if node is not None else None
+        return ConfigError(detail, file=self.shown, key=key, line=line)
+
+    def resolve(self, raw: str) -> Path:
+        """A path named in this file, relative to this file's directory."""
+        return Path(os.path.normpath(self.path.parent / Path(raw).expanduser()))
+
+
+def _kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "list"
+    return f"value {node.value!r}"
+
+
+class _Map:
+    """A YAML mapping checked against the keys it may hold."""
+
+    def __init__(self, src: _Src, node: yaml.Node, prefix: str, allowed: Collection[str]) -> None:
+        if not isinstance(node, yaml.MappingNode):
+            raise src.err(f"expected a mapping, got a {_kind(node)}", prefix, node)
+        self.src = src
+        self.node = node
+        self.prefix = prefix
+        self.items: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR_TAG:
+                raise src.err("keys must be plain names", prefix, key_node)
+            name = key_node.value
+            if name in self.items:
+                raise src.err("duplicate key", self.key(name), key_node)
+            if name not in allowed:
+                close = difflib.get_close_matches(name, list(allowed), n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]}?" if close else "allowed: " + ", ".join(sorted(allowed))
+                raise src.err(f"unknown key ({hint})", self.key(name), key_node)
+            self.items[name] = (key_node, value_node)
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def get(self, name: str) -> yaml.Node | None:
+        """The value node, or None when absent or explicitly null."""
+        item = self.items.get(name)
+        if item is None or (isinstance(item[1], yaml.ScalarNode) and item[1].tag.endswith(":null")):
+            return None
+        return item[1]
+
+    def require(self, name: str) -> yaml.Node:
+        node = self.get(name)
+        if node is None:
+            where = self.items[name][0] if name in self.items else self.node
+            raise self.src.err("missing required key", self.key(name), where)
+        return node
+
+    def sub(self, name: str, allowed: Collection[str]) -> _Map | None:
+        node = self.get(name)
+        return None if node is None else _Map(self.src, node, self.key(name), allowed)
+
+
+def _scalar(src: _Src, node: yaml.Node, key: str) -> object:
+    if not isinstance(node, yaml.ScalarNode):
+        raise src.err(f"expected a single value, got a {_kind(node)}", key, node)
+    try:
+        return yaml.constructor.SafeConstructor().construct_object(node)
+    except yaml.YAMLError as exc:
+        raise src.err(f"bad value ({getattr(exc, 'problem', None) or exc})", key, node) from exc
+
+
+def _str(m: _Map, name: str, node: yaml.Node) -> str:
+    value = _scalar(m.src, node, m.key(name))
+    if not isinstance(value, str) or not value.strip():
+        raise m.src.err(f"expected text, got {value!r}", m.key(name), node)
+    return value.strip()
+
+
+def _int(m: _Map, name: str, node: yaml.Node, low: int, high: int) -> int:
+    value = _scalar(m.src, node, m.key(name))
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise m.src.err(f"expected a whole number, got {value!r}", m.key(name), node)
+    if not low <= value <= high:
+        raise m.src.err(f"must be between {low} and {high}, got {value}", m.key(name), node)
+    return value
+
+
+def _number(m: _Map, name: str, node: yaml.Node, low: float, high: float) -> float:
+    value = _scalar(m.src, node, m.key(name))
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise m.src.err(f"expected a number, got {value!r}", m.key(name), node)
+    if not low < value <= high:
+        raise m.src.err(f"must be more than {low} and at most {high}, got {value}", m.key(name), node)
+    return float(value)
+
+
+def _bool(m: _Map, name: str, node: yaml.Node) -> bool:
+    value = _scalar(m.src, node, m.key(name))
+    if not isinstance(value, bool):
+        raise m.src.err(f"expected true or false, got {value!r}", m.key(name), node)
+    return value
+
+
+def _choice(m: _Map, name: str, node: yaml.Node, choices: Collection[str]) -> str:
+    value = _str(m, name, node)
+    if value not in choices:
+        raise m.src.err(f"must be one of {', '.join(choices)}, got {value!r}", m.key(name), node)
+    return value
+
+
+def _items(m: _Map, name: str, node: yaml.Node) -> Iterator[tuple[str, yaml.Node]]:
+    """(key path, node) for each element of a list."""
+    if not isinstance(node, yaml.SequenceNode):
+        raise m.src.err(f"expected a list, got a {_kind(node)}", m.key(name), node)
+    for index, item in enumerate(node.value):
+        yield f"{m.key(name)}[{index}]", item
+
+
+def _str_item(src: _Src, key: str, node: yaml.Node) -> str:
+    value = _scalar(src, node, key)
+    if not isinstance(value, str) or not value.strip():
+        raise src.err(f"expected text, got {value!r}", key, node)
+    return value.strip()
+
+
+def _https_url(src: _Src, key: str, node: yaml.Node, value: str) -> str:
+    """Identity provider URLs must be https: passwords travel over them."""
+    try:
+        parts = urlsplit(value)
+        _ = parts.port
+    except ValueError as exc:
+        raise src.err(f"not a valid URL ({exc})", key, node) from exc
+    if parts.scheme != "https":
+        raise src.err(f"must be an https:// URL, got {value!r}", key, node)
+    if not parts.hostname:
+        raise src.err(f"URL has no host: {value!r}", key, node)
+    if parts.username is not None or parts.password is not None:
+        raise src.err("URL must not carry user name or password", key, node)
+    if parts.fragment:
+        raise src.err("URL must not have a #fragment", key, node)
+    return value
+
+
+def _path(m: _Map, name: str, node: yaml.Node) -> Path:
+    return m.src.resolve(_str(m, name, node))
+
+
+def _absolute(path: Path) -> Path:
+    return Path(os.path.abspath(path))
+
+
+def _read_yaml(src: _Src) -> yaml.Node:
+    """Compose one YAML file into a node tree, or raise ConfigError with its line."""
+    try:
+        raw = src.path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ConfigError("file not found", file=src.shown) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read file ({exc.strerror})", file=src.shown) from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"file is larger than {MAX_CONFIG_BYTES} bytes", file=src.shown)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError("file is not UTF-8 text", file=src.shown) from exc
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = exc.problem or exc.context or "syntax error"
+        raise ConfigError(f"YAML syntax error: {problem}", file=src.shown, line=line) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"YAML error: {exc}", file=src.shown) from exc
+    if root is None:
+        raise ConfigError("file is empty", file=src.shown)
+    return root
+
+
+# --------------------------------------------------------------------------
+# Main file.
+
+_MAIN_KEYS = ("listen", "state_dir", "tenants_dir", "secrets", "sessions", "idp_client", "logging")
+
+
+def load_config(path: Path | str, *, require_files: bool = True) -> BridgeConfig:
+    """Read, validate and freeze the whole configuration.
+
+    ``require_files=False`` lets management commands run before the files an
+    IdP hands out (signing certificates, CA bundles, metadata) exist: missing
+    ones become warnings instead of errors.  Malformed ones are still errors.
+    """
+    main_path = Path(path)
+    src = _Src(main_path, os.path.normpath(main_path))
+    warnings: list[str] = []
+    root = _Map(src, _read_yaml(src), "", _MAIN_KEYS)
+
+    host, port = "127.0.0.1", 8080
+    listen = root.sub("listen", ("host", "port"))
+    if listen is not None:
+        if (node := listen.get("host")) is not None:
+            host = _str(listen, "host", node)
+        if (node := listen.get("port")) is not None:
+            port = _int(listen, "port", node, 0, 65535)
+
+    state_dir = _path(root, "state_dir", root.require("state_dir"))
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise src.err(f"cannot create {state_dir} ({exc.strerror})", "state_dir",
+                      root.get("state_dir")) from exc
+
+    secrets_map = _Map(src, root.require("secrets"), "secrets", ("hmac_key",))
+    hmac_key = _load_secret(secrets_map, "hmac_key", warnings)
+
+    ttl = timedelta(seconds=28800)
+    sessions = root.sub("sessions", ("ttl_seconds",))
+    if sessions is not None and (node := sessions.get("ttl_seconds")) is not None:
+        ttl = timedelta(seconds=_int(sessions, "ttl_seconds", node, 60, 30 * 86400))
+
+    idp_client = _idp_client(root.sub("idp_client", ("connect_timeout_seconds", "timeout_seconds",
+                                                      "max_connections_per_idp")))
+
+    log_level = "INFO"
+    logging_map = root.sub("logging", ("level",))
+    if logging_map is not None and (node := logging_map.get("level")) is not None:
+        log_level = _str(logging_map, "level", node).upper()
+        if log_level not in LOG_LEVELS:
+            raise src.err(f"must be one of {', '.join(LOG_LEVELS)}", "logging.level", node)
+
+    tenants_node = root.get("tenants_dir")
+    tenants_dir = src.resolve("tenants") if tenants_node is None else _path(root, "tenants_dir", tenants_node)
+    tenants = _load_tenants(src, tenants_dir, tenants_node, ttl, require_files, warnings)
+    if not tenants:
+        warnings.append(f"{tenants_dir}: no tenant files (*.yaml): nobody can sign in")
+
+    return BridgeConfig(
+        source=_absolute(main_path),
+        listen_host=host,
+        listen_port=port,
+        state_dir=_absolute(state_dir),
+        tenants=tenants,
+        hmac_key=hmac_key,
+        session_ttl=ttl,
+        idp_client=idp_client,
+        log_level=log_level,
+        warnings=tuple(warnings),
+    )
+
+
+def _idp_client(m: _Map | None) -> IdpClientConfig:
+    connect, total, conns = 5.0, 15.0, 20
+    if m is not None:
+        if (node := m.get("connect_timeout_seconds")) is not None:
+            connect = _number(m, "connect_timeout_seconds", node, 0, 300)
+        if (node := m.get("timeout_seconds")) is not None:
+            total = _number(m, "timeout_seconds", node, 0, 600)
+        if (node := m.get("max_connections_per_idp")) is not None:
+            conns = _int(m, "max_connections_per_idp", node, 1, 10000)
+    return IdpClientConfig(connect_timeout=connect, timeout=total, max_connections_per_idp=conns)
+
+
+def _load_secret(parent: _Map, name: str, warnings: list[str]) -> bytes:
+    """A secret named by ``{env: VAR}`` or ``{file: path, generate: bool}``; never inline."""
+    node = parent.require(name)
+    key = parent.key(name)
+    if not isinstance(node, yaml.MappingNode):
+        raise parent.src.err("secrets are never inline: use env or file", key, node)
+    m = _Map(parent.src, node, key, ("env", "file", "generate"))
+    env_node, file_node, gen_node = m.get("env"), m.get("file"), m.get("generate")
+    if (env_node is None) == (file_node is None):
+        raise parent.src.err("give exactly one of env or file", key, node)
+    if env_node is not None:
+        if gen_node is not None:
+            raise parent.src.err("generate only applies to file", m.key("generate"), gen_node)
+        var = _str(m, "env", env_node)
+        value = os.environ.get(var)
+        if not value:
+            raise parent.src.err(f"environment variable {var} is not set", m.key("env"), env_node)
+        data = value.strip().encode()
+    else:
+        assert file_node is not None
+        file = _path(m, "file", file_node)
+        generate = gen_node is not None and _bool(m, "generate", gen_node)
+        if generate and not file.exists():
+            _generate_secret_file(m, file, file_node)
+        try:
+            data = file.read_bytes().strip()
+            mode = file.stat().st_mode
+        except FileNotFoundError as exc:
+            raise parent.src.err(f"secret file {file} not found (add generate: true to create it)",
+                                 m.key("file"), file_node) from exc
+        except OSError as exc:
+            raise parent.src.err(f"cannot read {file} ({exc.strerror})", m.key("file"), file_node) from exc
+        if mode & 0o077:
+            warnings.append(f"{file}: secret file is readable by other users (chmod 600 it)")
+    if len(data) < MIN_SECRET_BYTES:
+        raise parent.src.err(f"secret is too short: at least {MIN_SECRET_BYTES} bytes are needed", key, node)
+    return data
+
+
+def _generate_secret_file(m: _Map, file: Path, node: yaml.Node) -> None:
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32) + "\n")
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise m.src.err(f"cannot create {file} ({exc.strerror})", m.key("file"), node) from exc
+    log.info("generated secret file %s", file)
+
+
+# --------------------------------------------------------------------------
+# Tenant files.
+
+_TENANT_KEYS = ("id", "name", "domains", "protocol", "idp_whitelist", "session_ttl_seconds",
+                "wstrust", "saml2")
+_WSTRUST_KEYS = ("adfs_url", "endpoint", "version", "applies_to", "token_type", "issuer",
+                 "signing_certificates", "federation_metadata", "signature_algorithms",
+                 "clock_skew_seconds", "subject_claim", "ca_file")
+_SAML2_KEYS = ("metadata_file", "metadata_url", "entity_id", "ecp_url", "signing_certificates",
+               "sp_entity_id", "clock_skew_seconds", "subject_claim", "signature_algorithms", "ca_file")
+
+
+def _load_tenants(main: _Src, tenants_dir: Path, node: yaml.Node | None, default_ttl: timedelta,
+                  require_files: bool, warnings: list[str]) -> tuple[TenantConfig, ...]:
+    if not tenants_dir.is_dir():
+        raise main.err(f"tenants directory {tenants_dir} does not exist", "tenants_dir", node)
+    tenants: list[TenantConfig] = []
+    ids: dict[str, str] = {}
+    domains: dict[str, str] = {}
+    for file in sorted(tenants_dir.glob("*.yaml")):
+        src = _Src(file, os.path.normpath(file))
+        m = _Map(src, _read_yaml(src), "", _TENANT_KEYS)
+        tenant = _tenant(m, default_ttl, require_files, warnings)
+        id_node = m.require("id")
+        if tenant.id in ids:
+            raise src.err(f"duplicate tenant id: {tenant.id!r} is already used by {ids[tenant.id]}", "id",
+                          id_node)
+        ids[tenant.id] = src.shown
+        domains_node = m.require("domains")
+        for index, domain in enumerate(tenant.domains):
+            if domain in domains:
+                raise src.err(f"domain {domain} is already claimed by tenant {domains[domain]}",
+                              f"domains[{index}]", domains_node.value[index])
+            domains[domain] = f"{tenant.id} ({src.shown})"
+        tenants.append(tenant)
+    return tuple(tenants)
+
+
+def _tenant(m: _Map, default_ttl: timedelta, require_files: bool, warnings: list[str]) -> TenantConfig:
+    src = m.src
+    id_node = m.require("id")
+    tenant_id = _str(m, "id", id_node)
+    if not _TENANT_ID.fullmatch(tenant_id):
+        raise src.err("tenant id must be lower-case letters, digits and '-' (at most 63)", "id", id_node)
+    name = _str(m, "name", m.require("name"))
+
+    domains: list[str] = []
+    domains_node = m.require("domains")
+    for key, item in _items(m, "domains", domains_node):
+        domain = _str_item(src, key, item).lower().rstrip(".")
+        if not _valid_domain(domain):
+            raise src.err(f"not a valid DNS domain name: {domain!r}", key, item)
+        if domain in domains:
+            raise src.err(f"domain {domain} is listed twice", key, item)
+        domains.append(domain)
+    if not domains:
+        raise src.err("at least one domain is needed", "domains", domains_node)
+
+    protocol_node = m.require("protocol")
+    protocol = Protocol(_choice(m, "protocol", protocol_node, [p.value for p in Protocol]))
+
+    whitelist: list[IPNetwork] = []
+    wl_node = m.require("idp_whitelist")
+    for key, item in _items(m, "idp_whitelist", wl_node):
+        whitelist.append(_network(src, key, item))
+    if not whitelist:
+        raise src.err("at least one network is needed (the identity provider's address)", "idp_whitelist",
+                      wl_node)
+
+    ttl = default_ttl
+    if (node := m.get("session_ttl_seconds")) is not None:
+        ttl = timedelta(seconds=_int(m, "session_ttl_seconds", node, 60, 30 * 86400))
+
+    wstrust: WsTrustConfig | None = None
+    saml2: Saml2Config | None = None
+    for section in (Protocol.WSTRUST, Protocol.SAML2):
+        node = m.get(section.value)
+        if section is not protocol and node is not None:
+            raise src.err(f"section only allowed with protocol: {section.value}", section.value, node)
+    if protocol is Protocol.WSTRUST:
+        section_map = _Map(src, m.require("wstrust"), "wstrust", _WSTRUST_KEYS)
+        wstrust = _wstrust(section_map, require_files, warnings)
+    else:
+        section_map = _Map(src, m.require("saml2"), "saml2", _SAML2_KEYS)
+        saml2 = _saml2(section_map, require_files, warnings)
+
+    return TenantConfig(
+        id=tenant_id,
+        name=name,
+        domains=tuple(domains),
+        protocol=protocol,
+        idp_whitelist=tuple(whitelist),
+        session_ttl=ttl,
+        wstrust=wstrust,
+        saml2=saml2,
+        source=_absolute(src.path),
+    )
+
+
+def _valid_domain(domain: str) -> bool:
+    labels = domain.split(".")
+    return len(domain) <= 253 and len(labels) >= 2 and all(_DNS_LABEL.fullmatch(label) for label in labels)
+
+
+def _network(src: _Src, key: str, node: yaml.Node) -> IPNetwork:
+    raw = _str_item(src, key, node)
+    try:
+        return ipaddress.ip_network(raw, strict=True)
+    except ValueError as exc:
+        try:
+            loose = ipaddress.ip_network(raw, strict=False)
+        except ValueError:
+            raise src.err(f"not an IP network in CIDR form (like 192.0.2.10/32): {raw!r}", key, node) from exc
+        raise src.err(f"{raw} has host bits set; did you mean {loose}?", key, node) from exc
+
+
+def _common_idp(m: _Map, require_files: bool, warnings: list[str]) -> tuple[
+        tuple[x509.Certificate, ...], tuple[str, ...], timedelta, Path | None]:
+    """Keys both protocol sections share: pinned certificates, algorithms, skew, CA file."""
+    certs: list[x509.Certificate] = []
+    if (node := m.get("signing_certificates")) is not None:
+        for key, item in _items(m, "signing_certificates", node):
+            certs.extend(_load_certs(m.src, key, item, require_files, warnings))
+    algorithms: list[str] = []
+    if (node := m.get("signature_algorithms")) is not None:
+        for key, item in _items(m, "signature_algorithms", node):
+            alg = _str_item(m.src, key, item).lower()
+            if alg not in SIGNATURE_ALGORITHMS:
+                raise m.src.err(f"must be one of {', '.join(SIGNATURE_ALGORITHMS)}, got {alg!r}", key, item)
+            if alg not in algorithms:
+                algorithms.append(alg)
+        if not algorithms:
+            raise m.src.err("at least one algorithm is needed", m.key("signature_algorithms"), node)
+    else:
+        algorithms = ["rsa-sha256", "rsa-sha512"]
+    skew = timedelta(seconds=300)
+    if (node := m.get("clock_skew_seconds")) is not None:
+        skew = timedelta(seconds=_int(m, "clock_skew_seconds", node, 0, 900))
+    ca_file: Path | None = None
+    if (node := m.get("ca_file")) is not None:
+        ca_file = _existing_file(m, "ca_file", node, require_files, warnings)
+    return tuple(certs), tuple(algorithms), skew, ca_file
+
+
+def _existing_file(m: _Map, name: str, node: yaml.Node, require_files: bool, warnings: list[str]) -> Path:
+    file = _path(m, name, node)
+    if not file.is_file():
+        if require_files:
+            raise m.src.err(f"file not found: {file}", m.key(name), node)
+        warnings.append(f"{m.src.shown}: {m.key(name)}: {file} does not exist yet")
+    return _absolute(file)
+
+
+def _subject_claim(m: _Map, node: yaml.Node | None, default: str) -> str:
+    if node is None:
+        return default
+    claim = _str(m, "subject_claim", node)
+    if claim in ("upn", "email", "nameid") or claim.startswith(("http://", "https://", "urn:")):
+        return claim
+    raise m.src.err(f"must be upn, email, nameid or a claim URI, got {claim!r}", m.key("subject_claim"), node)
+
+
+def _wstrust(m: _Map, require_files: bool, warnings: list[str]) -> WsTrustConfig:
+    src = m.src
+    adfs_url = endpoint = None
+    if (node := m.get("adfs_url")) is not None:
+        adfs_url = _https_url(src, m.key("adfs_url"), node, _str(m, "adfs_url", node)).rstrip("/")
+    if (node := m.get("endpoint")) is not None:
+        endpoint = _https_url(src, m.key("endpoint"), node, _str(m, "endpoint", node))
+    if adfs_url is None and endpoint is None:
+        raise src.err("give adfs_url (AD FS base URL) or endpoint (the usernamemixed URL)", "wstrust", m.node)
+
+    version = WsTrustVersionSetting.AUTO
+    if (node := m.get("version")) is not None:
+        # YAML reads 1.3 as a float and 2005 as an int; accept both spellings.
+        raw = _scalar(src, node, m.key("version"))
+        text = {1.3: "1.3", 2005: "2005"}.get(raw, raw) if isinstance(raw, int | float) else raw
+        try:
+            version = WsTrustVersionSetting(str(text).strip().lower())
+        except ValueError as exc:
+            raise src.err(f'must be "1.3", "2005" or auto, got {raw!r}', m.key("version"), node) from exc
+
+    applies_to = _str(m, "applies_to", m.require("applies_to"))
+    token_type = TokenTypeSetting.SAML2
+    if (node := m.get("token_type")) is not None:
+        token_type = TokenTypeSetting(_choice(m, "token_type", node, [t.value for t in TokenTypeSetting]))
+    issuer = None if (node := m.get("issuer")) is None else _str(m, "issuer", node)
+    federation_metadata = False
+    if (node := m.get("federation_metadata")) is not None:
+        federation_metadata = _bool(m, "federation_metadata", node)
+    certs, algorithms, skew, ca_file = _common_idp(m, require_files, warnings)
+    if m.get("signing_certificates") is None and not federation_metadata:
+        raise src.err("give signing_certificates and/or federation_metadata: true (the IdP's signing "
+                      "certificate must be pinned)", "wstrust", m.node)
+    return WsTrustConfig(
+        adfs_url=adfs_url,
+        endpoint=endpoint,
+        version=version,
+        applies_to=applies_to,
+        token_type=token_type,
+        issuer=issuer,
+        signing_certificates=certs,
+        federation_metadata=federation_metadata,
+        signature_algorithms=algorithms,
+        clock_skew=skew,
+        subject_claim=_subject_claim(m, m.get("subject_claim"), "upn"),
+        ca_file=ca_file,
+    )
+
+
+def _saml2(m: _Map, require_files: bool, warnings: list[str]) -> Saml2Config:
+    src = m.src
+    metadata_file: Path | None = None
+    metadata_url: str | None = None
+    if (node := m.get("metadata_file")) is not None:
+        metadata_file = _existing_file(m, "metadata_file", node, require_files, warnings)
+    if (node := m.get("metadata_url")) is not None:
+        metadata_url = _https_url(src, m.key("metadata_url"), node, _str(m, "metadata_url", node))
+    if metadata_file is not None and metadata_url is not None:
+        raise src.err("give metadata_file or metadata_url, not both", "saml2", m.node)
+    entity_id = None if (node := m.get("entity_id")) is None else _str(m, "entity_id", node)
+    ecp_url = None
+    if (node := m.get("ecp_url")) is not None:
+        ecp_url = _https_url(src, m.key("ecp_url"), node, _str(m, "ecp_url", node))
+    sp_entity_id = _str(m, "sp_entity_id", m.require("sp_entity_id"))
+    certs, algorithms, skew, ca_file = _common_idp(m, require_files, warnings)
+    has_metadata = metadata_file is not None or metadata_url is not None
+    if m.get("signing_certificates") is None and not has_metadata:
+        raise src.err("give signing_certificates or IdP metadata (metadata_file / metadata_url)", "saml2",
+                      m.node)
+    if entity_id is None and not has_metadata:
+        raise src.err("missing required key (no metadata to take it from)", "saml2.entity_id", m.node)
+    return Saml2Config(
+        metadata_file=metadata_file,
+        metadata_url=metadata_url,
+        entity_id=entity_id,
+        ecp_url=ecp_url,
+        signing_certificates=certs,
+        sp_entity_id=sp_entity_id,
+        clock_skew=skew,
+        subject_claim=_subject_claim(m, m.get("subject_claim"), "nameid"),
+        signature_algorithms=algorithms,
+        ca_file=ca_file,
+    )
+
+
+def _load_certs(src: _Src, key: str, node: yaml.Node, require_files: bool,
+                warnings: list[str]) -> list[x509.Certificate]:
+    """Every certificate in one PEM file; pinned keys must be RSA (the algorithms allowed are)."""
+    file = src.resolve(_str_item(src, key, node))
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError as exc:
+        if not require_files:
+            warnings.append(f"{src.shown}: {key}: {file} does not exist yet")
+            return []
+        raise src.err(f"certificate file not found: {file}", key, node) from exc
+    except OSError as exc:
+        raise src.err(f"cannot read {file} ({exc.strerror})", key, node) from exc
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise src.err(f"{file}: no readable PEM certificate in it", key, node) from exc
+    now = datetime.now(UTC)
+    for cert in certs:
+        if not isinstance(cert.public_key(), rsa.RSAPublicKey):
+            raise src.err(f"{file}: certificate {cert.subject.rfc4514_string()} does not hold an RSA key",
+                          key, node)
+        expiry = cert.not_valid_after_utc
+        subject = cert.subject.rfc4514_string()
+        if expiry <= now:
+            warnings.append(f"{src.shown}: {key}: certificate {subject} expired on {expiry:%Y-%m-%d}")
+        elif expiry - now <= CERT_EXPIRY_WARNING:
+            warnings.append(f"{src.shown}: {key}: certificate {subject} expires on {expiry:%Y-%m-%d} "
+                            f"(in {(expiry - now).days} days)")
+    return certs
+
+
+# --------------------------------------------------------------------------
+# Summary for `loginbridge config check`.
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 fingerprint in the colon-separated form admin tools show."""
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def summarize(config: BridgeConfig) -> str:
+    """A human summary: tenants, endpoints, pinned certificates; never secrets."""
+    lines = [
+        f"config: {config.source}",
+        f"listen: {config.listen_host}:{config.listen_port}",
+        f"state_dir: {config.state_dir}",
+        f"session ttl: {int(config.session_ttl.total_seconds())} s",
+        f"idp client: connect {config.idp_client.connect_timeout:g} s, "
+        f"total {config.idp_client.timeout:g} s, "
+        f"{config.idp_client.max_connections_per_idp} connections per IdP",
+        f"log level: {config.log_level}",
+        f"hmac key: set ({len(config.hmac_key)} bytes)",
+        f"tenants: {len(config.tenants)}",
+    ]
+    for t in config.tenants:
+        lines.append(f"- {t.id}: {t.name} [{t.protocol.value}] ({t.source})")
+        lines.append(f"    domains: {', '.join(t.domains)}")
+        lines.append(f"    idp whitelist: {', '.join(str(n) for n in t.idp_whitelist)}")
+        lines.append(f"    session ttl: {int(t.session_ttl.total_seconds())} s")
+        certs: tuple[x509.Certificate, ...] = ()
+        if t.wstrust is not None:
+            w = t.wstrust
+            lines.append(f"    adfs_url: {w.adfs_url or '-'}  endpoint: {w.endpoint or '(discover)'}")
+            lines.append(f"    version: {w.version.value}  token: {w.token_type.value}  "
+                         f"applies_to: {w.applies_to}")
+            lines.append(f"    issuer: {w.issuer or '(from federation metadata)'}  "
+                         f"federation_metadata: {'yes' if w.federation_metadata else 'no'}")
+            lines.append(f"    algorithms: {', '.join(w.signature_algorithms)}  "
+                         f"skew: {int(w.clock_skew.total_seconds())} s  subject: {w.subject_claim}")
+            if w.ca_file is not None:
+                lines.append(f"    ca_file: {w.ca_file}")
+            certs = w.signing_certificates
+        if t.saml2 is not None:
+            s = t.saml2
+            lines.append(f"    idp entity: {s.entity_id or '(from metadata)'}  sp entity: {s.sp_entity_id}")
+            lines.append(f"    ecp_url: {s.ecp_url or '(none: password sign-in unavailable)'}")
+            metadata = s.metadata_url or (str(s.metadata_file) if s.metadata_file else "-")
+            lines.append(f"    metadata: {metadata}")
+            lines.append(f"    algorithms: {', '.join(s.signature_algorithms)}  "
+                         f"skew: {int(s.clock_skew.total_seconds())} s  subject: {s.subject_claim}")
+            if s.ca_file is not None:
+                lines.append(f"    ca_file: {s.ca_file}")
+            certs = s.signing_certificates
+        for cert in certs:
+            lines.append(f"    cert: {cert.subject.rfc4514_string()}")
+            lines.append(f"      sha256 {fingerprint(cert)}")
+            lines.append(f"      valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    return "\n".join(lines)
+

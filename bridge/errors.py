@@ -1,0 +1,247 @@
+"""The one exception tree of loginbridge.
+
+Every error the service can answer with is a subclass of :class:`BridgeError`.
+Each class carries a stable ``code`` (the JSON ``error`` field devices switch
+on), the HTTP status, the IPP status a printer answers with, and a short
+``panel_message`` that is safe to show on an MFP panel.  The optional
+``detail`` is for administrators: it is logged, and only sent to the client
+when the class says it is safe (``expose_detail``).
+
+Third-party exceptions (aiohttp, lxml, signxml, yaml, sqlite3 ...) are turned
+into these at one boundary each, with ``raise ... from exc``.
+
+    BridgeError                         500 internal_error
+    ├── ConfigError                     (start-up only; names file, key, line)
+    ├── RequestError                    400 bad_request
+    │   ├── EmailRequired               400 email_required
+    │   └── PayloadTooLarge             413 payload_too_large
+    ├── DeviceAuthError                 401 device_unauthorized
+    │   ├── WrongMode                   403 wrong_mode
+    │   └── SourceNotAllowed            403 source_not_allowed
+    ├── SessionError                    401 session_invalid
+    ├── LoginRefused                    403 login_refused
+    │   ├── UnknownDomain               403 unknown_domain
+    │   ├── UserNotProvisioned          403 user_not_provisioned
+    │   ├── UserDisabled                403 user_disabled
+    │   ├── InvalidCredentials          401 invalid_credentials
+    │   ├── AccessDenied                403 access_denied
+    │   ├── TemporarilyLocked           429 temporarily_locked
+    │   └── PasswordLoginUnsupported    403 password_login_unsupported
+    ├── IdpError                        502 idp_error
+    │   ├── IdpNotWhitelisted           502 idp_not_whitelisted
+    │   ├── IdpUnreachable              502 idp_unreachable
+    │   ├── IdpTimeout                  504 idp_timeout
+    │   ├── IdpRejectedRequest          502 idp_rejected_request
+    │   └── IdpProtocolError            502 idp_protocol_error
+    │       ├── XmlRejected             502 idp_protocol_error
+    │       └── AssertionRejected       502 assertion_invalid
+    └── StoreError                      500 store_error
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+# IPP status codes (RFC 8011 section 4.1.6) used by the mapping below.
+IPP_CLIENT_BAD_REQUEST = 0x0400
+IPP_CLIENT_FORBIDDEN = 0x0401
+IPP_CLIENT_NOT_AUTHENTICATED = 0x0402
+IPP_CLIENT_NOT_AUTHORIZED = 0x0403
+IPP_CLIENT_TOO_LARGE = 0x0408  # client-error-request-entity-too-large (RFC 8011 4.1.6.2)
+IPP_SERVER_INTERNAL = 0x0500
+IPP_SERVER_UNAVAILABLE = 0x0502
+IPP_SERVER_BUSY = 0x0507
+
+
+class BridgeError(Exception):
+    """Root of every error loginbridge raises on purpose."""
+
+    code: ClassVar[str] = "internal_error"
+    http_status: ClassVar[int] = 500
+    ipp_status: ClassVar[int] = IPP_SERVER_INTERNAL
+    panel_message: ClassVar[str] = "Sign-in is not available right now. Try again later."
+    expose_detail: ClassVar[bool] = False
+
+    def __init__(self, detail: str = "", *, message: str | None = None) -> None:
+        super().__init__(detail or self.panel_message)
+        self.detail = detail
+        self._message = message
+
+    @property
+    def message(self) -> str:
+        """Text safe to show to the device user."""
+        return self._message or self.panel_message
+
+    def to_json(self) -> dict[str, str]:
+        body = {"error": self.code, "message": self.message}
+        if self.expose_detail and self.detail:
+            body["detail"] = self.detail
+        return body
+
+
+class ConfigError(BridgeError):
+    """Invalid configuration; raised at start-up, never while serving."""
+
+    code = "config_error"
+
+    def __init__(self, detail: str, *, file: str = "", key: str = "", line: int | None = None) -> None:
+        where = file
+        if line is not None:
+            where = f"{where}:{line}" if where else f"line {line}"
+        if key:
+            where = f"{where}: {key}" if where else key
+        super().__init__(f"{where}: {detail}" if where else detail)
+        self.file = file
+        self.key = key
+        self.line = line
+
+
+class RequestError(BridgeError):
+    code = "bad_request"
+    http_status = 400
+    ipp_status = IPP_CLIENT_BAD_REQUEST
+    panel_message = "The request was not understood."
+    expose_detail = True
+
+
+class EmailRequired(RequestError):
+    code = "email_required"
+    panel_message = "Sign in with your email address (for example name@company.com), not a user name."
+    expose_detail = False
+
+
+class PayloadTooLarge(RequestError):
+    code = "payload_too_large"
+    http_status = 413
+    ipp_status = IPP_CLIENT_TOO_LARGE
+    panel_message = "The request is too large."
+
+
+class DeviceAuthError(BridgeError):
+    code = "device_unauthorized"
+    http_status = 401
+    ipp_status = IPP_CLIENT_NOT_AUTHENTICATED
+    panel_message = "This device is not registered with the sign-in service. Ask your administrator."
+
+
+class WrongMode(DeviceAuthError):
+    code = "wrong_mode"
+    http_status = 403
+    ipp_status = IPP_CLIENT_FORBIDDEN
+    panel_message = "This device is not set up for this sign-in mode."
+
+
+class SourceNotAllowed(DeviceAuthError):
+    code = "source_not_allowed"
+    http_status = 403
+    ipp_status = IPP_CLIENT_FORBIDDEN
+    panel_message = "This device's network is not allowed to sign in."
+
+
+class SessionError(BridgeError):
+    code = "session_invalid"
+    http_status = 401
+    ipp_status = IPP_CLIENT_NOT_AUTHENTICATED
+    panel_message = "Your session has ended. Sign in again."
+
+
+class LoginRefused(BridgeError):
+    code = "login_refused"
+    http_status = 403
+    ipp_status = IPP_CLIENT_NOT_AUTHORIZED
+    panel_message = "Sign-in was refused."
+
+
+class UnknownDomain(LoginRefused):
+    code = "unknown_domain"
+    panel_message = "This email domain is not set up for sign-in. Check the address or ask your administrator."
+
+
+class UserNotProvisioned(LoginRefused):
+    code = "user_not_provisioned"
+    panel_message = "No account exists for this email address. Ask your administrator to create it."
+
+
+class UserDisabled(LoginRefused):
+    code = "user_disabled"
+    panel_message = "This account is disabled. Ask your administrator."
+
+
+class InvalidCredentials(LoginRefused):
+    code = "invalid_credentials"
+    http_status = 401
+    ipp_status = IPP_CLIENT_NOT_AUTHENTICATED
+    panel_message = "Wrong email address or password."
+
+
+class AccessDenied(LoginRefused):
+    code = "access_denied"
+    panel_message = "Your company's sign-in service refused access for this account."
+
+
+class TemporarilyLocked(LoginRefused):
+    code = "temporarily_locked"
+    http_status = 429
+    ipp_status = IPP_SERVER_BUSY
+    panel_message = "Too many sign-in attempts. Wait a few minutes and try again."
+
+    def __init__(self, detail: str = "", *, retry_after: int = 60) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class PasswordLoginUnsupported(LoginRefused):
+    code = "password_login_unsupported"
+    panel_message = "Password sign-in at this device is not available for your company."
+    expose_detail = True
+
+
+class IdpError(BridgeError):
+    code = "idp_error"
+    http_status = 502
+    ipp_status = IPP_SERVER_UNAVAILABLE
+    panel_message = "Your company's sign-in service could not be reached. Try again later."
+
+
+class IdpNotWhitelisted(IdpError):
+    code = "idp_not_whitelisted"
+    panel_message = "Sign-in is not set up correctly for your company. Contact your administrator."
+
+
+class IdpUnreachable(IdpError):
+    code = "idp_unreachable"
+
+
+class IdpTimeout(IdpError):
+    code = "idp_timeout"
+    http_status = 504
+    panel_message = "Your company's sign-in service did not answer in time. Try again later."
+
+
+class IdpRejectedRequest(IdpError):
+    code = "idp_rejected_request"
+    panel_message = "Your company's sign-in service refused the request. Contact your administrator."
+
+
+class IdpProtocolError(IdpError):
+    code = "idp_protocol_error"
+    panel_message = "Your company's sign-in service gave an answer that could not be read."
+
+
+class XmlRejected(IdpProtocolError):
+    """An XML document was refused before or while parsing (DOCTYPE, size, syntax)."""
+
+
+class AssertionRejected(IdpProtocolError):
+    """The token from the IdP failed validation; ``reason`` says which check."""
+
+    code = "assertion_invalid"
+    panel_message = "Your company's sign-in service gave an answer that could not be trusted."
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+class StoreError(BridgeError):
+    code = "store_error"

@@ -1,0 +1,8 @@
+"""A small AD FS simulator speaking the real WS-Trust protocol.
+
+Technicians point devices at it when the customer's IdP is not at hand, and
+the end-to-end tests run the bridge against it over loopback https.  It
+serves MEX, FederationMetadata.xml and the two ``usernamemixed`` endpoints,
+answers with signed SAML tokens or AD FS-worded SOAP faults, and can be told
+to misbehave (slow, broken, or forged answers) through ``/_sim/control``.
+"""

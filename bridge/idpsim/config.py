@@ -1,0 +1,227 @@
+"""The simulator's directory and settings, loaded from a YAML users file.
+
+The passwords in that file are the simulated IdP's own directory, so they
+are kept in memory; they are never logged and never shown in a ``repr``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bridge.errors import ConfigError
+
+DEFAULT_TOKEN_LIFETIME = timedelta(hours=1)
+_TOP_KEYS = frozenset({"issuer", "relying_parties", "users", "signing", "token_lifetime_seconds"})
+_USER_KEYS = frozenset({"username", "upn", "email", "password", "display_name", "enabled", "groups"})
+_SIGNING_KEYS = frozenset({"key", "cert", "algorithm"})
+# Compared against when the user is unknown, so both paths cost one compare_digest.
+_DUMMY_PASSWORD = b"\x00idp-sim-no-such-user\x00"
+
+
+class SigningAlgorithmName(enum.Enum):
+    """Token signature algorithm as written in the users file."""
+
+    RSA_SHA256 = "rsa-sha256"
+    RSA_SHA1 = "rsa-sha1"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SimUser:
+    """One account of the simulated directory."""
+
+    username: str
+    upn: str
+    email: str
+    password: str = field(repr=False)
+    display_name: str
+    enabled: bool = True
+    groups: tuple[str, ...] = ()
+
+    def matches(self, login: str) -> bool:
+        """AD FS accepts the UPN, the mail address or the bare account name."""
+        wanted = login.strip().casefold()
+        return wanted in {self.upn.casefold(), self.email.casefold(), self.username.casefold()}
+
+    def password_is(self, candidate: str) -> bool:
+        return hmac.compare_digest(self.password.encode("utf-8"), candidate.encode("utf-8"))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SigningSettings:
+    """Token-signing key and certificate given explicitly instead of generated ones."""
+
+    key_file: Path | None = None
+    cert_file: Path | None = None
+    algorithm: SigningAlgorithmName = SigningAlgorithmName.RSA_SHA256
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SimConfig:
+    """Everything the simulator needs besides its keys directory."""
+
+    issuer: str | None = None
+    relying_parties: tuple[str, ...] = ()
+    users: tuple[SimUser, ...] = ()
+    signing: SigningSettings = SigningSettings()
+    token_lifetime: timedelta = DEFAULT_TOKEN_LIFETIME
+    source: str = ""
+
+    def resolved(self, host: str, port: int) -> SimConfig:
+        """Fill the default issuer from the address actually bound."""
+        if self.issuer is not None:
+            return self
+        shown = f"[{host}]" if ":" in host else host
+        return dataclasses.replace(self, issuer=f"http://{shown}:{port}/adfs/services/trust")
+
+    def find_user(self, login: str) -> SimUser | None:
+        for user in self.users:
+            if user.matches(login):
+                return user
+        return None
+
+    def authenticate(self, login: str, password: str) -> SimUser | None:
+        """The user if the password is right, else None (same work either way)."""
+        user = self.find_user(login)
+        if user is None:
+            hmac.compare_digest(_DUMMY_PASSWORD, password.encode("utf-8"))
+            return None
+        return user if user.password_is(password) else None
+
+    def accepts_scope(self, applies_to: str) -> bool:
+        return applies_to in self.relying_parties
+
+
+def load_config(path: Path) -> SimConfig:
+    """Read and check a users file; every problem is a ConfigError naming the key."""
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read users file ({exc.strerror})", file=name) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        line = None
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            line = int(mark.line) + 1
+        raise ConfigError("not valid YAML", file=name, line=line) from exc
+    return parse_config(data, source=name, base_dir=path.parent)
+
+
+def parse_config(data: object, *, source: str = "", base_dir: Path | None = None) -> SimConfig:
+    """Build a SimConfig from already-parsed YAML data."""
+    top = _mapping(data, source, "(top level)")
+    _no_unknown(top, _TOP_KEYS, source, "")
+    issuer = _opt_str(top, "issuer", source, "")
+    relying = top.get("relying_parties", [])
+    if not isinstance(relying, list) or not all(isinstance(r, str) and r for r in relying):
+        raise ConfigError("must be a list of non-empty strings", file=source, key="relying_parties")
+    users_raw = top.get("users", [])
+    if not isinstance(users_raw, list):
+        raise ConfigError("must be a list", file=source, key="users")
+    users = tuple(_user(u, source, f"users[{i}]") for i, u in enumerate(users_raw))
+    seen: set[str] = set()
+    for i, user in enumerate(users):
+        for login in {user.upn.casefold(), user.email.casefold(), user.username.casefold()}:
+            if login in seen:
+                raise ConfigError(f"login {login!r} is used twice", file=source, key=f"users[{i}]")
+            seen.add(login)
+    lifetime_raw = top.get("token_lifetime_seconds", int(DEFAULT_TOKEN_LIFETIME.total_seconds()))
+    if isinstance(lifetime_raw, bool) or not isinstance(lifetime_raw, int) or lifetime_raw <= 0:
+        raise ConfigError("must be a positive integer", file=source, key="token_lifetime_seconds")
+    return SimConfig(
+        issuer=issuer,
+        relying_parties=tuple(relying),
+        users=users,
+        signing=_signing(top.get("signing"), source, base_dir),
+        token_lifetime=timedelta(seconds=lifetime_raw),
+        source=source,
+    )
+
+
+def _mapping(value: object, source: str, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ConfigError("must be a mapping", file=source, key=key)
+    return value
+
+
+def _no_unknown(data: Mapping[str, Any], allowed: frozenset[str], source: str, prefix: str) -> None:
+    for key in data:
+        if key not in allowed:
+            raise ConfigError("unknown key", file=source, key=f"{prefix}{key}")
+
+
+def _opt_str(data: Mapping[str, Any], key: str, source: str, prefix: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError("must be a non-empty string", file=source, key=f"{prefix}{key}")
+    return value
+
+
+def _req_str(data: Mapping[str, Any], key: str, source: str, prefix: str) -> str:
+    value = _opt_str(data, key, source, prefix)
+    if value is None:
+        raise ConfigError("is required", file=source, key=f"{prefix}{key}")
+    return value
+
+
+def _user(raw: object, source: str, where: str) -> SimUser:
+    data = _mapping(raw, source, where)
+    prefix = f"{where}."
+    _no_unknown(data, _USER_KEYS, source, prefix)
+    upn = _req_str(data, "upn", source, prefix)
+    if "@" not in upn:
+        raise ConfigError("must look like name@domain", file=source, key=f"{prefix}upn")
+    password = data.get("password")
+    if not isinstance(password, str) or not password:
+        # The message never carries the value.
+        raise ConfigError("must be a non-empty string", file=source, key=f"{prefix}password")
+    enabled = data.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError("must be true or false", file=source, key=f"{prefix}enabled")
+    groups = data.get("groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
+        raise ConfigError("must be a list of non-empty strings", file=source, key=f"{prefix}groups")
+    return SimUser(
+        username=_opt_str(data, "username", source, prefix) or upn.split("@", 1)[0],
+        upn=upn,
+        email=_opt_str(data, "email", source, prefix) or upn,
+        password=password,
+        display_name=_opt_str(data, "display_name", source, prefix) or upn.split("@", 1)[0],
+        enabled=enabled,
+        groups=tuple(groups),
+    )
+
+
+def _signing(raw: object, source: str, base_dir: Path | None) -> SigningSettings:
+    if raw is None:
+        return SigningSettings()
+    data = _mapping(raw, source, "signing")
+    _no_unknown(data, _SIGNING_KEYS, source, "signing.")
+    key = _opt_str(data, "key", source, "signing.")
+    cert = _opt_str(data, "cert", source, "signing.")
+    if (key is None) != (cert is None):
+        raise ConfigError("key and cert must be given together", file=source, key="signing")
+    algorithm_raw = _opt_str(data, "algorithm", source, "signing.") or SigningAlgorithmName.RSA_SHA256.value
+    try:
+        algorithm = SigningAlgorithmName(algorithm_raw)
+    except ValueError as exc:
+        raise ConfigError("must be rsa-sha256 or rsa-sha1", file=source, key="signing.algorithm") from exc
+    base = base_dir or Path()
+    return SigningSettings(
+        key_file=None if key is None else base / key,
+        cert_file=None if cert is None else base / cert,
+        algorithm=algorithm,
+    )

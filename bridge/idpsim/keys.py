@@ -1,0 +1,259 @@
+"""Keys and certificates of the simulator, generated once and kept on disk.
+
+A private CA signs the TLS server certificate (so clients verify the
+connection against ``ca.pem`` instead of turning verification off), and a
+self-signed token-signing certificate plays the AD FS "ADFS Signing" one.
+Everything is reused on restart so devices and tenants configured with the
+signing certificate keep working.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import ssl
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from bridge.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+CA_FILE = "ca.pem"
+CA_KEY_FILE = "ca.key"
+TLS_CERT_FILE = "tls.pem"
+TLS_KEY_FILE = "tls.key"
+SIGNING_CERT_FILE = "signing.pem"
+SIGNING_KEY_FILE = "signing.key"
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SimKeys:
+    """Where the simulator's key material lives, plus the signing pair in memory."""
+
+    keys_dir: Path
+    ca_file: Path
+    tls_cert_file: Path
+    tls_key_file: Path
+    signing_cert_file: Path
+    signing_key_file: Path
+    signing_cert_pem: bytes
+    signing_key_pem: bytes = field(repr=False)
+
+
+def new_rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def key_pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def self_signed_signing_cert(key: rsa.RSAPrivateKey, host: str, *, days: int = 365) -> x509.Certificate:
+    """A certificate shaped like AD FS's own: self-signed, CN "ADFS Signing - host"."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ADFS Signing - {host}")])
+    now = datetime.now(UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+
+
+def generate_signing_pair(host: str) -> tuple[bytes, bytes]:
+    """(key PEM, certificate PEM) of a fresh token-signing identity."""
+    key = new_rsa_key()
+    cert = self_signed_signing_cert(key, host)
+    return key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
+
+
+def cert_fingerprint(cert_pem: bytes) -> str:
+    """SHA-256 fingerprint, hex, as administrators compare them."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def ensure_keys(keys_dir: Path, *, host: str = "localhost") -> SimKeys:
+    """Create whatever is missing in ``keys_dir`` and return the whole set."""
+    try:
+        keys_dir.mkdir(parents=True, exist_ok=True)
+        ca_key, ca_cert = _ensure_ca(keys_dir)
+        _ensure_tls(keys_dir, ca_key, ca_cert, host)
+        signing_key_pem, signing_cert_pem = _ensure_signing(keys_dir, host)
+    except OSError as exc:
+        raise ConfigError(f"cannot write simulator keys ({exc.strerror})", file=str(keys_dir)) from exc
+    return SimKeys(
+        keys_dir=keys_dir,
+        ca_file=keys_dir / CA_FILE,
+        tls_cert_file=keys_dir / TLS_CERT_FILE,
+        tls_key_file=keys_dir / TLS_KEY_FILE,
+        signing_cert_file=keys_dir / SIGNING_CERT_FILE,
+        signing_key_file=keys_dir / SIGNING_KEY_FILE,
+        signing_cert_pem=signing_cert_pem,
+        signing_key_pem=signing_key_pem,
+    )
+
+
+def server_ssl_context(keys: SimKeys) -> ssl.SSLContext:
+    """TLS 1.2+ server context presenting the CA-issued certificate."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(keys.tls_cert_file), str(keys.tls_key_file))
+    return context
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, 0o600)
+
+
+def _load_pair(key_path: Path, cert_path: Path) -> tuple[rsa.RSAPrivateKey, x509.Certificate] | None:
+    if not (key_path.exists() and cert_path.exists()):
+        return None
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except ValueError:
+        log.warning("unreadable key pair %s / %s, generating a new one", key_path, cert_path)
+        return None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        return None
+    if cert.not_valid_after_utc <= datetime.now(UTC) + timedelta(days=1):
+        log.warning("certificate %s has expired, generating a new one", cert_path)
+        return None
+    return key, cert
+
+
+def _ensure_ca(keys_dir: Path) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    pair = _load_pair(keys_dir / CA_KEY_FILE, keys_dir / CA_FILE)
+    if pair is not None:
+        return pair
+    key = new_rsa_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "loginbridge idp-sim test CA")])
+    now = datetime.now(UTC)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    _write_private(keys_dir / CA_KEY_FILE, key_pem(key))
+    (keys_dir / CA_FILE).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    # A new CA invalidates any older server certificate.
+    (keys_dir / TLS_CERT_FILE).unlink(missing_ok=True)
+    log.info("generated simulator CA in %s", keys_dir)
+    return key, cert
+
+
+def _san_for(host: str) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = []
+    for value in dict.fromkeys((*_LOOPBACK_NAMES, host)):
+        if not value or value in {"0.0.0.0", "::"}:  # noqa: S104 - a wildcard bind is not a name
+            continue
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(value)))
+        except ValueError:
+            names.append(x509.DNSName(value))
+    return names
+
+
+def _tls_covers(cert: x509.Certificate, wanted: list[x509.GeneralName]) -> bool:
+    try:
+        present = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    return all(name in present for name in wanted)
+
+
+def _ensure_tls(keys_dir: Path, ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, host: str) -> None:
+    sans = _san_for(host)
+    pair = _load_pair(keys_dir / TLS_KEY_FILE, keys_dir / TLS_CERT_FILE)
+    if pair is not None and pair[1].issuer == ca_cert.subject and _tls_covers(pair[1], sans):
+        return
+    key = new_rsa_key()
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host or "localhost")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=825))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_private(keys_dir / TLS_KEY_FILE, key_pem(key))
+    (keys_dir / TLS_CERT_FILE).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    log.info("generated simulator TLS certificate for %s", ", ".join(str(n.value) for n in sans))
+
+
+def _ensure_signing(keys_dir: Path, host: str) -> tuple[bytes, bytes]:
+    key_path, cert_path = keys_dir / SIGNING_KEY_FILE, keys_dir / SIGNING_CERT_FILE
+    pair = _load_pair(key_path, cert_path)
+    if pair is not None:
+        return key_path.read_bytes(), cert_path.read_bytes()
+    key_bytes, cert_bytes = generate_signing_pair(host or "localhost")
+    _write_private(key_path, key_bytes)
+    cert_path.write_bytes(cert_bytes)
+    log.info("generated simulator token-signing certificate %s", cert_path)
+    return key_bytes, cert_bytes

@@ -1,0 +1,130 @@
+"""Run-time controls of the simulator: counters, delay, failure and "mischief" modes.
+
+One mutable :class:`SimState` lives in the aiohttp app under :data:`SIM_STATE`;
+tests change it directly, technicians through ``POST /_sim/control``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from aiohttp import web
+
+from bridge.errors import RequestError
+
+DEFAULT_MISCHIEF_SUBJECT = "mallory@example.com"
+MAX_DELAY_SECONDS = 600.0
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+class FailMode(enum.Enum):
+    """Transport-level failures, applied to every protocol endpoint."""
+
+    HTTP_503 = "http-503"
+    DROP_CONNECTION = "drop-connection"
+    GARBAGE = "garbage"
+
+
+class Mischief(enum.Enum):
+    """Forged or broken tokens a relying party must refuse."""
+
+    TAMPER = "tamper"  # subject changed after signing
+    WRONG_KEY = "wrong-key"  # signed with a key that is not in the metadata
+    EXPIRED = "expired"  # properly signed, NotOnOrAfter in the past
+    WRONG_AUDIENCE = "wrong-audience"  # properly signed, for another relying party
+    WRAP = "wrap"  # unsigned forgery for the user, then a signed token for mischief_subject
+    COMMENT_INJECTION = "comment-injection"  # signed "<upn>.evil.com", split by a comment after <upn>
+    DOCTYPE = "doctype"  # answer starts with a DOCTYPE
+    UNSIGNED = "unsigned"  # no signature at all
+
+
+@dataclass(kw_only=True, slots=True)
+class SimState:
+    """Mutable on purpose: the controls are changed while the simulator runs."""
+
+    counters: Counter[str] = field(default_factory=Counter)
+    delay_seconds: float = 0.0
+    fail_mode: FailMode | None = None
+    mischief: Mischief | None = None
+    mischief_subject: str = DEFAULT_MISCHIEF_SUBJECT
+
+    def count(self, name: str) -> None:
+        self.counters[name] += 1
+
+    def reset_counters(self) -> None:
+        self.counters.clear()
+
+    def reset(self) -> None:
+        """Back to well-behaved (counters kept)."""
+        self.delay_seconds = 0.0
+        self.fail_mode = None
+        self.mischief = None
+        self.mischief_subject = DEFAULT_MISCHIEF_SUBJECT
+
+    def snapshot(self) -> dict[str, object]:
+        """JSON view for ``GET /_sim/stats``."""
+        return {
+            "counters": dict(sorted(self.counters.items())),
+            "delay_seconds": self.delay_seconds,
+            "fail_mode": None if self.fail_mode is None else self.fail_mode.value,
+            "mischief": None if self.mischief is None else self.mischief.value,
+            "mischief_subject": self.mischief_subject,
+        }
+
+    def apply_control(self, body: object) -> None:
+        """Apply a ``/_sim/control`` JSON body; all-or-nothing, RequestError on any bad field."""
+        if not isinstance(body, dict):
+            raise RequestError("control body must be a JSON object")
+        allowed = {"delay_seconds", "fail_mode", "mischief", "mischief_subject", "reset_counters", "reset"}
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise RequestError(f"unknown control field(s): {', '.join(map(str, unknown))}")
+        delay, fail_mode, mischief, subject = (
+            self.delay_seconds,
+            self.fail_mode,
+            self.mischief,
+            self.mischief_subject,
+        )
+        if body.get("reset") is True:
+            delay, fail_mode, mischief, subject = 0.0, None, None, DEFAULT_MISCHIEF_SUBJECT
+        if "delay_seconds" in body:
+            raw = body["delay_seconds"]
+            if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw <= MAX_DELAY_SECONDS:
+                raise RequestError(f"delay_seconds must be a number from 0 to {MAX_DELAY_SECONDS:g}")
+            delay = float(raw)
+        if "fail_mode" in body:
+            fail_mode = _enum_or_none(FailMode, body["fail_mode"], "fail_mode")
+        if "mischief" in body:
+            mischief = _enum_or_none(Mischief, body["mischief"], "mischief")
+        if "mischief_subject" in body:
+            raw_subject = body["mischief_subject"]
+            if not isinstance(raw_subject, str) or "@" not in raw_subject:
+                raise RequestError("mischief_subject must be an address like name@domain")
+            subject = raw_subject
+        reset_counters = body.get("reset_counters", False)
+        if not isinstance(reset_counters, bool):
+            raise RequestError("reset_counters must be true or false")
+        self.delay_seconds, self.fail_mode, self.mischief, self.mischief_subject = (
+            delay,
+            fail_mode,
+            mischief,
+            subject,
+        )
+        if reset_counters:
+            self.reset_counters()
+
+
+def _enum_or_none(kind: type[_E], raw: object, name: str) -> _E | None:
+    if raw is None:
+        return None
+    try:
+        return kind(raw)
+    except ValueError as exc:
+        choices = ", ".join(str(member.value) for member in kind)
+        raise RequestError(f"{name} must be null or one of: {choices}") from exc
+
+
+SIM_STATE = web.AppKey("SIM_STATE", SimState)

@@ -1,0 +1,177 @@
+"""Whole journeys: the bridge and the IdP simulator on loopback, real HTTP and TLS.
+
+Every flow test also proves that no password, device secret or session token
+reached any log record at any level: the ``no_secrets_in_logs`` fixture
+captures everything at DEBUG and checks it at teardown.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp import web
+
+from bridge.app import make_app
+from bridge.appkeys import STORE
+from bridge.config import BridgeConfig, load_config
+from bridge.demo import seed
+from bridge.idpsim.config import SimConfig
+from bridge.idpsim.config import load_config as load_sim_config
+from bridge.idpsim.server import RunningSimulator, run_simulator
+from bridge.store import Store
+
+REPO = Path(__file__).resolve().parents[2]
+SIM_USERS = REPO / "conf" / "idp-sim" / "users.yaml"
+DEMO_SEED = REPO / "conf" / "demo"
+
+# Every secret a flow may send; none may appear in a log record.
+KNOWN_SECRETS: set[str] = {"demo-mfp-secret"}
+
+
+@pytest.fixture(scope="session")
+def sim_config() -> SimConfig:
+    config = load_sim_config(SIM_USERS)
+    KNOWN_SECRETS.update(user.password for user in config.users)
+    return config
+
+
+@pytest.fixture(scope="session")
+def sim_keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sim-keys")
+
+
+@pytest.fixture
+async def sim(sim_config: SimConfig, sim_keys_dir: Path) -> AsyncIterator[RunningSimulator]:
+    async with run_simulator(sim_config, sim_keys_dir) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def no_secrets_in_logs(caplog: pytest.LogCaptureFixture) -> Any:
+    caplog.set_level(logging.DEBUG)
+    yield
+    text = "\n".join(
+        caplog.handler.format(record) + " " + repr(record.args) for record in caplog.records
+    )
+    leaked = sorted(secret for secret in KNOWN_SECRETS if secret and secret in text)
+    assert not leaked, f"secrets written to the log: {len(leaked)}"
+    # Nor any token: no assertion, no signature value, no WS-Security header.
+    for marker in ("Assertion ", "Assertion>", "SignatureValue", "UsernameToken", "RequestedSecurityToken"):
+        assert marker not in text, f"token material ({marker}) written to the log"
+
+
+@dataclass
+class Bridge:
+    url: str
+    config: BridgeConfig
+    store: Store
+    sim: RunningSimulator
+    http: aiohttp.ClientSession
+    tokens: list[str] = field(default_factory=list)
+
+    async def call(
+        self, method: str, path: str, *, json: Any = None, auth: tuple[str, str] | None = None,
+        bearer: str | None = None, data: bytes | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        headers = {}
+        if auth is not None:
+            KNOWN_SECRETS.add(auth[1])
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        if bearer is not None:
+            headers["Authorization"] = f"Bearer {bearer}"
+        async with self.http.request(method, self.url + path, json=json, data=data, headers=headers) as resp:
+            body = await resp.json(content_type=None)
+            return resp.status, body
+
+    async def user_prompt(
+        self, email: str, password: str, device: tuple[str, str] = ("demo-mfp", "demo-mfp-secret")
+    ) -> tuple[int, dict[str, Any]]:
+        KNOWN_SECRETS.add(password)
+        status, body = await self.call("POST", "/v1/mfp/user-prompt", json={"email": email, "password": password}, auth=device)
+        token = body.get("session", {}).get("token") if isinstance(body, dict) else None
+        if token:
+            KNOWN_SECRETS.add(token)
+            self.tokens.append(token)
+        return status, body
+
+    def trust_calls(self) -> int:
+        counters = self.sim.state.counters
+        return counters["trust13"] + counters["trust2005"]
+
+
+def tenant_yaml(sim: RunningSimulator, **overrides: Any) -> dict[str, Any]:
+    wstrust: dict[str, Any] = {
+        "adfs_url": sim.base_url,
+        "version": "auto",
+        "applies_to": "urn:loginbridge:example.com",
+        "token_type": "saml2",
+        "federation_metadata": True,
+        "signature_algorithms": ["rsa-sha256"],
+        "clock_skew_seconds": 300,
+        "subject_claim": "upn",
+        "ca_file": str(sim.ca_file),
+    }
+    wstrust.update(overrides.pop("wstrust", {}))
+    tenant: dict[str, Any] = {
+        "id": "example",
+        "name": "Example Corp",
+        "domains": ["example.com"],
+        "protocol": "wstrust",
+        "idp_whitelist": ["127.0.0.1/32"],
+        "wstrust": wstrust,
+    }
+    tenant.update(overrides)
+    return tenant
+
+
+BridgeFactory = Callable[..., Awaitable[Bridge]]
+
+
+@pytest.fixture
+async def make_bridge(tmp_path: Path, sim: RunningSimulator) -> AsyncIterator[BridgeFactory]:
+    cleanups: list[Callable[[], Awaitable[None]]] = []
+
+    async def factory(
+        *, tenants: list[dict[str, Any]] | None = None, timeout_seconds: float = 15, **overrides: Any
+    ) -> Bridge:
+        conf = tmp_path / "conf"
+        (conf / "tenants").mkdir(parents=True, exist_ok=True)
+        main = {
+            "listen": {"host": "127.0.0.1", "port": 0},
+            "state_dir": str(tmp_path / "state"),
+            "secrets": {"hmac_key": {"file": str(tmp_path / "state" / "hmac.key"), "generate": True}},
+            "idp_client": {"connect_timeout_seconds": 2, "timeout_seconds": timeout_seconds},
+        }
+        (conf / "bridge.yaml").write_text(yaml.safe_dump(main))
+        for tenant in tenants or [tenant_yaml(sim, **overrides)]:
+            (conf / "tenants" / f"{tenant['id']}.yaml").write_text(yaml.safe_dump(tenant))
+        config = load_config(conf / "bridge.yaml")
+        app = make_app(config)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        store = app[STORE]
+        seed(config, store, DEMO_SEED)
+        http = aiohttp.ClientSession()
+
+        async def close() -> None:
+            await http.close()
+            await runner.cleanup()
+
+        cleanups.append(close)
+        return Bridge(url=f"http://127.0.0.1:{port}", config=config, store=store, sim=sim, http=http)
+
+    yield factory
+    for close in reversed(cleanups):
+        await close()
+
