@@ -95,6 +95,32 @@ class Saml2Config:
     ca_file: Path | None
 
 
+class DeviceLoginIdentity(enum.Enum):
+    """What a device in device-login mode reports for the user it authenticated."""
+
+    EMAIL = "email"
+    USERNAME = "username"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ThrottleConfig:
+    """Lockout protection, kept below the IdP's own lockout threshold.
+
+    Defaults follow AD FS extranet lockout practice: the bridge must give up
+    well before the directory locks the account (AD commonly locks after 10
+    bad passwords; AD FS extranet lockout is advised below that), so a user
+    gets 5 IdP-rejected passwords per 15 minutes through the bridge.
+    """
+
+    user_failures: int = 5
+    device_failures: int = 20
+    source_failures: int = 20
+    window: timedelta = timedelta(minutes=15)
+    stale_password_ttl: timedelta = timedelta(hours=24)
+    spray_distinct_users: int = 10
+    spray_window: timedelta = timedelta(minutes=5)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TenantConfig:
     id: str
@@ -106,6 +132,36 @@ class TenantConfig:
     wstrust: WsTrustConfig | None
     saml2: Saml2Config | None
     source: Path
+    device_networks: tuple[IPNetwork, ...] = ()
+    device_login_identity: DeviceLoginIdentity = DeviceLoginIdentity.EMAIL
+    throttle: ThrottleConfig = ThrottleConfig()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeliveryConfig:
+    """Where complete print jobs go: a platform HTTPS endpoint, or a local outbox (demo)."""
+
+    url: str | None
+    outbox_dir: Path | None
+    max_attempts: int = 5
+    backoff_seconds: float = 2.0
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PrinterConfig:
+    """The Print-to-Web IPP printer (its own listener)."""
+
+    enabled: bool
+    host: str
+    port: int
+    name: str
+    location: str
+    info: str
+    max_job_bytes: int
+    verification_cache: timedelta
+    spool_dir: Path
+    delivery: DeliveryConfig
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -120,6 +176,8 @@ class BridgeConfig:
     idp_client: IdpClientConfig
     log_level: str
     warnings: tuple[str, ...]
+    printer: PrinterConfig | None = None
+    audit_file: Path | None = None
 
     def tenant(self, tenant_id: str) -> TenantConfig:
         """The tenant with this id; an unknown id is a request error listing the known ones."""
@@ -330,7 +388,11 @@ def _read_yaml(src: _Src) -> yaml.Node:
 # --------------------------------------------------------------------------
 # Main file.
 
-_MAIN_KEYS = ("listen", "state_dir", "tenants_dir", "secrets", "sessions", "idp_client", "logging")
+_MAIN_KEYS = ("listen", "state_dir", "tenants_dir", "secrets", "sessions", "idp_client", "logging", "printer",
+              "audit")
+_PRINTER_KEYS = ("enabled", "host", "port", "name", "location", "info", "max_job_mb",
+                 "verification_cache_seconds", "spool_dir", "delivery")
+_DELIVERY_KEYS = ("url", "outbox_dir", "max_attempts", "backoff_seconds", "ca_file")
 
 
 def load_config(path: Path | str, *, require_files: bool = True) -> BridgeConfig:
@@ -384,7 +446,15 @@ def load_config(path: Path | str, *, require_files: bool = True) -> BridgeConfig
     if not tenants:
         warnings.append(f"{tenants_dir}: no tenant files (*.yaml): nobody can sign in")
 
+    printer = _printer(root.sub("printer", _PRINTER_KEYS), state_dir)
+    audit_file = _absolute(state_dir / "audit.jsonl")
+    audit_map = root.sub("audit", ("file",))
+    if audit_map is not None and (node := audit_map.get("file")) is not None:
+        audit_file = _absolute(_path(audit_map, "file", node))
+
     return BridgeConfig(
+        printer=printer,
+        audit_file=audit_file,
         source=_absolute(main_path),
         listen_host=host,
         listen_port=port,
@@ -395,6 +465,64 @@ def load_config(path: Path | str, *, require_files: bool = True) -> BridgeConfig
         idp_client=idp_client,
         log_level=log_level,
         warnings=tuple(warnings),
+    )
+
+
+def _printer(m: _Map | None, state_dir: Path) -> PrinterConfig | None:
+    """The printer section; absent means no printer listener."""
+    if m is None:
+        return None
+    enabled = True if (node := m.get("enabled")) is None else _bool(m, "enabled", node)
+    host = "127.0.0.1" if (node := m.get("host")) is None else _str(m, "host", node)
+    port = 8631 if (node := m.get("port")) is None else _int(m, "port", node, 0, 65535)
+    name = "loginbridge Print-to-Web" if (node := m.get("name")) is None else _str(m, "name", node)
+    location = "" if (node := m.get("location")) is None else _str(m, "location", node)
+    info = "Print-to-Web printer" if (node := m.get("info")) is None else _str(m, "info", node)
+    max_mb = 1024 if (node := m.get("max_job_mb")) is None else _int(m, "max_job_mb", node, 1, 64 * 1024)
+    cache = 60 if (node := m.get("verification_cache_seconds")) is None else _int(
+        m, "verification_cache_seconds", node, 0, 3600)
+    spool = state_dir / "spool" if (node := m.get("spool_dir")) is None else _path(m, "spool_dir", node)
+    d = m.sub("delivery", _DELIVERY_KEYS)
+    if d is None:
+        raise m.src.err("missing required key (give delivery.url or delivery.outbox_dir)", m.key("delivery"), m.node)
+    url_node, outbox_node = d.get("url"), d.get("outbox_dir")
+    if (url_node is None) == (outbox_node is None):
+        raise m.src.err("give exactly one of url or outbox_dir", d.prefix, d.node)
+    url = None
+    if url_node is not None:
+        url = _str(d, "url", url_node)
+        if urlsplit(url).scheme != "https":
+            raise m.src.err("the delivery URL must be https", d.key("url"), url_node)
+    outbox = None if outbox_node is None else _absolute(_path(d, "outbox_dir", outbox_node))
+    attempts = 5 if (node := d.get("max_attempts")) is None else _int(d, "max_attempts", node, 1, 100)
+    backoff = 2.0 if (node := d.get("backoff_seconds")) is None else _number(d, "backoff_seconds", node, 0, 3600)
+    ca_file = None if (node := d.get("ca_file")) is None else _absolute(_path(d, "ca_file", node))
+    delivery = DeliveryConfig(url=url, outbox_dir=outbox, max_attempts=attempts, backoff_seconds=backoff,
+                              ca_file=ca_file)
+    return PrinterConfig(enabled=enabled, host=host, port=port, name=name, location=location, info=info,
+                         max_job_bytes=max_mb * 1024 * 1024, verification_cache=timedelta(seconds=cache),
+                         spool_dir=_absolute(spool), delivery=delivery)
+
+
+def _throttle(m: _Map | None) -> ThrottleConfig:
+    if m is None:
+        return ThrottleConfig()
+    base = ThrottleConfig()
+
+    def num(name: str, default: int, low: int, high: int) -> int:
+        node = m.get(name)
+        return default if node is None else _int(m, name, node, low, high)
+
+    return ThrottleConfig(
+        user_failures=num("user_failures", base.user_failures, 1, 1000),
+        device_failures=num("device_failures", base.device_failures, 1, 100000),
+        source_failures=num("source_failures", base.source_failures, 1, 100000),
+        window=timedelta(seconds=num("window_seconds", int(base.window.total_seconds()), 10, 86400)),
+        stale_password_ttl=timedelta(seconds=num("stale_password_ttl_seconds",
+                                                 int(base.stale_password_ttl.total_seconds()), 0, 30 * 86400)),
+        spray_distinct_users=num("spray_distinct_users", base.spray_distinct_users, 2, 100000),
+        spray_window=timedelta(seconds=num("spray_window_seconds", int(base.spray_window.total_seconds()),
+                                           10, 86400)),
     )
 
 
@@ -466,7 +594,9 @@ def _generate_secret_file(m: _Map, file: Path, node: yaml.Node) -> None:
 # Tenant files.
 
 _TENANT_KEYS = ("id", "name", "domains", "protocol", "idp_whitelist", "session_ttl_seconds",
-                "wstrust", "saml2")
+                "wstrust", "saml2", "device_networks", "device_login_identity", "throttle")
+_THROTTLE_KEYS = ("user_failures", "device_failures", "source_failures", "window_seconds",
+                  "stale_password_ttl_seconds", "spray_distinct_users", "spray_window_seconds")
 _WSTRUST_KEYS = ("adfs_url", "endpoint", "version", "applies_to", "token_type", "issuer",
                  "signing_certificates", "federation_metadata", "signature_algorithms",
                  "clock_skew_seconds", "subject_claim", "ca_file")
@@ -531,6 +661,16 @@ def _tenant(m: _Map, default_ttl: timedelta, require_files: bool, warnings: list
         raise src.err("at least one network is needed (the identity provider's address)", "idp_whitelist",
                       wl_node)
 
+    device_networks: list[IPNetwork] = []
+    if (dn_node := m.get("device_networks")) is not None:
+        for key, item in _items(m, "device_networks", dn_node):
+            device_networks.append(_network(src, key, item))
+    identity = DeviceLoginIdentity.EMAIL
+    if (node := m.get("device_login_identity")) is not None:
+        identity = DeviceLoginIdentity(_choice(m, "device_login_identity", node,
+                                               [i.value for i in DeviceLoginIdentity]))
+    throttle = _throttle(m.sub("throttle", _THROTTLE_KEYS))
+
     ttl = default_ttl
     if (node := m.get("session_ttl_seconds")) is not None:
         ttl = timedelta(seconds=_int(m, "session_ttl_seconds", node, 60, 30 * 86400))
@@ -558,6 +698,9 @@ def _tenant(m: _Map, default_ttl: timedelta, require_files: bool, warnings: list
         wstrust=wstrust,
         saml2=saml2,
         source=_absolute(src.path),
+        device_networks=tuple(device_networks),
+        device_login_identity=identity,
+        throttle=throttle,
     )
 
 

@@ -115,7 +115,14 @@ class LoginService:
             raise UserDisabled(f"user {email} is disabled in tenant {tenant.id}")
         return user
 
-    async def password_login(self, *, identifier: str, password: str, device: Device | None) -> LoginOutcome:
+    async def verify_password(
+        self, *, identifier: str, password: str, device: Device | None = None
+    ) -> tuple[TenantConfig, User]:
+        """Check an email and password with the tenant's IdP; no session is opened.
+
+        Used by every password path: the MFP user prompt, apps, and the
+        printer (which authenticates each print job, not a session).
+        """
         email, domain = split_email(identifier)
         if not password:
             raise RequestError("a password is required", message="Enter your password.")
@@ -127,9 +134,13 @@ class LoginService:
             # A device only serves its own enterprise account.
             raise UserNotProvisioned(f"{domain} belongs to tenant {tenant.id}, not to the device's tenant")
         user = self.provisioned_user(tenant, email)
-        assertion = await self._check_password(tenant, email, password)
-        if assertion.casefold() != email.casefold():
+        subject = await self._check_password(tenant, email, password)
+        if subject.casefold() != email.casefold():
             raise AssertionRejected("subject_mismatch", "the IdP's signed subject is not the email typed")
+        return tenant, user
+
+    async def password_login(self, *, identifier: str, password: str, device: Device | None) -> LoginOutcome:
+        tenant, user = await self.verify_password(identifier=identifier, password=password, device=device)
         return self.open_session(tenant, user, device)
 
     async def _check_password(self, tenant: TenantConfig, email: str, password: str) -> str:
