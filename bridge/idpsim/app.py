@@ -34,6 +34,7 @@ from bridge.idpsim.documents import (
     build_rstr,
     parse_rst,
 )
+from bridge.idpsim.ecp.routes import mount_ecp
 from bridge.idpsim.issuance import IssueContext, SigningMaterial, issue_token
 from bridge.idpsim.keys import SimKeys, ensure_keys
 from bridge.idpsim.mex import build_federation_metadata, build_mex
@@ -87,6 +88,8 @@ def make_app(config: SimConfig, *, keys_dir: Path, keys: SimKeys | None = None) 
         app.router.add_post(version.mixed_path, _protocol(f"trust{version.value}", _trust_handler(version)))
     app.router.add_get(STATS_PATH, _stats)
     app.router.add_post(CONTROL_PATH, _control)
+    # The SAML 2.0 ECP IdP (Shibboleth's paths), same users and signing key.
+    mount_ecp(app, config=config, signing=app[SIM_SIGNING], settings=config.ecp)
     return app
 
 

@@ -45,6 +45,8 @@ def describe(sim: RunningSimulator) -> str:
         f"  metadata          {sim.metadata_url}",
         f"  WS-Trust 1.3      {sim.endpoint(TrustVersion.WS_TRUST_13)}",
         f"  WS-Trust 2005     {sim.endpoint(TrustVersion.WS_TRUST_2005)}",
+        f"  SAML ECP          {sim.base_url}/idp/profile/SAML2/SOAP/ECP",
+        f"  SAML metadata     {sim.base_url}/idp/shibboleth",
         f"  controls          {sim.base_url}/_sim/stats  {sim.base_url}/_sim/control (loopback only)",
         f"  TLS CA to trust   {sim.ca_file}",
         f"  signing cert      {signing_file}",

@@ -18,9 +18,10 @@ from typing import Any
 import yaml
 
 from bridge.errors import ConfigError
+from bridge.idpsim.ecp.settings import EcpSettings, parse_ecp_settings
 
 DEFAULT_TOKEN_LIFETIME = timedelta(hours=1)
-_TOP_KEYS = frozenset({"issuer", "relying_parties", "users", "signing", "token_lifetime_seconds"})
+_TOP_KEYS = frozenset({"issuer", "relying_parties", "users", "signing", "token_lifetime_seconds", "ecp"})
 _USER_KEYS = frozenset({"username", "upn", "email", "password", "display_name", "enabled", "groups"})
 _SIGNING_KEYS = frozenset({"key", "cert", "algorithm"})
 # Compared against when the user is unknown, so both paths cost one compare_digest.
@@ -74,6 +75,7 @@ class SimConfig:
     signing: SigningSettings = SigningSettings()
     token_lifetime: timedelta = DEFAULT_TOKEN_LIFETIME
     source: str = ""
+    ecp: EcpSettings = field(default_factory=EcpSettings)
 
     def resolved(self, host: str, port: int) -> SimConfig:
         """Fill the default issuer from the address actually bound."""
@@ -146,6 +148,7 @@ def parse_config(data: object, *, source: str = "", base_dir: Path | None = None
         signing=_signing(top.get("signing"), source, base_dir),
         token_lifetime=timedelta(seconds=lifetime_raw),
         source=source,
+        ecp=parse_ecp_settings(top.get("ecp"), source=source, base_dir=base_dir),
     )
 
 
