@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -11,13 +12,18 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bridge.appkeys import CONFIG, IDPS, LOGIN, STORE
+from bridge.appkeys import AUDIT, CONFIG, GUARD, IDPS, LOGIN, METRICS, STORE
+from bridge.audit import AuditLog
 from bridge.config import BridgeConfig, load_config
 from bridge.errors import BridgeError, TemporarilyLocked
+from bridge.guard import LoginGuard
 from bridge.logcontext import request_id_var, setup_logging, tenant_id_var
 from bridge.login import IdpRegistry, LoginService
+from bridge.metrics import BridgeMetrics
+from bridge.spkeys import ensure_sp_keys
 from bridge.store import Store
-from connectors import mfp, session
+from bridge.throttle import LoginThrottle
+from connectors import apps, mfp, saml, service, session
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +94,23 @@ async def readyz(request: web.Request) -> web.Response:
 def make_app(config: BridgeConfig) -> web.Application:
     app = web.Application(middlewares=[context_middleware], client_max_size=64 * 1024)
     app[CONFIG] = config
+    app[METRICS] = BridgeMetrics()  # the app's own registry, not prometheus-client's global one
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         config.state_dir.mkdir(parents=True, exist_ok=True)
         store = Store.open(config.state_dir / "loginbridge.db")
-        idps = IdpRegistry(config)
+        idps = IdpRegistry(config, await asyncio.to_thread(ensure_sp_keys, config.state_dir))
         app[STORE] = store
         app[IDPS] = idps
         app[LOGIN] = LoginService(config, store, idps)
+        audit = AuditLog(config.audit_file, store)
+        audit.open()
+        app[AUDIT] = audit
+        # Lockout protection state is in memory, per process (bridge/throttle.py).
+        app[GUARD] = LoginGuard(config, LoginThrottle(config.hmac_key), audit=audit, metrics=app[METRICS])
+        app[LOGIN].guard = app[GUARD]
         yield
+        audit.close()
         await idps.close()
         store.close()
 
@@ -105,6 +119,9 @@ def make_app(config: BridgeConfig) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_routes(mfp.routes())
     app.router.add_routes(session.routes())
+    app.router.add_routes(apps.routes())
+    app.router.add_routes(service.routes())
+    app.router.add_routes(saml.routes())
     return app
 
 

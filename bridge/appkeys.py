@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from bridge.audit import AuditLog
 from bridge.config import BridgeConfig
+from bridge.guard import LoginGuard
 from bridge.login import IdpRegistry, LoginService
+from bridge.metrics import BridgeMetrics
 from bridge.store import Store
 
 CONFIG = web.AppKey("config", BridgeConfig)
 STORE = web.AppKey("store", Store)
 IDPS = web.AppKey("idps", IdpRegistry)
 LOGIN = web.AppKey("login", LoginService)
+METRICS = web.AppKey("metrics", BridgeMetrics)
+AUDIT = web.AppKey("audit", AuditLog)
+GUARD = web.AppKey("guard", LoginGuard)

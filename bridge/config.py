@@ -93,6 +93,8 @@ class Saml2Config:
     subject_claim: str
     signature_algorithms: tuple[str, ...]
     ca_file: Path | None
+    acs_url: str | None = None  # default: {public_url}/saml/{tenant}/acs
+    metadata_refresh: timedelta = timedelta(hours=1)
 
 
 class DeviceLoginIdentity(enum.Enum):
@@ -134,7 +136,7 @@ class TenantConfig:
     source: Path
     device_networks: tuple[IPNetwork, ...] = ()
     device_login_identity: DeviceLoginIdentity = DeviceLoginIdentity.EMAIL
-    throttle: ThrottleConfig = ThrottleConfig()
+    throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -178,6 +180,7 @@ class BridgeConfig:
     warnings: tuple[str, ...]
     printer: PrinterConfig | None = None
     audit_file: Path | None = None
+    public_url: str = ""  # how IdPs and admins reach the bridge (SP metadata, ACS URLs)
 
     def tenant(self, tenant_id: str) -> TenantConfig:
         """The tenant with this id; an unknown id is a request error listing the known ones."""
@@ -389,7 +392,7 @@ def _read_yaml(src: _Src) -> yaml.Node:
 # Main file.
 
 _MAIN_KEYS = ("listen", "state_dir", "tenants_dir", "secrets", "sessions", "idp_client", "logging", "printer",
-              "audit")
+              "audit", "public_url")
 _PRINTER_KEYS = ("enabled", "host", "port", "name", "location", "info", "max_job_mb",
                  "verification_cache_seconds", "spool_dir", "delivery")
 _DELIVERY_KEYS = ("url", "outbox_dir", "max_attempts", "backoff_seconds", "ca_file")
@@ -452,7 +455,14 @@ def load_config(path: Path | str, *, require_files: bool = True) -> BridgeConfig
     if audit_map is not None and (node := audit_map.get("file")) is not None:
         audit_file = _absolute(_path(audit_map, "file", node))
 
+    public_url = f"http://{host}:{port}"
+    if (node := root.get("public_url")) is not None:
+        public_url = _str(root, "public_url", node).rstrip("/")
+        if urlsplit(public_url).scheme not in ("http", "https") or not urlsplit(public_url).netloc:
+            raise src.err("must be an http(s) URL such as https://bridge.example.com", "public_url", node)
+
     return BridgeConfig(
+        public_url=public_url,
         printer=printer,
         audit_file=audit_file,
         source=_absolute(main_path),
@@ -601,7 +611,8 @@ _WSTRUST_KEYS = ("adfs_url", "endpoint", "version", "applies_to", "token_type", 
                  "signing_certificates", "federation_metadata", "signature_algorithms",
                  "clock_skew_seconds", "subject_claim", "ca_file")
 _SAML2_KEYS = ("metadata_file", "metadata_url", "entity_id", "ecp_url", "signing_certificates",
-               "sp_entity_id", "clock_skew_seconds", "subject_claim", "signature_algorithms", "ca_file")
+               "sp_entity_id", "clock_skew_seconds", "subject_claim", "signature_algorithms", "ca_file",
+               "acs_url", "metadata_refresh_seconds")
 
 
 def _load_tenants(main: _Src, tenants_dir: Path, node: yaml.Node | None, default_ttl: timedelta,
@@ -848,6 +859,9 @@ def _saml2(m: _Map, require_files: bool, warnings: list[str]) -> Saml2Config:
         subject_claim=_subject_claim(m, m.get("subject_claim"), "nameid"),
         signature_algorithms=algorithms,
         ca_file=ca_file,
+        acs_url=None if (node := m.get("acs_url")) is None else _str(m, "acs_url", node),
+        metadata_refresh=timedelta(seconds=3600 if (node := m.get("metadata_refresh_seconds")) is None
+                                   else _int(m, "metadata_refresh_seconds", node, 1, 7 * 86400)),
     )
 
 

@@ -43,6 +43,19 @@ DEMO_DEVICES = (
         tenant_id="example", device_id="demo-mfp", secret="demo-mfp-secret",  # noqa: S106
         name="Demo MFP (user prompt)", mode=DeviceMode.USER_PROMPT,
     ),
+    DemoDevice(
+        tenant_id="example-org", device_id="demo-mfp-org", secret="demo-mfp-org-secret",  # noqa: S106
+        name="Demo MFP example.org (user prompt)", mode=DeviceMode.USER_PROMPT,
+    ),
+    DemoDevice(
+        tenant_id="example", device_id="demo-lobby", secret="demo-lobby-secret",  # noqa: S106
+        name="Demo lobby MFP (shared account)", mode=DeviceMode.SHARED_ACCOUNT,
+        shared_user="frontdesk@example.com",
+    ),
+    DemoDevice(
+        tenant_id="example", device_id="demo-badge", secret="demo-badge-secret",  # noqa: S106
+        name="Demo badge-reader MFP (device login)", mode=DeviceMode.DEVICE_LOGIN,
+    ),
 )
 DEMO_DISABLED_USERS = (("example", "disabled@example.com"),)
 
@@ -81,6 +94,12 @@ def _instructions(config: BridgeConfig, sim_url: str) -> str:
         f"       -d '{{\"email\": \"alice@example.com\", \"password\": \"alice-demo-pass\"}}' \\\n"
         f"       {api}/v1/mfp/user-prompt\n"
         f"A wrong password gets 401 invalid_credentials; \"email\": \"alice\" gets 400 email_required.\n"
+        f"Other modes: shared account (lobby MFP acting as frontdesk@example.com), device login (badge reader):\n"
+        f"  curl -s -u demo-lobby:demo-lobby-secret -X POST {api}/v1/mfp/shared-account\n"
+        f"  curl -s -u demo-badge:demo-badge-secret -H 'Content-Type: application/json' \\\n"
+        f"       -d '{{\"user\": \"alice@example.com\"}}' {api}/v1/mfp/device-login\n"
+        f"Apps (no device credential): POST {api}/v1/apps/login with the same JSON as the user prompt.\n"
+        f"Metrics: {api}/metrics   API description: {api}/v1/openapi.json\n"
         f"Ctrl-C stops both.\n"
     )
 

@@ -26,6 +26,7 @@ into these at one boundary each, with ``raise ... from exc``.
     │   ├── InvalidCredentials          401 invalid_credentials
     │   ├── AccessDenied                403 access_denied
     │   ├── TemporarilyLocked           429 temporarily_locked
+    │   │   └── DeviceThrottled         429 device_throttled
     │   └── PasswordLoginUnsupported    403 password_login_unsupported
     ├── IdpError                        502 idp_error
     │   ├── IdpNotWhitelisted           502 idp_not_whitelisted
@@ -245,3 +246,10 @@ class AssertionRejected(IdpProtocolError):
 
 class StoreError(BridgeError):
     code = "store_error"
+
+
+class DeviceThrottled(TemporarilyLocked):
+    """One device or source address tried many different users: a password spray."""
+
+    code = "device_throttled"
+    panel_message = "Too many different accounts were tried from this device. Wait and try again later."

@@ -19,15 +19,17 @@ from bridge.config import BridgeConfig, Protocol, TenantConfig
 from bridge.errors import (
     AssertionRejected,
     EmailRequired,
-    PasswordLoginUnsupported,
     RequestError,
     UnknownDomain,
     UserDisabled,
     UserNotProvisioned,
 )
+from bridge.guard import Attempt, LoginGuard, LoginMode
 from bridge.idp_http import IdpHttp, make_ssl_context
 from bridge.logcontext import tenant_id_var
+from bridge.saml_client import SamlIdp
 from bridge.sessions import new_token
+from bridge.spkeys import SpKeys
 from bridge.store import Device, Store, User
 from bridge.wstrust_client import WsTrustIdp
 
@@ -59,10 +61,12 @@ def split_email(identifier: str) -> tuple[str, str]:
 class IdpRegistry:
     """One IdP client (and one connection pool) per tenant, made on first use."""
 
-    def __init__(self, config: BridgeConfig) -> None:
+    def __init__(self, config: BridgeConfig, sp_keys: SpKeys) -> None:
         self._config = config
         self._wstrust: dict[str, WsTrustIdp] = {}
+        self._saml: dict[str, SamlIdp] = {}
         self._http: dict[str, IdpHttp] = {}
+        self.sp_keys = sp_keys
         self.replay = ReplayCache()
 
     def http_for(self, tenant: TenantConfig) -> IdpHttp:
@@ -88,11 +92,19 @@ class IdpRegistry:
             self._wstrust[tenant.id] = idp
         return idp
 
+    def saml_for(self, tenant: TenantConfig) -> SamlIdp:
+        idp = self._saml.get(tenant.id)
+        if idp is None:
+            idp = SamlIdp(tenant, self.http_for(tenant), self.replay, self.sp_keys, self._config.public_url)
+            self._saml[tenant.id] = idp
+        return idp
+
     async def close(self) -> None:
         for http in self._http.values():
             await http.close()
         self._http.clear()
         self._wstrust.clear()
+        self._saml.clear()
 
 
 class LoginService:
@@ -100,6 +112,12 @@ class LoginService:
         self.config = config
         self.store = store
         self.idps = idps
+        # Throttles, audit and metrics (bridge/guard.py); the app sets it, None runs unguarded.
+        self.guard: LoginGuard | None = None
+
+    def attempt(self, *, mode: LoginMode, source: str | None, device: Device | None = None) -> Attempt:
+        """Open the audited, throttled record of one login attempt (a context manager)."""
+        return Attempt(self.guard, mode=mode, source=source, device=device)
 
     def tenant_for_email(self, domain: str) -> TenantConfig:
         tenant = self.config.tenant_for_domain(domain)
@@ -116,14 +134,29 @@ class LoginService:
         return user
 
     async def verify_password(
-        self, *, identifier: str, password: str, device: Device | None = None
+        self, *, identifier: str, password: str, device: Device | None = None,
+        mode: LoginMode = LoginMode.PASSWORD, source: str | None = None, attempt: Attempt | None = None,
     ) -> tuple[TenantConfig, User]:
         """Check an email and password with the tenant's IdP; no session is opened.
 
         Used by every password path: the MFP user prompt, apps, and the
-        printer (which authenticates each print job, not a session).
+        printer (which authenticates each print job, not a session).  Each
+        call is one audited attempt, unless the caller passes the ``attempt``
+        it already opened (then the caller's ``with`` block finishes it).
         """
+        if attempt is not None:
+            return await self._verify_password(identifier=identifier, password=password, device=device,
+                                               attempt=attempt)
+        with self.attempt(mode=mode, source=source, device=device) as own:
+            own.check_actor()
+            return await self._verify_password(identifier=identifier, password=password, device=device,
+                                               attempt=own)
+
+    async def _verify_password(
+        self, *, identifier: str, password: str, device: Device | None, attempt: Attempt
+    ) -> tuple[TenantConfig, User]:
         email, domain = split_email(identifier)
+        attempt.email = email
         if not password:
             raise RequestError("a password is required", message="Enter your password.")
         if len(password) > MAX_PASSWORD_CHARS:
@@ -133,23 +166,30 @@ class LoginService:
         if device is not None and device.tenant_id != tenant.id:
             # A device only serves its own enterprise account.
             raise UserNotProvisioned(f"{domain} belongs to tenant {tenant.id}, not to the device's tenant")
+        attempt.tenant = tenant
         user = self.provisioned_user(tenant, email)
-        subject = await self._check_password(tenant, email, password)
+        attempt.check_password_allowed(tenant, email, password)  # locks and stale pairs: before the IdP
+        with attempt.at_idp(tenant, email, password):
+            subject = await self._check_password(tenant, email, password)
         if subject.casefold() != email.casefold():
             raise AssertionRejected("subject_mismatch", "the IdP's signed subject is not the email typed")
         return tenant, user
 
-    async def password_login(self, *, identifier: str, password: str, device: Device | None) -> LoginOutcome:
-        tenant, user = await self.verify_password(identifier=identifier, password=password, device=device)
+    async def password_login(self, *, identifier: str, password: str, device: Device | None,
+                             mode: LoginMode = LoginMode.PASSWORD, source: str | None = None,
+                             attempt: Attempt | None = None) -> LoginOutcome:
+        tenant, user = await self.verify_password(identifier=identifier, password=password, device=device,
+                                                  mode=mode, source=source, attempt=attempt)
         return self.open_session(tenant, user, device)
 
     async def _check_password(self, tenant: TenantConfig, email: str, password: str) -> str:
         """Check the password at the IdP; return the signed subject."""
         if tenant.protocol is Protocol.WSTRUST:
             validated = await self.idps.wstrust_for(tenant).authenticate(username=email, password=password)
-            log.info("IdP accepted the password (assertion %s)", validated.assertion_id)
-            return validated.subject
-        raise PasswordLoginUnsupported(f"tenant {tenant.id} uses {tenant.protocol.value}, not supported here yet")
+        else:
+            validated = await self.idps.saml_for(tenant).authenticate(username=email, password=password)
+        log.info("IdP accepted the password (assertion %s)", validated.assertion_id)
+        return validated.subject
 
     def open_session(self, tenant: TenantConfig, user: User, device: Device | None) -> LoginOutcome:
         token, digest = new_token()

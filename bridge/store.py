@@ -29,13 +29,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
+from bridge.audit import AuditEvent, AuditKind
 from bridge.config import IPNetwork, TenantConfig
 from bridge.errors import RequestError, StoreError
 
 log = logging.getLogger(__name__)
 
 DB_FILENAME = "loginbridge.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SSO_TWOFA_REFUSED = (
     "accounts of an SSO tenant cannot use two-factor authentication on the platform: "
     "2FA is the identity provider's job"
@@ -168,6 +169,27 @@ _SCHEMA_V1 = (
     "CREATE INDEX sessions_by_device ON sessions(device_id)",
     "CREATE INDEX devices_by_tenant ON devices(tenant_id)",
 )
+
+# Version 2: the audit trail (bridge/audit.py); never a password or token.
+_SCHEMA_V2 = (
+    """CREATE TABLE audit_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        result TEXT NOT NULL,
+        tenant_id TEXT,
+        device_id TEXT,
+        mode TEXT,
+        email TEXT,
+        source TEXT,
+        idp_latency_ms INTEGER,
+        request_id TEXT,
+        distinct_users INTEGER
+    )""",
+    "CREATE INDEX audit_by_tenant ON audit_events(tenant_id, id)",
+)
+_AUDIT_COLUMNS = ("id, at, kind, result, tenant_id, device_id, mode, email, source, idp_latency_ms, request_id,"
+                  " distinct_users")
 
 
 # --------------------------------------------------------------------------
@@ -323,6 +345,9 @@ class Store:
             if version < 1:
                 for statement in _SCHEMA_V1:
                     conn.execute(statement)
+            if version < 2:
+                for statement in _SCHEMA_V2:
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
         log.info("database %s migrated from schema %s to %s", self.path, version, SCHEMA_VERSION)
 
@@ -403,6 +428,17 @@ class Store:
                 _SELECT_USERS + " WHERE tenant_id = ? AND email_lc = ?",
                 (tenant_id, email_lc)).fetchone()
         return None if row is None else self._user(row)
+
+    def get_user_by_username(self, tenant_id: str, username: str) -> User | None:
+        """The one user with this user name (case-insensitive); None when unknown or ambiguous."""
+        wanted = username.strip()
+        if not wanted:
+            return None
+        with self._guard():
+            rows = self._conn.execute(
+                _SELECT_USERS + " WHERE tenant_id = ? AND lower(username) = lower(?) LIMIT 2",
+                (tenant_id, wanted)).fetchall()
+        return self._user(rows[0]) if len(rows) == 1 else None
 
     def list_users(self, tenant_id: str) -> list[User]:
         with self._guard():
@@ -660,6 +696,13 @@ class Store:
             conn.execute("UPDATE sessions SET revoked = 1 WHERE device_id = ?", (device_id,))
         log.info("device %s disabled", device_id)
 
+    def enable_device(self, device_id: str) -> None:
+        """Let a disabled device authenticate again (its old sessions stay ended)."""
+        with self._tx() as conn:
+            if conn.execute("UPDATE devices SET enabled = 1 WHERE device_id = ?", (device_id,)).rowcount == 0:
+                raise RequestError(f"no device {device_id}")
+        log.info("device %s enabled", device_id)
+
     def rotate_device_secret(self, device_id: str) -> str:
         """A new secret (returned once); the old one stops working at once."""
         secret = secrets.token_urlsafe(32)
@@ -716,3 +759,31 @@ class Store:
             cursor = self._conn.execute("DELETE FROM sessions WHERE revoked = 1 OR expires_at <= ?",
                                         (_ts(now),))
         return cursor.rowcount
+
+    # -- audit trail ----------------------------------------------------------
+
+    def add_audit_event(self, event: AuditEvent) -> int:
+        """Append one audit event; returns its id."""
+        with self._guard():
+            cursor = self._conn.execute(
+                "INSERT INTO audit_events (at, kind, result, tenant_id, device_id, mode, email, source,"
+                " idp_latency_ms, request_id, distinct_users) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (_ts(event.at), event.kind.value, event.result, event.tenant_id, event.device_id, event.mode,
+                 event.email, event.source, event.idp_latency_ms, event.request_id, event.distinct_users))
+        return int(cursor.lastrowid or 0)
+
+    def audit_events(self, *, tenant_id: str | None = None, after_id: int = 0,
+                     last: int | None = None) -> list[AuditEvent]:
+        """Events in id order: those after ``after_id``, or only the ``last`` ones."""
+        where, args = "WHERE id > ?", [after_id]
+        if tenant_id is not None:
+            where += " AND tenant_id = ?"
+            args.append(tenant_id)  # type: ignore[arg-type]
+        query = f"SELECT {_AUDIT_COLUMNS} FROM audit_events {where} ORDER BY id"  # noqa: S608 (fixed text)
+        if last is not None:
+            query = f"SELECT * FROM ({query} DESC LIMIT {int(last):d}) ORDER BY id"  # noqa: S608
+        with self._guard():
+            rows = self._conn.execute(query, args).fetchall()
+        return [AuditEvent(id=int(r[0]), at=_dt(str(r[1])), kind=AuditKind(r[2]), result=str(r[3]),
+                           tenant_id=r[4], device_id=r[5], mode=r[6], email=r[7], source=r[8],
+                           idp_latency_ms=r[9], request_id=r[10], distinct_users=r[11]) for r in rows]

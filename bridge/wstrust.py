@@ -20,6 +20,7 @@ from lxml import etree
 from zeep.wsse import utils as wsse_utils
 from zeep.wsse.username import UsernameToken
 
+from bridge.assertion import SamlVersion
 from bridge.errors import (
     AccessDenied,
     BridgeError,
@@ -28,7 +29,6 @@ from bridge.errors import (
     InvalidCredentials,
     RequestError,
 )
-from bridge.assertion import SamlVersion
 from bridge.xmlsafe import full_text, parse_untrusted
 
 log = logging.getLogger(__name__)

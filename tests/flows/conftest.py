@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from bridge.idpsim.config import SimConfig
 from bridge.idpsim.config import load_config as load_sim_config
 from bridge.idpsim.server import RunningSimulator, run_simulator
 from bridge.store import Store
+from tests.connectors.openapi_check import check_response
 
 REPO = Path(__file__).resolve().parents[2]
 SIM_USERS = REPO / "conf" / "idp-sim" / "users.yaml"
@@ -89,6 +91,7 @@ class Bridge:
             headers["Authorization"] = f"Bearer {bearer}"
         async with self.http.request(method, self.url + path, json=json, data=data, headers=headers) as resp:
             body = await resp.json(content_type=None)
+            check_response(method, path, resp.status, body)  # every answer must match the OpenAPI document
             return resp.status, body
 
     async def user_prompt(
@@ -130,6 +133,39 @@ def tenant_yaml(sim: RunningSimulator, **overrides: Any) -> dict[str, Any]:
     }
     tenant.update(overrides)
     return tenant
+
+
+def saml_tenant_yaml(sim: RunningSimulator, **overrides: Any) -> dict[str, Any]:
+    """The example.org tenant: SAML 2.0 over ECP at the simulator's Shibboleth-style IdP."""
+    saml2: dict[str, Any] = {
+        "metadata_url": f"{sim.base_url}/idp/shibboleth",
+        "sp_entity_id": "urn:loginbridge:example.org",
+        "signature_algorithms": ["rsa-sha256"],
+        "clock_skew_seconds": 300,
+        "subject_claim": "nameid",
+        "ca_file": str(sim.ca_file),
+    }
+    saml2.update(overrides.pop("saml2", {}))
+    tenant: dict[str, Any] = {
+        "id": "example-org",
+        "name": "Example Org",
+        "domains": ["example.org"],
+        "protocol": "saml2",
+        "idp_whitelist": ["127.0.0.1/32"],
+        "saml2": saml2,
+    }
+    tenant.update(overrides)
+    return tenant
+
+
+async def sim_control(sim: RunningSimulator, path: str, body: Any, *, raw: bytes | None = None) -> Any:
+    """POST to one of the simulator's loopback-only control endpoints, over its TLS."""
+    context = ssl.create_default_context(cafile=str(sim.ca_file))
+    async with aiohttp.ClientSession() as http:
+        kwargs: dict[str, Any] = {"data": raw} if raw is not None else {"json": body}
+        async with http.post(sim.base_url + path, ssl=context, **kwargs) as resp:
+            assert resp.status == 200, await resp.text()
+            return await resp.json(content_type=None)
 
 
 BridgeFactory = Callable[..., Awaitable[Bridge]]

@@ -1,0 +1,130 @@
+"""The error catalogue: every code a client can get, from bridge/errors.py, plus what an admin should do.
+
+``docs/errors.md`` is generated from here (``python -m bridge.errorcatalog >
+docs/errors.md``) and a test fails when it drifts from the exception tree, or
+when an error class has no administrator's note below.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from bridge import errors
+
+# What the administrator should know or do; the panel message is for the user.
+ADMIN_DETAIL: dict[str, str] = {
+    "internal_error": "A bug or an unexpected failure; the log has the traceback under the request id.",
+    "config_error": "Start-up only, never sent to a device: the message names the file, key and line to fix.",
+    "bad_request": "The client sent malformed JSON or a missing field; the `detail` field says which.",
+    "email_required": "The user typed a user name; SSO sign-in at devices needs the email address.",
+    "payload_too_large": "The body exceeds the limit (16 KiB of JSON); a misbehaving client.",
+    "device_unauthorized": "Unknown device id, wrong or rotated secret, or a disabled device. "
+                           "Check `loginbridge devices list`; re-enter the secret after `rotate-secret`.",
+    "wrong_mode": "The device called the endpoint of a mode it is not enrolled in; fix the device's "
+                  "connector setting or re-enrol it with the right `--mode`.",
+    "source_not_allowed": "The device called from outside the tenant's `device_networks` or its own "
+                          "`--allow-network` list; the log names the address and the networks.",
+    "session_invalid": "Unknown, expired, revoked (logout, user or device disabled) or another tenant's session.",
+    "login_refused": "Generic refusal (base of the codes below).",
+    "unknown_domain": "No tenant lists the email's domain under `domains`.",
+    "user_not_provisioned": "No such account in the tenant (SSO never creates users): import or add the user. "
+                            "Also answered when a device of one tenant names a user of another.",
+    "user_disabled": "The account is disabled in the tenant (`loginbridge users list`).",
+    "invalid_credentials": "The IdP refused the password (AD FS ID3242), or the stale-password guard refused "
+                           "a password the IdP already rejected (no IdP call; audit shows it).",
+    "access_denied": "The IdP's issuance rules refused the user (AD FS MSIS7068), e.g. disabled in AD.",
+    "temporarily_locked": "Per-user, per-device or per-source throttle (tenant `throttle:`), kept below the "
+                          "IdP's lockout threshold; answered with Retry-After and no IdP call.",
+    "device_throttled": "Spray detection: one device or source failed for many distinct users within "
+                        "`spray_window_seconds`; a `spray_detected` audit event names it.",
+    "password_login_unsupported": "The tenant's protocol or IdP cannot check passwords (e.g. SAML without ECP).",
+    "idp_error": "Generic IdP failure (base of the codes below).",
+    "idp_not_whitelisted": "The IdP resolved to an address outside `idp_whitelist`; the log names the CIDR to add.",
+    "idp_unreachable": "Connection refused, TLS failure, or an HTTP error from the IdP.",
+    "idp_timeout": "The IdP did not answer within `idp_client.timeout_seconds`.",
+    "idp_rejected_request": "The IdP refused the request itself (wrong AppliesTo ID3082, MSIS3127): a tenant "
+                            "configuration problem.",
+    "idp_protocol_error": "The IdP's answer could not be read (malformed, DOCTYPE, too large).",
+    "assertion_invalid": "The signed token failed validation (signature, issuer, audience, time, subject); "
+                         "the log says which check.",
+    "store_error": "The SQLite database failed (disk full, permissions); see the log.",
+}
+
+# Answers the middleware gives for aiohttp's own HTTP errors (no BridgeError class).
+FRAMEWORK_CODES: tuple[tuple[str, int, str, str], ...] = (
+    ("not_found", 404, "Not Found", "No such path."),
+    ("method_not_allowed", 405, "Method Not Allowed", "The path exists with other methods."),
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CatalogueEntry:
+    code: str
+    http_status: int
+    panel_message: str
+    admin_detail: str
+    exception: str
+
+
+def error_classes() -> list[type[errors.BridgeError]]:
+    """Every class of the tree, depth first in definition order."""
+    out: list[type[errors.BridgeError]] = []
+
+    def walk(cls: type[errors.BridgeError]) -> None:
+        out.append(cls)
+        for sub in cls.__subclasses__():
+            if sub.__module__ == errors.__name__:
+                walk(sub)
+
+    walk(errors.BridgeError)
+    return out
+
+
+def catalogue() -> list[CatalogueEntry]:
+    """One entry per code (classes sharing a code, like XmlRejected, appear once)."""
+    entries: dict[str, CatalogueEntry] = {}
+    for cls in error_classes():
+        if cls.code in entries:
+            continue
+        detail = ADMIN_DETAIL.get(cls.code)
+        if detail is None:
+            raise KeyError(f"error code {cls.code} ({cls.__name__}) has no ADMIN_DETAIL entry")
+        entries[cls.code] = CatalogueEntry(code=cls.code, http_status=cls.http_status,
+                                           panel_message=cls.panel_message, admin_detail=detail,
+                                           exception=cls.__name__)
+    for code, status, message, detail in FRAMEWORK_CODES:
+        entries[code] = CatalogueEntry(code=code, http_status=status, panel_message=message, admin_detail=detail,
+                                       exception="(aiohttp)")
+    return list(entries.values())
+
+
+def all_codes() -> list[str]:
+    return [entry.code for entry in catalogue()]
+
+
+def render_markdown() -> str:
+    lines = [
+        "# Error catalogue",
+        "",
+        "Every error answer is JSON `{\"error\": CODE, \"message\": PANEL_MESSAGE}` with the HTTP status below",
+        "(`detail` is added only for request errors). `429` answers carry `Retry-After`.",
+        "Generated from `bridge/errors.py` by `python -m bridge.errorcatalog > docs/errors.md`;",
+        "a test fails when this file and the code disagree.",
+        "",
+        "| code | HTTP | panel message | admin detail | exception |",
+        "|---|---|---|---|---|",
+    ]
+    for e in catalogue():
+        cells = [f"`{e.code}`", str(e.http_status), e.panel_message, e.admin_detail, f"`{e.exception}`"]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    sys.stdout.write(render_markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

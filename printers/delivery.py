@@ -1,0 +1,265 @@
+"""Hands complete jobs to the platform: a local outbox (demo) or an HTTPS endpoint.
+
+One worker per printer.  A job goes pending -> processing -> completed, or
+back to pending with exponential backoff after a failed attempt, and aborted
+after ``max_attempts`` failures.  Every attempt carries the job's idempotency
+key, so a delivery interrupted by a crash and repeated after restart is
+recognised by the receiver.  The spool file is removed once the job is
+finished either way (documents are personal data: no retention here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import ssl
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+import aiohttp
+
+from bridge.config import DeliveryConfig
+from bridge.errors import BridgeError
+from printers.capabilities import MULTIPLE_OPERATION_TIME_OUT
+from printers.errors import DeliveryFailed
+from printers.formats import EXTENSIONS
+from printers.ipp import Attribute, Collection, IntRange, PyValue, Resolution, StringWithLanguage
+from printers.jobs import Job, JobState
+from printers.jobstore import JobStore
+from printers.spool import Spool
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_SECONDS = 30.0
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=300, connect=10)
+JsonScalar = str | int | bool | None | list[object] | dict[str, object]
+
+
+def _json_value(value: PyValue) -> JsonScalar:
+    if isinstance(value, Collection):
+        return {m.name: _json_values(m) for m in value.members}
+    if isinstance(value, IntRange):
+        return [value.lower, value.upper]
+    if isinstance(value, Resolution):
+        return f"{value.x}x{value.y}{'dpi' if value.units == 3 else 'dpcm'}"
+    if isinstance(value, StringWithLanguage):
+        return value.text
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _json_values(attr: Attribute) -> JsonScalar:
+    values = [_json_value(v.value) for v in attr.values]
+    return values[0] if len(values) == 1 else list(values)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeliveryManifest:
+    """What the platform learns about a job besides its document."""
+
+    idempotency_key: str
+    job_id: int
+    tenant_id: str
+    user_email: str
+    job_name: str
+    document_name: str | None
+    document_format: str
+    size: int
+    created_at: str
+    attributes: tuple[Attribute, ...]
+
+    @classmethod
+    def of(cls, job: Job) -> DeliveryManifest:
+        return cls(
+            idempotency_key=job.idempotency_key, job_id=job.job_id, tenant_id=job.owner.tenant_id,
+            user_email=job.owner.email, job_name=job.name, document_name=job.document_name,
+            document_format=job.document_format_detected or "application/octet-stream", size=job.document_bytes,
+            created_at=job.created_at.isoformat(), attributes=job.template,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "idempotency_key": self.idempotency_key, "job_id": self.job_id, "tenant": self.tenant_id,
+            "user_email": self.user_email, "job_name": self.job_name, "document_name": self.document_name,
+            "document_format": self.document_format, "size": self.size, "created_at": self.created_at,
+            "job_attributes": {a.name: _json_values(a) for a in self.attributes},
+        }, indent=2, sort_keys=True)
+
+
+class Sink(Protocol):
+    async def deliver(self, manifest: DeliveryManifest, document: Path) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def _write_durably(target: Path, writer: str | Path) -> None:
+    """Write text (str) or copy a file (Path) to ``target`` via a temporary name, fsynced."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    if isinstance(writer, Path):
+        shutil.copyfile(writer, tmp)
+    else:
+        tmp.write_text(writer, encoding="utf-8")
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, target)
+
+
+class OutboxSink:
+    """Demo delivery: ``<key><ext>`` (the document) and ``<key>.json`` (the manifest) in a directory.
+
+    The manifest is written last: its presence means the document is complete.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    async def deliver(self, manifest: DeliveryManifest, document: Path) -> None:
+        def work() -> None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            ext = EXTENSIONS.get(manifest.document_format, ".bin")
+            _write_durably(self.directory / f"{manifest.idempotency_key}{ext}", document)
+            _write_durably(self.directory / f"{manifest.idempotency_key}.json", manifest.to_json())
+            dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+        try:
+            await asyncio.to_thread(work)
+        except OSError as exc:
+            raise DeliveryFailed(f"outbox {self.directory}: {exc.strerror}") from exc
+
+    async def close(self) -> None:
+        return None
+
+
+class HttpsSink:
+    """Platform delivery: multipart POST (manifest JSON + document) with an Idempotency-Key header."""
+
+    def __init__(self, url: str, ca_file: Path | None) -> None:
+        self.url = url
+        self._ssl = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def deliver(self, manifest: DeliveryManifest, document: Path) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=HTTP_TIMEOUT)
+        form = aiohttp.FormData()
+        form.add_field("tenant", manifest.tenant_id)
+        form.add_field("user_email", manifest.user_email)
+        form.add_field("job", manifest.to_json(), content_type="application/json")
+        try:
+            with document.open("rb") as handle:
+                form.add_field("document", handle, filename=document.name, content_type=manifest.document_format)
+                async with self._session.post(self.url, data=form, ssl=self._ssl,
+                                              headers={"Idempotency-Key": manifest.idempotency_key}) as resp:
+                    if resp.status >= 300:
+                        raise DeliveryFailed(f"platform answered HTTP {resp.status}")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise DeliveryFailed(f"platform unreachable: {type(exc).__name__}") from exc
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def make_sink(config: DeliveryConfig) -> Sink:
+    if config.url is not None:
+        return HttpsSink(config.url, config.ca_file)
+    assert config.outbox_dir is not None
+    return OutboxSink(config.outbox_dir)
+
+
+class DeliveryWorker:
+    def __init__(self, *, jobs: JobStore, spool: Spool, sink: Sink, config: DeliveryConfig,
+                 wake: asyncio.Event) -> None:
+        self.jobs = jobs
+        self.spool = spool
+        self.sink = sink
+        self.config = config
+        self.wake = wake
+
+    def recover(self) -> int:
+        """Jobs a stopped process was delivering go back to the queue."""
+        interrupted = self.jobs.interrupted()
+        for job in interrupted:
+            self.jobs.update(job, state=JobState.PENDING, reasons=("job-queued",),
+                             message="Delivery resumed after a restart.")
+        if interrupted:
+            log.info("delivery: %s interrupted job(s) queued again", len(interrupted))
+        return len(interrupted)
+
+    async def run(self) -> None:
+        while True:
+            self.wake.clear()  # before the scan: a job queued during it sets the event again
+            try:
+                await self.run_once()
+                timeout = self._sleep_seconds()
+            except BridgeError as exc:
+                log.warning("delivery worker: %s", exc.detail or exc.code)
+                timeout = 5.0
+            except Exception:
+                log.exception("delivery worker: unexpected error")
+                timeout = 5.0
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=timeout)
+            except TimeoutError:
+                pass
+
+    def _sleep_seconds(self) -> float:
+        due = self.jobs.next_due_at()
+        if due is None:
+            return IDLE_POLL_SECONDS
+        return min(IDLE_POLL_SECONDS, max(0.05, (due - datetime.now(UTC)).total_seconds()))
+
+    async def run_once(self) -> None:
+        now = datetime.now(UTC)
+        for job in self.jobs.stale_incoming(now - timedelta(seconds=MULTIPLE_OPERATION_TIME_OUT)):
+            self.spool.remove(job.document_file)
+            self.jobs.update(job, state=JobState.ABORTED, incoming=False, reasons=("aborted-by-system",),
+                             message="No Close-Job or last document in time.", completed_at=now)
+        while due := self.jobs.due(datetime.now(UTC)):
+            for job in due:
+                await self.deliver(job)
+
+    async def deliver(self, job: Job) -> Job:
+        now = datetime.now(UTC)
+        job = self.jobs.update(job, state=JobState.PROCESSING, reasons=("job-printing",),
+                               message="Delivering to the platform.", processing_at=job.processing_at or now)
+        assert job.document_file is not None
+        try:
+            await self.sink.deliver(DeliveryManifest.of(job), self.spool.path(job.document_file))
+        except DeliveryFailed as exc:
+            return self._failed(job, exc)
+        self.spool.remove(job.document_file)
+        log.info("print job %s delivered for %s", job.job_id, job.owner.email)
+        return self.jobs.update(job, state=JobState.COMPLETED, reasons=("job-completed-successfully",),
+                                message="Delivered.", completed_at=datetime.now(UTC))
+
+    def _failed(self, job: Job, exc: DeliveryFailed) -> Job:
+        attempts = job.attempts + 1
+        now = datetime.now(UTC)
+        if attempts >= self.config.max_attempts:
+            log.warning("print job %s aborted after %s failed deliveries: %s", job.job_id, attempts, exc.detail)
+            self.spool.remove(job.document_file)
+            return self.jobs.update(job, attempts=attempts, state=JobState.ABORTED, reasons=("aborted-by-system",),
+                                    message=f"Delivery failed {attempts} times.", completed_at=now)
+        delay = self.config.backoff_seconds * 2 ** (attempts - 1)
+        log.info("print job %s delivery attempt %s failed (%s); retry in %.1f s", job.job_id, attempts,
+                 exc.detail, delay)
+        return self.jobs.update(job, attempts=attempts, state=JobState.PENDING, reasons=("job-queued",),
+                                message=f"Delivery failed; retrying in {delay:.0f} s.",
+                                next_attempt_at=now + timedelta(seconds=delay))

@@ -1,0 +1,103 @@
+"""IPP operation errors: each one is an IPP status-code the printer answers with.
+
+They are BridgeError subclasses (via RequestError) so the project has one
+exception tree; ``ipp_status`` is what goes into the IPP response.  The
+HTTP status stays 200 for every IPP-level error (RFC 8010 section 4.2: IPP
+errors travel inside a successful HTTP response); only authentication is an
+HTTP 401, raised as :class:`PrintAuthRequired`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pyipp.enums import IppStatus
+
+from bridge.errors import BridgeError, PayloadTooLarge, RequestError
+from printers.ipp import Attribute
+
+
+class IppOperationError(RequestError):
+    """A request the printer refuses with an IPP status (client-error-bad-request by default)."""
+
+    code: ClassVar[str] = "ipp_bad_request"
+    ipp_status: ClassVar[int] = IppStatus.ERROR_BAD_REQUEST
+
+    def __init__(self, detail: str, *, unsupported: tuple[Attribute, ...] = ()) -> None:
+        super().__init__(detail)
+        self.unsupported = unsupported
+
+
+class IppNotAuthorized(IppOperationError):
+    """Authenticated, but the job belongs to someone else (RFC 8011 section 4.1.6.2)."""
+
+    code = "ipp_not_authorized"
+    ipp_status = IppStatus.ERROR_NOT_AUTHORIZED
+
+
+class IppNotPossible(IppOperationError):
+    code = "ipp_not_possible"
+    ipp_status = IppStatus.ERROR_NOT_POSSIBLE
+
+
+class IppNotFound(IppOperationError):
+    code = "ipp_not_found"
+    ipp_status = IppStatus.ERROR_NOT_FOUND
+
+
+class IppAttributesNotSupported(IppOperationError):
+    code = "ipp_attributes_not_supported"
+    ipp_status = IppStatus.ERROR_ATTRIBUTES_OR_VALUES
+
+
+class IppCharsetNotSupported(IppOperationError):
+    code = "ipp_charset_not_supported"
+    ipp_status = IppStatus.ERROR_CHARSET
+
+
+class IppCompressionNotSupported(IppOperationError):
+    code = "ipp_compression_not_supported"
+    ipp_status = IppStatus.ERROR_COMPRESSION_ERROR  # 0x040F client-error-compression-not-supported
+
+
+class IppDocumentFormatNotSupported(IppOperationError):
+    code = "ipp_document_format_not_supported"
+    ipp_status = IppStatus.ERROR_DOCUMENT_FORMAT_NOT_SUPPORTED
+
+
+class IppDocumentFormatError(IppOperationError):
+    """The bytes are not the format the client declared (RFC 8011 section 4.1.6.2)."""
+
+    code = "ipp_document_format_error"
+    ipp_status = IppStatus.ERROR_DOCUMENT_FORMAT_ERROR
+
+
+class IppOperationNotSupported(IppOperationError):
+    code = "ipp_operation_not_supported"
+    ipp_status = IppStatus.ERROR_OPERATION_NOT_SUPPORTED
+
+
+class IppVersionNotSupported(IppOperationError):
+    code = "ipp_version_not_supported"
+    ipp_status = IppStatus.ERROR_VERSION_NOT_SUPPORTED
+
+
+class DocumentTooLarge(PayloadTooLarge):
+    """The document passed the per-job cap (client-error-request-entity-too-large)."""
+
+    code = "ipp_document_too_large"
+
+
+class PrintAuthRequired(BridgeError):
+    """No usable credentials: HTTP 401 with a Basic challenge, so the queue asks again."""
+
+    code = "print_auth_required"
+    http_status = 401
+    ipp_status = IppStatus.ERROR_NOT_AUTHENTICATED
+    panel_message = "Sign in with your email address and password to print."
+
+
+class DeliveryFailed(BridgeError):
+    """One delivery attempt failed; the worker retries with backoff."""
+
+    code = "delivery_failed"

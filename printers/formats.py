@@ -1,0 +1,36 @@
+"""Document formats the printer takes, recognised from their first bytes.
+
+The platform receives the document as sent, so only formats it can use are
+accepted; a declared format is checked against the bytes (a client that
+labels a PostScript file as PDF gets client-error-document-format-error, not
+a failed fax later).
+"""
+
+from __future__ import annotations
+
+PDF = "application/pdf"
+JPEG = "image/jpeg"
+OCTET_STREAM = "application/octet-stream"
+
+ACCEPTED_FORMATS = (PDF, JPEG)
+"""Formats that reach the platform (document-format-supported adds octet-stream)."""
+
+SUPPORTED_FORMATS = (*ACCEPTED_FORMATS, OCTET_STREAM)
+
+SNIFF_BYTES = 1024
+"""PDF allows junk before the header within the first 1024 bytes (ISO 32000-1, 7.5.2 note)."""
+
+EXTENSIONS = {PDF: ".pdf", JPEG: ".jpg"}
+
+
+def sniff(head: bytes) -> str | None:
+    """The accepted format these leading bytes are, or None."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return JPEG
+    if b"%PDF-" in head[:SNIFF_BYTES]:
+        return PDF
+    return None
+
+
+def is_supported(declared: str) -> bool:
+    return declared.lower() in SUPPORTED_FORMATS
