@@ -79,6 +79,7 @@ class WsTrustConfig:
     clock_skew: timedelta
     subject_claim: str
     ca_file: Path | None
+    metadata_refresh: timedelta = timedelta(hours=1)  # FederationMetadata re-read (certificate rollover)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -609,7 +610,7 @@ _THROTTLE_KEYS = ("user_failures", "device_failures", "source_failures", "window
                   "stale_password_ttl_seconds", "spray_distinct_users", "spray_window_seconds")
 _WSTRUST_KEYS = ("adfs_url", "endpoint", "version", "applies_to", "token_type", "issuer",
                  "signing_certificates", "federation_metadata", "signature_algorithms",
-                 "clock_skew_seconds", "subject_claim", "ca_file")
+                 "clock_skew_seconds", "subject_claim", "ca_file", "metadata_refresh_seconds")
 _SAML2_KEYS = ("metadata_file", "metadata_url", "entity_id", "ecp_url", "signing_certificates",
                "sp_entity_id", "clock_skew_seconds", "subject_claim", "signature_algorithms", "ca_file",
                "acs_url", "metadata_refresh_seconds")
@@ -823,6 +824,8 @@ def _wstrust(m: _Map, require_files: bool, warnings: list[str]) -> WsTrustConfig
         clock_skew=skew,
         subject_claim=_subject_claim(m, m.get("subject_claim"), "upn"),
         ca_file=ca_file,
+        metadata_refresh=timedelta(seconds=3600 if (node := m.get("metadata_refresh_seconds")) is None
+                                   else _int(m, "metadata_refresh_seconds", node, 1, 7 * 86400)),
     )
 
 

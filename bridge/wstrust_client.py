@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -20,7 +21,7 @@ from yarl import URL
 
 from bridge.assertion import AssertionExpectations, ReplayCache, ValidatedAssertion, validate_assertion
 from bridge.config import TenantConfig, TokenTypeSetting, WsTrustConfig, WsTrustVersionSetting
-from bridge.errors import IdpProtocolError, IdpUnreachable
+from bridge.errors import IdpError, IdpProtocolError, IdpUnreachable
 from bridge.fedmeta import FederationMetadata, parse_federation_metadata
 from bridge.idp_http import IdpHttp
 from bridge.mex import parse_mex, pick_endpoint
@@ -74,6 +75,7 @@ class WsTrustIdp:
         self.http = http
         self.replay = replay
         self._resolved: ResolvedIdp | None = None
+        self._resolved_at = 0.0
         self._lock = asyncio.Lock()
 
     async def federation_metadata(self) -> FederationMetadata:
@@ -101,13 +103,30 @@ class WsTrustIdp:
         log.info("MEX discovery chose %s (WS-Trust %s)", chosen.address, chosen.version.value)
         return chosen.address, chosen.version
 
+    def _stale(self) -> bool:
+        return time.monotonic() - self._resolved_at >= self.cfg.metadata_refresh.total_seconds()
+
     async def resolve(self) -> ResolvedIdp:
-        if self._resolved is not None:
-            return self._resolved
-        async with self._lock:
-            if self._resolved is None:
-                self._resolved = await self._resolve()
-            return self._resolved
+        """Endpoint and certificates, looked up again when older than the refresh interval.
+
+        AD FS auto-rollover publishes the next signing certificate in
+        FederationMetadata.xml before it signs with it, so a periodic re-read
+        picks up a rollover without a restart.  A failed refresh keeps the
+        previous answer (and is retried at the next interval).
+        """
+        if self._resolved is None or self._stale():
+            async with self._lock:
+                if self._resolved is None:
+                    self._resolved = await self._resolve()
+                    self._resolved_at = time.monotonic()
+                elif self._stale():
+                    try:
+                        self._resolved = await self._resolve()
+                    except IdpError as exc:
+                        log.warning("AD FS metadata refresh failed, keeping the previous one: %s", exc)
+                    self._resolved_at = time.monotonic()
+        assert self._resolved is not None
+        return self._resolved
 
     async def _resolve(self) -> ResolvedIdp:
         cfg = self.cfg

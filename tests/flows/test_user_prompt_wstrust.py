@@ -219,3 +219,16 @@ async def test_health(make_bridge: BridgeFactory) -> None:
     status, body = await bridge.call("GET", "/readyz")
     assert status == 200, body
     assert body["checks"] == {"config": "ok", "state_dir": "ok", "database": "ok"}
+
+
+async def test_federation_metadata_is_read_again_after_the_refresh_interval(make_bridge: BridgeFactory) -> None:
+    """AD FS publishes a rolled-over signing certificate in its metadata first: re-reading picks it up."""
+    import asyncio
+
+    bridge = await make_bridge(wstrust={"metadata_refresh_seconds": 1})
+    assert (await bridge.user_prompt(ALICE, ALICE_PASS))[0] == 200
+    assert (await bridge.user_prompt(ALICE, ALICE_PASS))[0] == 200
+    assert bridge.sim.state.counters["metadata"] == 1  # cached within the interval
+    await asyncio.sleep(1.1)
+    assert (await bridge.user_prompt(ALICE, ALICE_PASS))[0] == 200
+    assert bridge.sim.state.counters["metadata"] == 2
