@@ -15,6 +15,7 @@ from aiohttp import web
 from bridge.appkeys import AUDIT, CONFIG, GUARD, IDPS, LOGIN, METRICS, STORE
 from bridge.audit import AuditLog
 from bridge.config import BridgeConfig, load_config
+from bridge.console import mount_console
 from bridge.errors import BridgeError, TemporarilyLocked
 from bridge.guard import LoginGuard
 from bridge.logcontext import request_id_var, setup_logging, tenant_id_var
@@ -24,6 +25,7 @@ from bridge.spkeys import ensure_sp_keys
 from bridge.store import Store
 from bridge.throttle import LoginThrottle
 from connectors import apps, mfp, saml, service, session
+from printers.server import printer_listener
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,8 @@ def make_app(config: BridgeConfig) -> web.Application:
         store.close()
 
     app.cleanup_ctx.append(resources)
+    if config.printer is not None and config.printer.enabled:
+        app.cleanup_ctx.append(printer_listener(config))  # after resources: it needs the LoginService
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_routes(mfp.routes())
@@ -122,6 +126,7 @@ def make_app(config: BridgeConfig) -> web.Application:
     app.router.add_routes(apps.routes())
     app.router.add_routes(service.routes())
     app.router.add_routes(saml.routes())
+    mount_console(app, config)  # the technician console at /console
     return app
 
 

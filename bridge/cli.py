@@ -11,9 +11,11 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from bridge.checks import commands as toolkit
 from bridge.config import BridgeConfig, TenantConfig, load_config, summarize
 from bridge.errors import BridgeError, ConfigError, RequestError
 from bridge.store import Device, Store, User
@@ -81,7 +83,10 @@ def _build_parser() -> _Parser:
     dadd.add_argument("--name", required=True)
     dadd.add_argument("--mode", required=True, choices=["shared-account", "device-login", "user-prompt"])
     dadd.add_argument("--shared-user", metavar="EMAIL")
-    dadd.add_argument("--allow-network", metavar="CIDR", action="append", default=[])
+    dadd.add_argument("--allow-network", metavar="CIDR", action="append", default=[],
+                      help="source network the device may call from (repeatable; on top of the tenant's "
+                           "device_networks)")
+    dadd.add_argument("--device-id", metavar="ID", help="the device id (default: generated)")
     dlist = devices.add_parser("list", parents=[common], help="list devices")
     dlist.add_argument("--tenant")
     dlist.add_argument("--json", action="store_true")
@@ -89,10 +94,21 @@ def _build_parser() -> _Parser:
     ddis.add_argument("device_id")
     drot = devices.add_parser("rotate-secret", parents=[common], help="issue a new device secret")
     drot.add_argument("device_id")
+    den = devices.add_parser("enable", parents=[common], help="let a disabled device authenticate again")
+    den.add_argument("device_id")
+
+    audit = commands.add_parser("audit", help="the audit trail of login attempts").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    tail = audit.add_parser("tail", parents=[common], help="print the latest audit events as JSON lines")
+    tail.add_argument("--tenant", help="only this tenant's events")
+    tail.add_argument("-n", "--lines", type=int, default=20, metavar="N", help="how many (default 20)")
+    tail.add_argument("--follow", "-f", action="store_true", help="keep printing new events as they arrive")
+    tail.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
 
     commands.add_parser("serve", parents=[common], help="run the bridge service")
     commands.add_parser("idp-sim", help="run the identity-provider simulator (arguments passed on)")
     commands.add_parser("demo", help="run the demonstration (arguments passed on)")
+    toolkit.register(commands, common)  # check, device-test, print-test, console
     return parser
 
 
@@ -181,7 +197,7 @@ def _cmd_devices(args: argparse.Namespace, config: BridgeConfig, store: Store) -
         tenant = _tenant(config, args.tenant)
         device, secret = store.add_device(tenant.id, name=args.name, mode=args.mode,
                                           shared_user_email=args.shared_user,
-                                          allowed_networks=args.allow_network)
+                                          allowed_networks=args.allow_network, device_id=args.device_id)
         print(f"device id: {device.device_id}")
         print(f"secret:    {secret}")
         print("warning: the secret is shown only this once; store it in the device now "
@@ -196,18 +212,45 @@ def _cmd_devices(args: argparse.Namespace, config: BridgeConfig, store: Store) -
                 seen = "never"
                 if d.last_seen_at is not None:
                     seen = f"{d.last_seen_at:%Y-%m-%d %H:%M} from {d.last_seen_addr}"
+                extra = f"\tacts as {d.shared_user_email}" if d.shared_user_email else ""
+                if d.allowed_networks:
+                    extra += f"\tnetworks {','.join(str(n) for n in d.allowed_networks)}"
                 print(f"{d.device_id}\t{d.tenant_id}\t{d.mode.value}\t"
-                      f"{'enabled' if d.enabled else 'disabled'}\t{d.name}\tlast seen {seen}")
+                      f"{'enabled' if d.enabled else 'disabled'}\t{d.name}\tlast seen {seen}{extra}")
             print(f"{len(devices)} devices")
     elif args.action == "disable":
         store.disable_device(args.device_id)
-        print(f"disabled device {args.device_id}")
+        print(f"disabled device {args.device_id}; its sessions are ended")
+    elif args.action == "enable":
+        store.enable_device(args.device_id)
+        print(f"enabled device {args.device_id}")
     else:  # rotate-secret
         secret = store.rotate_device_secret(args.device_id)
         print(f"device id: {args.device_id}")
         print(f"secret:    {secret}")
         print("warning: the secret is shown only this once; the old secret no longer works")
     return EXIT_OK
+
+
+def _cmd_audit(args: argparse.Namespace, config: BridgeConfig, store: Store) -> int:
+    """``audit tail``: the last events from the database, then (``--follow``) new ones as they come."""
+    tenant_id = None if args.tenant is None else _tenant(config, args.tenant).id
+    if args.lines < 0:
+        raise RequestError("--lines must be 0 or more")
+    last_id = 0
+    for event in store.audit_events(tenant_id=tenant_id, last=args.lines):
+        print(event.line(), flush=True)
+        last_id = event.id or last_id
+    if not args.follow:
+        return EXIT_OK
+    if last_id == 0:
+        newest = store.audit_events(last=1)
+        last_id = (newest[0].id or 0) if newest else 0
+    while True:
+        time.sleep(max(0.05, args.interval))
+        for event in store.audit_events(tenant_id=tenant_id, after_id=last_id):
+            print(event.line(), flush=True)
+            last_id = event.id or last_id
 
 
 def _with_store(handler: Callable[[argparse.Namespace, BridgeConfig, Store], int],
@@ -249,6 +292,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _with_store(_cmd_users, args)
         if args.command == "devices":
             return _with_store(_cmd_devices, args)
+        if args.command == "audit":
+            return _with_store(_cmd_audit, args)
+        if args.command in toolkit.COMMANDS:
+            return toolkit.run(args, args.config or _default_config())
         return _cmd_serve(args)
     except _UsageError as exc:
         print(f"{exc} (try --help)", file=sys.stderr)

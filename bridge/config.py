@@ -168,6 +168,21 @@ class PrinterConfig:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ConsoleUser:
+    """A technician allowed into the console; only a scrypt hash of the password is configured."""
+
+    name: str
+    password_hash: str = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ConsoleConfig:
+    """The technician console at /console (``loginbridge console hash-password`` makes the hashes)."""
+
+    users: tuple[ConsoleUser, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class BridgeConfig:
     source: Path
     listen_host: str
@@ -182,6 +197,7 @@ class BridgeConfig:
     printer: PrinterConfig | None = None
     audit_file: Path | None = None
     public_url: str = ""  # how IdPs and admins reach the bridge (SP metadata, ACS URLs)
+    console: ConsoleConfig | None = None
 
     def tenant(self, tenant_id: str) -> TenantConfig:
         """The tenant with this id; an unknown id is a request error listing the known ones."""
@@ -393,7 +409,7 @@ def _read_yaml(src: _Src) -> yaml.Node:
 # Main file.
 
 _MAIN_KEYS = ("listen", "state_dir", "tenants_dir", "secrets", "sessions", "idp_client", "logging", "printer",
-              "audit", "public_url")
+              "audit", "public_url", "console")
 _PRINTER_KEYS = ("enabled", "host", "port", "name", "location", "info", "max_job_mb",
                  "verification_cache_seconds", "spool_dir", "delivery")
 _DELIVERY_KEYS = ("url", "outbox_dir", "max_attempts", "backoff_seconds", "ca_file")
@@ -476,7 +492,37 @@ def load_config(path: Path | str, *, require_files: bool = True) -> BridgeConfig
         idp_client=idp_client,
         log_level=log_level,
         warnings=tuple(warnings),
+        console=_console(root.sub("console", ("users",))),
     )
+
+
+_CONSOLE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_CONSOLE_HASH = re.compile(r"scrypt\$[0-9]{1,9}\$[0-9]{1,3}\$[0-9]{1,3}\$[A-Za-z0-9+/=]{8,200}\$[A-Za-z0-9+/=]{8,200}")
+
+
+def _console(m: _Map | None) -> ConsoleConfig | None:
+    """Console users: a name and a scrypt hash each; a plain password is refused."""
+    if m is None:
+        return None
+    users: list[ConsoleUser] = []
+    node = m.get("users")
+    if node is None:
+        return ConsoleConfig(users=())
+    for key, item in _items(m, "users", node):
+        u = _Map(m.src, item, key, ("name", "password_hash"))
+        name = _str(u, "name", u.require("name"))
+        if not _CONSOLE_NAME.fullmatch(name):
+            raise m.src.err("a console user name is 1-64 letters, digits, dots, dashes or underscores",
+                            u.key("name"), u.require("name"))
+        if any(other.name == name for other in users):
+            raise m.src.err(f"console user {name} is listed twice", u.key("name"), u.require("name"))
+        hash_node = u.require("password_hash")
+        hashed = _str(u, "password_hash", hash_node)
+        if not _CONSOLE_HASH.fullmatch(hashed):
+            raise m.src.err("not a password hash: run `loginbridge console hash-password` and paste its output "
+                            "(never the password itself)", u.key("password_hash"), hash_node)
+        users.append(ConsoleUser(name=name, password_hash=hashed))
+    return ConsoleConfig(users=tuple(users))
 
 
 def _printer(m: _Map | None, state_dir: Path) -> PrinterConfig | None:

@@ -100,7 +100,21 @@ def _instructions(config: BridgeConfig, sim_url: str) -> str:
         f"       -d '{{\"user\": \"alice@example.com\"}}' {api}/v1/mfp/device-login\n"
         f"Apps (no device credential): POST {api}/v1/apps/login with the same JSON as the user prompt.\n"
         f"Metrics: {api}/metrics   API description: {api}/v1/openapi.json\n"
-        f"Ctrl-C stops both.\n"
+        + _printer_instructions(config)
+        + "Ctrl-C stops both.\n"
+    )
+
+
+def _printer_instructions(config: BridgeConfig) -> str:
+    printer = config.printer
+    if printer is None or not printer.enabled:
+        return ""
+    outbox = printer.delivery.outbox_dir or printer.delivery.url
+    return (
+        f"Print-to-Web printer ipp://{printer.host}:{printer.port}/ipp/print (alice and bob print with their\n"
+        f"demo passwords; delivered jobs land in {outbox}):\n"
+        f"  ipptool -tv -f FILE.pdf 'ipp://alice%40example.com:alice-demo-pass@{printer.host}:{printer.port}"
+        f"/ipp/print' print-job.test\n"
     )
 
 

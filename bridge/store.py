@@ -775,10 +775,11 @@ class Store:
     def audit_events(self, *, tenant_id: str | None = None, after_id: int = 0,
                      last: int | None = None) -> list[AuditEvent]:
         """Events in id order: those after ``after_id``, or only the ``last`` ones."""
-        where, args = "WHERE id > ?", [after_id]
+        where = "WHERE id > ?"
+        args: list[int | str] = [after_id]
         if tenant_id is not None:
             where += " AND tenant_id = ?"
-            args.append(tenant_id)  # type: ignore[arg-type]
+            args.append(tenant_id)
         query = f"SELECT {_AUDIT_COLUMNS} FROM audit_events {where} ORDER BY id"  # noqa: S608 (fixed text)
         if last is not None:
             query = f"SELECT * FROM ({query} DESC LIMIT {int(last):d}) ORDER BY id"  # noqa: S608

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bridge.errors import BridgeError, LoginRefused, RequestError, TemporarilyLocked
+from bridge.guard import LoginMode
 from bridge.logcontext import tenant_id_var
 from bridge.login import LoginService
 from connectors.http import parse_basic
@@ -68,8 +69,11 @@ class PrintAuthenticator:
         for key in [k for k, v in self._cache.items() if v.email == wanted]:
             del self._cache[key]
 
-    async def authenticate(self, authorization: str | None) -> Owner:
-        """The owner for an ``Authorization`` header, or the BridgeError that refused it."""
+    async def authenticate(self, authorization: str | None, *, source: str | None = None) -> Owner:
+        """The owner for an ``Authorization`` header, or the BridgeError that refused it.
+
+        ``source`` is the client's address (the per-source throttle counts it).
+        """
         creds = parse_basic(authorization)
         if creds is None:
             raise PrintAuthRequired("no Basic credentials")
@@ -86,7 +90,7 @@ class PrintAuthenticator:
         future: asyncio.Future[Owner] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            owner = await self._verify(identifier, password)
+            owner = await self._verify(identifier, password, source)
         except BaseException as exc:
             self.forget(identifier)
             if isinstance(exc, Exception):
@@ -106,8 +110,9 @@ class PrintAuthenticator:
         finally:
             del self._inflight[key]
 
-    async def _verify(self, identifier: str, password: str) -> Owner:
-        tenant, user = await self._login.verify_password(identifier=identifier, password=password)
+    async def _verify(self, identifier: str, password: str, source: str | None) -> Owner:
+        tenant, user = await self._login.verify_password(identifier=identifier, password=password,
+                                                         mode=LoginMode.PRINTER, source=source)
         log.info("print credentials verified for %s", user.email)
         return Owner(tenant_id=tenant.id, email=user.email)
 

@@ -40,7 +40,7 @@ from printers.formats import OCTET_STREAM, is_supported
 from printers.ipp import Attribute, AttributeGroup, GroupTag, ValueTag
 from printers.jobs import DEFAULT_JOB_ATTRIBUTES, JOB_DESCRIPTION, Job, JobState, Owner, job_attributes
 from printers.jobstore import JobStore
-from printers.requests import PrintRequest, requested_names, select
+from printers.request_checks import PrintRequest, requested_names, select
 from printers.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,8 @@ async def _is_empty(document: Document) -> tuple[bool, Document]:
     """Whether a stream has no bytes, and the stream to use afterwards (first chunk put back)."""
     async for chunk in document:
         if chunk:
-            async def rest() -> AsyncIterator[bytes]:
-                yield chunk
+            async def rest(first: bytes = chunk) -> AsyncIterator[bytes]:
+                yield first
                 async for more in document:
                     yield more
             return False, rest()
@@ -226,7 +226,8 @@ class Printer:
 
     # -- operations -------------------------------------------------------
 
-    async def print_job(self, req: PrintRequest, owner: Owner | None, endpoint: Endpoint, document: Document) -> IppReply:
+    async def print_job(self, req: PrintRequest, owner: Owner | None, endpoint: Endpoint,
+                        document: Document) -> IppReply:
         assert owner is not None
         declared, kept, unsupported = self._creation(req)
         spooled = await self.spool.receive(document, declared=declared)

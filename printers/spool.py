@@ -24,6 +24,9 @@ from printers.formats import EXTENSIONS, OCTET_STREAM, SNIFF_BYTES, sniff
 log = logging.getLogger(__name__)
 
 PART_PREFIX = ".part-"
+SYNC_EVERY = 8 * 1024 * 1024
+"""While a document arrives, flush it to disk every this many bytes in a worker thread, so
+the fsync before successful-ok only waits for the tail (disk writeback overlaps the network)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -76,6 +79,8 @@ class Spool:
         head = bytearray()
         detected: str | None = None
         closed = done = False
+        syncing: asyncio.Future[None] | None = None
+        synced_at = 0
         try:
             async for chunk in chunks:
                 size += len(chunk)
@@ -90,12 +95,17 @@ class Spool:
                     head.clear()
                 else:
                     _write_all(fd, chunk)
+                if size - synced_at >= SYNC_EVERY and (syncing is None or syncing.done()):
+                    synced_at = size
+                    syncing = asyncio.ensure_future(asyncio.to_thread(os.fdatasync, fd))
             if detected is None:
                 if not head:
                     raise IppOperationError("the request carries no document data")
                 detected = _detect(bytes(head), declared)
                 _write_all(fd, head)
             final = self.directory / f"job-{secrets.token_hex(12)}{EXTENSIONS.get(detected, '.bin')}"
+            if syncing is not None:
+                await syncing
             await asyncio.to_thread(os.fsync, fd)
             closed = True
             os.close(fd)
@@ -104,6 +114,8 @@ class Spool:
             done = True
             return SpooledDocument(file_name=final.name, size=size, detected_format=detected)
         finally:
+            if syncing is not None and not syncing.done():
+                await asyncio.wait([syncing])  # the thread still uses fd: never close it under it
             if not closed:
                 os.close(fd)
             if not done:
