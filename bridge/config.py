@@ -96,6 +96,7 @@ class Saml2Config:
     ca_file: Path | None
     acs_url: str | None = None  # default: {public_url}/saml/{tenant}/acs
     metadata_refresh: timedelta = timedelta(hours=1)
+    sign_requests: bool = False  # sign the AuthnRequest with the SP key (IdPs that want it)
 
 
 class DeviceLoginIdentity(enum.Enum):
@@ -659,7 +660,7 @@ _WSTRUST_KEYS = ("adfs_url", "endpoint", "version", "applies_to", "token_type", 
                  "clock_skew_seconds", "subject_claim", "ca_file", "metadata_refresh_seconds")
 _SAML2_KEYS = ("metadata_file", "metadata_url", "entity_id", "ecp_url", "signing_certificates",
                "sp_entity_id", "clock_skew_seconds", "subject_claim", "signature_algorithms", "ca_file",
-               "acs_url", "metadata_refresh_seconds")
+               "acs_url", "metadata_refresh_seconds", "sign_requests")
 
 
 def _load_tenants(main: _Src, tenants_dir: Path, node: yaml.Node | None, default_ttl: timedelta,
@@ -911,6 +912,7 @@ def _saml2(m: _Map, require_files: bool, warnings: list[str]) -> Saml2Config:
         acs_url=None if (node := m.get("acs_url")) is None else _str(m, "acs_url", node),
         metadata_refresh=timedelta(seconds=3600 if (node := m.get("metadata_refresh_seconds")) is None
                                    else _int(m, "metadata_refresh_seconds", node, 1, 7 * 86400)),
+        sign_requests=False if (node := m.get("sign_requests")) is None else _bool(m, "sign_requests", node),
     )
 
 

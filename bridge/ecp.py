@@ -35,7 +35,7 @@ from bridge.errors import (
 )
 from bridge.xmlenc import decrypt_assertion
 from bridge.xmlsafe import full_text, parse_untrusted
-from bridge.xmlsig import NS_DS, NS_SAML2, NS_SAMLP2
+from bridge.xmlsig import NS_DS, NS_SAML2, NS_SAMLP2, sign_enveloped
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,19 @@ def new_request_id() -> str:
 
 
 def build_authn_request(
-    *, sp_entity_id: str, acs_url: str, idp_ecp_url: str, now: datetime, request_id: str | None = None
+    *,
+    sp_entity_id: str,
+    acs_url: str,
+    idp_ecp_url: str,
+    now: datetime,
+    request_id: str | None = None,
+    signing_key: tuple[bytes, bytes] | None = None,
 ) -> EcpRequest:
-    """The SOAP 1.1 envelope holding our AuthnRequest (saml-core 3.4.1, profiles 4.2.4.2)."""
+    """The SOAP 1.1 envelope holding our AuthnRequest (saml-core 3.4.1, profiles 4.2.4.2).
+
+    ``signing_key`` (key PEM, certificate PEM) signs the AuthnRequest, for IdPs
+    whose metadata says WantAuthnRequestsSigned.
+    """
     rid = request_id if request_id is not None else new_request_id()
     issued = (now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)).replace(microsecond=0)
     envelope = etree.Element(f"{_S}Envelope", nsmap={"S": NS_SOAP11})
@@ -118,6 +128,9 @@ def build_authn_request(
     )
     etree.SubElement(request, f"{_A}Issuer").text = sp_entity_id
     etree.SubElement(request, f"{_P}NameIDPolicy", AllowCreate="false")
+    if signing_key is not None:
+        signed = sign_enveloped(request, key_pem=signing_key[0], cert_pem=signing_key[1])
+        body.replace(request, signed)
     raw = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
     return EcpRequest(request_id=rid, envelope=raw, issued_at=issued)
 

@@ -131,6 +131,7 @@ class SamlIdp:
             acs_url=self.acs_url,
             idp_ecp_url=resolved.ecp_url,
             now=datetime.now(UTC),
+            signing_key=(self.sp.key_pem, self.sp.cert_pem) if self.cfg.sign_requests else None,
         )
         basic = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
         resp = await self.http.request(

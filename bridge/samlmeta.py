@@ -75,14 +75,16 @@ def parse_idp_metadata(raw: bytes, *, entity_id: str | None = None) -> IdpMetada
     )
 
 
-def build_sp_metadata(*, entity_id: str, acs_url: str, signing_cert_pem: bytes, encryption_cert_pem: bytes) -> bytes:
+def build_sp_metadata(
+    *, entity_id: str, acs_url: str, signing_cert_pem: bytes, encryption_cert_pem: bytes, requests_signed: bool = False
+) -> bytes:
     """Our SP's EntityDescriptor: PAOS consumer, unsigned requests, signed assertions wanted."""
     entity = etree.Element(f"{_M}EntityDescriptor", nsmap={"md": NS_MD, "ds": NS_DS}, entityID=entity_id)
     sp = etree.SubElement(
         entity,
         f"{_M}SPSSODescriptor",
         protocolSupportEnumeration=NS_SAMLP2,
-        AuthnRequestsSigned="false",
+        AuthnRequestsSigned="true" if requests_signed else "false",
         WantAssertionsSigned="true",
     )
     for use, pem in (("signing", signing_cert_pem), ("encryption", encryption_cert_pem)):

@@ -21,6 +21,7 @@ async def sp_metadata(request: web.Request) -> web.Response:
         acs_url=acs_url_for(tenant, config.public_url),
         signing_cert_pem=sp.cert_pem,
         encryption_cert_pem=sp.cert_pem,
+        requests_signed=tenant.saml2.sign_requests,
     )
     return web.Response(body=body, content_type="application/samlmetadata+xml")
 

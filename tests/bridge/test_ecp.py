@@ -506,3 +506,27 @@ def test_fuzz_mutated_encrypted_answers(data: st.DataObject) -> None:
     elif action == "dup" and parent is not None:
         parent.append(etree.fromstring(etree.tostring(victim)))
     _check_only_bridge_errors(etree.tostring(tree), _sp()[0])
+
+
+def test_signed_authn_request_verifies_with_the_sp_certificate() -> None:
+    from cryptography import x509
+
+    from bridge.xmlsig import SignaturePolicy, verify_signed_node
+    from tests.keys import make_key_and_cert
+
+    key_pem, cert_pem = make_key_and_cert("sp-request-signer")
+    request = build_authn_request(
+        sp_entity_id="urn:sp",
+        acs_url="https://bridge.example/saml/t/acs",
+        idp_ecp_url="https://idp.example/idp/profile/SAML2/SOAP/ECP",
+        now=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        signing_key=(key_pem, cert_pem),
+    )
+    verified = verify_signed_node(
+        request.envelope,
+        request.request_id,
+        certificates=[x509.load_pem_x509_certificate(cert_pem)],
+        policy=SignaturePolicy(),
+    )
+    assert verified.element.get("ID") == request.request_id
+    assert verified.element.get("AssertionConsumerServiceURL") == "https://bridge.example/saml/t/acs"

@@ -232,3 +232,15 @@ async def test_federation_metadata_is_read_again_after_the_refresh_interval(make
     await asyncio.sleep(1.1)
     assert (await bridge.user_prompt(ALICE, ALICE_PASS))[0] == 200
     assert bridge.sim.state.counters["metadata"] == 2
+
+
+async def test_readyz_warns_about_a_pinned_certificate_expiring_soon(
+    make_bridge: BridgeFactory, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    _, soon_pem = make_key_and_cert("adfs-signing-expiring", days=10)
+    pin = tmp_path_factory.mktemp("pin") / "expiring.pem"
+    pin.write_bytes(soon_pem)
+    bridge = await make_bridge(wstrust={"signing_certificates": [str(pin)]})
+    status, body = await bridge.call("GET", "/readyz")
+    assert status == 200
+    assert any("expires" in w and "adfs-signing-expiring" in w for w in body["warnings"]), body["warnings"]
