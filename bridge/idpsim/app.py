@@ -12,7 +12,6 @@ Routes (paths as on a real AD FS farm):
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import os
@@ -39,7 +38,7 @@ from bridge.idpsim.issuance import IssueContext, SigningMaterial, issue_token
 from bridge.idpsim.keys import SimKeys, ensure_keys
 from bridge.idpsim.mex import build_federation_metadata, build_mex
 from bridge.idpsim.namespaces import TrustVersion
-from bridge.idpsim.state import SIM_STATE, FailMode, Mischief, SimState
+from bridge.idpsim.state import SIM_STATE, FailMode, Mischief, SimState, refuse_remote
 
 log = logging.getLogger(__name__)
 
@@ -203,37 +202,15 @@ def _issue(
     return token, build_rstr(rst, token, now=now, doctype=doctype)
 
 
-def is_loopback(remote: str | None) -> bool:
-    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback; False for anything else or unknown."""
-    if not remote:
-        return False
-    try:
-        address = ipaddress.ip_address(remote.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
-
-
-def _refuse_remote(request: web.Request) -> web.Response | None:
-    if is_loopback(request.remote):
-        return None
-    log.warning("refused simulator control from %s", request.remote)
-    return web.json_response(
-        {"error": "forbidden", "message": "controls answer loopback clients only"}, status=403
-    )
-
-
 async def _stats(request: web.Request) -> web.StreamResponse:
-    refused = _refuse_remote(request)
+    refused = refuse_remote(request)
     if refused is not None:
         return refused
     return web.json_response(request.app[SIM_STATE].snapshot())
 
 
 async def _control(request: web.Request) -> web.StreamResponse:
-    refused = _refuse_remote(request)
+    refused = refuse_remote(request)
     if refused is not None:
         return refused
     try:

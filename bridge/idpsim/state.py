@@ -7,6 +7,8 @@ tests change it directly, technicians through ``POST /_sim/control``.
 from __future__ import annotations
 
 import enum
+import ipaddress
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -14,6 +16,8 @@ from typing import TypeVar
 from aiohttp import web
 
 from bridge.errors import RequestError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MISCHIEF_SUBJECT = "mallory@example.com"
 MAX_DELAY_SECONDS = 600.0
@@ -128,3 +132,24 @@ def _enum_or_none(kind: type[_E], raw: object, name: str) -> _E | None:
 
 
 SIM_STATE = web.AppKey("SIM_STATE", SimState)
+
+
+def is_loopback(remote: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback; False for anything else or unknown."""
+    if not remote:
+        return False
+    try:
+        address = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def refuse_remote(request: web.Request) -> web.Response | None:
+    """The simulator's controls answer loopback clients only: a 403 for anyone else, else None."""
+    if is_loopback(request.remote):
+        return None
+    log.warning("refused simulator control %s from %s", request.path, request.remote)
+    return web.json_response({"error": "forbidden", "message": "controls answer loopback clients only"}, status=403)

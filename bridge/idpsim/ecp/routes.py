@@ -15,7 +15,6 @@ disabled account → Responder/RequestDenied.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from bridge.idpsim.ecp.documents import basic_credentials, idp_metadata, soap_fa
 from bridge.idpsim.ecp.idp import ECP_PATH, ENTITY_PATH, MAX_REQUEST_BYTES, EcpIdp, EcpIssueError
 from bridge.idpsim.ecp.settings import AuthFailureMode, EcpControls, EcpSettings
 from bridge.idpsim.issuance import SigningMaterial
-from bridge.idpsim.state import SIM_STATE, FailMode
+from bridge.idpsim.state import SIM_STATE, FailMode, refuse_remote
 
 if TYPE_CHECKING:  # config.py imports ecp.settings: keep the cycle type-only
     from bridge.idpsim.config import SimConfig
@@ -205,38 +204,19 @@ async def _metadata(request: web.Request) -> web.StreamResponse:
     return web.Response(body=document, headers={"Content-Type": SAML_METADATA_CONTENT_TYPE})
 
 
-def _is_loopback(remote: str | None) -> bool:
-    if not remote:
-        return False
-    try:
-        address = ipaddress.ip_address(remote.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
-
-
-def _refused(request: web.Request) -> web.Response | None:
-    if _is_loopback(request.remote):
-        return None
-    log.warning("refused ECP simulator control from %s", request.remote)
-    return web.json_response({"error": "forbidden", "message": "controls answer loopback clients only"}, status=403)
-
-
 def _snapshot(runtime: EcpRuntime) -> dict[str, object]:
     return {**runtime.controls.snapshot(), "trusted_sps": list(runtime.idp.trusted_sps())}
 
 
 async def _control_get(request: web.Request) -> web.StreamResponse:
-    refused = _refused(request)
+    refused = refuse_remote(request)
     if refused is not None:
         return refused
     return web.json_response(_snapshot(request.app[ECP_RUNTIME]))
 
 
 async def _control_post(request: web.Request) -> web.StreamResponse:
-    refused = _refused(request)
+    refused = refuse_remote(request)
     if refused is not None:
         return refused
     runtime = request.app[ECP_RUNTIME]
@@ -253,7 +233,7 @@ async def _control_post(request: web.Request) -> web.StreamResponse:
 
 
 async def _sp_metadata(request: web.Request) -> web.StreamResponse:
-    refused = _refused(request)
+    refused = refuse_remote(request)
     if refused is not None:
         return refused
     runtime = request.app[ECP_RUNTIME]
