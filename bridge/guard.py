@@ -9,6 +9,7 @@ counts the result, whatever happened (success, refusal, or an error).
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import re
@@ -190,6 +191,8 @@ class Attempt:
             result = RESULT_OK
         elif isinstance(exc, BridgeError):
             result = exc.code
+        elif isinstance(exc, asyncio.CancelledError):
+            result = "cancelled"  # the client went away mid-attempt
         else:
             result = BridgeError.code
         if exc is None and self.tenant is not None and self.email is not None:
