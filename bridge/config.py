@@ -120,7 +120,10 @@ class ThrottleConfig:
     device_failures: int = 20
     source_failures: int = 20
     window: timedelta = timedelta(minutes=15)
-    stale_password_ttl: timedelta = timedelta(hours=24)
+    # One hour: a device stuck on an old password then reaches the IdP at most
+    # once an hour (far below any lockout threshold), while a new password that
+    # the IdP refused during directory replication is not blocked for long.
+    stale_password_ttl: timedelta = timedelta(hours=1)
     spray_distinct_users: int = 10
     spray_window: timedelta = timedelta(minutes=5)
 
