@@ -23,6 +23,7 @@ import base64
 import os
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -443,6 +444,7 @@ def bench(args: argparse.Namespace) -> int:
         sim_argv = [sys.executable, "-m", "bridge", "idp-sim", "--port", str(sim_port), "--keys-dir", str(sim_keys),
                     "--users", str(SIM_USERS)]
         runs: list[ProtocolRun] = []
+        extra_rounds: list[ExtraRound] = []
         with child("simulator", sim_argv, sim_log) as sim:
             wait_ready("simulator", sim, f"{sim_url}/_sim/stats", ca_file=sim_ca, log_file=sim_log)
             config = write_bridge_config(work, bridge_port=bridge_port, sim_url=sim_url, sim_ca=sim_ca,
@@ -456,6 +458,18 @@ def bench(args: argparse.Namespace) -> int:
                     runs.append(measure(protocol, login_url=f"{bridge_url}/v1/mfp/user-prompt",
                                         device=devices[protocol.tenant], bridge_pid=bridge.pid, sim_pid=sim.pid,
                                         sim_url=sim_url, sim_ca=sim_ca, bridge_log=bridge_log, args=args))
+                if args.repeat > 1 and args.protocol in ("wstrust", "both"):
+                    # Further rounds, bridge and MSAL back to back, so both see the same machine load.
+                    endpoint = sim_url + ENDPOINT_PATHS[args.version]
+                    wstrust = protocols[0]
+                    for _ in range(args.repeat - 1):
+                        again = measure(wstrust, login_url=f"{bridge_url}/v1/mfp/user-prompt",
+                                        device=devices[wstrust.tenant], bridge_pid=bridge.pid, sim_pid=sim.pid,
+                                        sim_url=sim_url, sim_ca=sim_ca, bridge_log=bridge_log, args=args)
+                        reset_sim_counters(sim_url, sim_ca)
+                        msal_again = run_msal(endpoint, sim_ca, wstrust_users, n=args.n)
+                        extra_rounds.append(ExtraRound(run=again, msal=msal_again,
+                                                       msal_counters=sim_stats(sim_url, sim_ca)))
 
             msal: MsalResult | None = None
             if args.protocol in ("wstrust", "both"):
@@ -500,6 +514,17 @@ def bench(args: argparse.Namespace) -> int:
                 print("note: MSAL requests no token type; the simulator chose its default for the MSAL run")
             bridge_per = wstrust_run.bridge_cpu.total_ms / args.n
             ratio = bridge_per / msal_per if msal_per > 0 else float("inf")
+            if extra_rounds:
+                ratios = [ratio]
+                for number, extra in enumerate(extra_rounds, start=2):
+                    extra_bridge = extra.run.bridge_cpu.total_ms / args.n
+                    extra_msal = extra.msal.cpu_ms / args.n
+                    ratios.append(extra_bridge / extra_msal if extra_msal > 0 else float("inf"))
+                    print(f"[round {number}] bridge {extra_bridge:.2f} ms per login, MSAL {extra_msal:.2f} ms per "
+                          f"exchange, ratio {ratios[-1]:.2f}")
+                    failures[f"round {number}"] = print_round_failures(extra, n=args.n, version=args.version)
+                ratio = statistics.median(ratios)
+                print(f"ratio bridge/MSAL per round: {', '.join(f'{r:.2f}' for r in ratios)}; median {ratio:.2f}")
             held = ratio <= 1.0
             missed = missed or not held
             print(f"ratio bridge/MSAL CPU per WS-Trust login: {ratio:.2f} -> target (<= 1.00) "
@@ -529,6 +554,27 @@ def bench(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExtraRound:
+    """One more WS-Trust round (``--repeat``): the bridge's N logins, then MSAL's N exchanges."""
+
+    run: ProtocolRun
+    msal: MsalResult
+    msal_counters: dict[str, int]
+
+
+def print_round_failures(extra: ExtraRound, *, n: int, version: str) -> list[str]:
+    """The failures of an extra round: every login and exchange must work and reach the IdP once."""
+    failures = [*extra.run.load.errors, *extra.msal.errors]
+    bridge_calls = extra.run.counters.get(extra.run.protocol.call_counter, 0)
+    if bridge_calls != n - len(extra.run.load.errors):
+        failures.append(f"bridge: {bridge_calls} IdP calls for {n - len(extra.run.load.errors)} successes")
+    msal_calls = extra.msal_counters.get(SIM_COUNTERS[version], 0)
+    if msal_calls != n - len(extra.msal.errors):
+        failures.append(f"MSAL: {msal_calls} IdP calls for {n - len(extra.msal.errors)} successes")
+    return failures
+
+
 def format_counters(counters: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(counters.items())) or "(none)"
 
@@ -549,14 +595,18 @@ def _parser() -> argparse.ArgumentParser:
                         help="the same response parsed and verified by pysaml2 (default 50; ~45 ms each)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"],
                         help="the bridge's log level (default INFO, as deployed)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="WS-Trust rounds (default 1); from the second on, the bridge's N logins and MSAL's N "
+                        "exchanges run back to back, and the target is judged on the median ratio")
     parser.add_argument("--require-target", action="store_true", help="exit 1 if a CPU target is missed")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if min(args.n, args.concurrency, args.warmup, args.validate_n, args.pysaml2_n) < 1:
-        print("--n, --concurrency, --warmup, --validate-n and --pysaml2-n must be at least 1", file=sys.stderr)
+    if min(args.n, args.concurrency, args.warmup, args.validate_n, args.pysaml2_n, args.repeat) < 1:
+        print("--n, --concurrency, --warmup, --validate-n, --pysaml2-n and --repeat must be at least 1",
+              file=sys.stderr)
         return 2
     try:
         return bench(args)

@@ -137,5 +137,9 @@ def run(config_path: str | Path) -> int:
     for warning in config.warnings:
         log.warning("%s", warning)
     log.info("loginbridge listening on http://%s:%s", config.listen_host, config.listen_port)
-    web.run_app(make_app(config), host=config.listen_host, port=config.listen_port, print=None)
+    # The access log adds a second line per request (the outcome line already names the request id);
+    # it runs only at DEBUG.
+    access_log = logging.getLogger("aiohttp.access") if config.log_level == "DEBUG" else None
+    web.run_app(make_app(config), host=config.listen_host, port=config.listen_port, print=None,
+                access_log=access_log)
     return 0

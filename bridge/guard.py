@@ -172,7 +172,7 @@ class Attempt:
             self.idp_seconds = time.perf_counter() - started
             guard.throttle.idp_finished(tenant.id, email)
             if guard.metrics is not None:
-                guard.metrics.idp_latency.labels(tenant=tenant.id).observe(self.idp_seconds)
+                guard.metrics.observe_idp_latency(tenant=tenant.id, seconds=self.idp_seconds)
 
     # -- the end ---------------------------------------------------------------
 
@@ -203,7 +203,7 @@ class Attempt:
             if tripped is not None:
                 self._spray_detected(guard, tripped)
         if guard.metrics is not None:
-            guard.metrics.logins.labels(tenant=self._tenant_label(), mode=self.mode.value, result=result).inc()
+            guard.metrics.count_login(tenant=self._tenant_label(), mode=self.mode.value, result=result)
         if guard.audit is not None:
             guard.audit.record(self._event(AuditKind.LOGIN, result))
 

@@ -26,6 +26,7 @@ from bridge.errors import IdpProtocolError, IdpTimeout, IdpUnreachable
 log = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 1024 * 1024
+MAX_CHECKED_URLS = 64
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -62,6 +63,9 @@ class IdpHttp:
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        # URLs already parsed and found https + whitelisted (a literal address cannot change; host
+        # names are checked by the resolver on every new connection).  Bounded: a handful per IdP.
+        self._checked_urls: dict[str, URL] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -71,8 +75,11 @@ class IdpHttp:
                 ssl=self._ssl,
                 limit_per_host=self._max_connections,
             )
+            # No cookie jar: one pool serves every user of the tenant, so an IdP cookie set for one
+            # login must not ride along with the next (and filtering a jar per request costs CPU).
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, auto_decompress=True, trust_env=False
+                connector=connector, timeout=self._timeout, auto_decompress=True, trust_env=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
@@ -84,11 +91,15 @@ class IdpHttp:
     async def request(
         self, method: str, url: str, *, body: bytes | None = None, headers: Mapping[str, str] | None = None
     ) -> IdpResponse:
-        target = URL(url)
-        if target.scheme != "https":
-            raise IdpProtocolError(f"refusing to send to a non-https IdP URL {target.with_query(None)}")
+        target = self._checked_urls.get(url)
+        if target is None:
+            target = URL(url)
+            if target.scheme != "https":
+                raise IdpProtocolError(f"refusing to send to a non-https IdP URL {target.with_query(None)}")
+            check_literal(target.raw_host or "", self._whitelist)
+            if len(self._checked_urls) < MAX_CHECKED_URLS:
+                self._checked_urls[url] = target
         host = target.raw_host or ""
-        check_literal(host, self._whitelist)
         started = time.perf_counter()
         try:
             async with self._get_session().request(
@@ -121,6 +132,9 @@ class IdpHttp:
     async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
         if resp.content_length is not None and resp.content_length > MAX_RESPONSE_BYTES:
             raise IdpProtocolError(f"IdP answer of {resp.content_length} bytes is over the limit")
+        if resp.content_length is not None and resp.headers.get("Content-Encoding", "identity") == "identity":
+            # Uncompressed, length known and under the cap: one read (aiohttp stops at Content-Length).
+            return await resp.read()
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(64 * 1024):

@@ -188,7 +188,7 @@ class LoginService:
             validated = await self.idps.wstrust_for(tenant).authenticate(username=email, password=password)
         else:
             validated = await self.idps.saml_for(tenant).authenticate(username=email, password=password)
-        log.info("IdP accepted the password (assertion %s)", validated.assertion_id)
+        log.debug("IdP accepted the password (assertion %s)", validated.assertion_id)
         return validated.subject
 
     def open_session(self, tenant: TenantConfig, user: User, device: Device | None) -> LoginOutcome:

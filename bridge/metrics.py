@@ -38,5 +38,23 @@ class BridgeMetrics:
             "loginbridge_spray_detections", "Devices or sources blocked for trying many different users.",
             ["tenant"], registry=self.registry)
 
+        # Label children by label values: ``labels()`` validates and locks on every call; the set of
+        # values is bounded (configuration-bound labels), so each child is looked up once.
+        self._login_children: dict[tuple[str, str, str], Counter] = {}
+        self._latency_children: dict[str, Histogram] = {}
+
+    def count_login(self, *, tenant: str, mode: str, result: str) -> None:
+        key = (tenant, mode, result)
+        child = self._login_children.get(key)
+        if child is None:
+            child = self._login_children[key] = self.logins.labels(tenant=tenant, mode=mode, result=result)
+        child.inc()
+
+    def observe_idp_latency(self, *, tenant: str, seconds: float) -> None:
+        child = self._latency_children.get(tenant)
+        if child is None:
+            child = self._latency_children[tenant] = self.idp_latency.labels(tenant=tenant)
+        child.observe(seconds)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

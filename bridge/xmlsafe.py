@@ -8,6 +8,8 @@ caller untouched, so a signature can later be checked on exactly them.
 
 from __future__ import annotations
 
+import threading
+
 from lxml import etree
 
 from bridge.errors import XmlRejected
@@ -15,7 +17,22 @@ from bridge.errors import XmlRejected
 DEFAULT_MAX_BYTES = 256 * 1024
 
 
+_local = threading.local()
+
+
 def _parser() -> etree.XMLParser:
+    """This thread's parser: made once, since building one costs as much as parsing a token.
+
+    lxml parsers may be reused for successive documents (each ``fromstring``
+    starts afresh) but not shared between threads, hence one per thread.
+    """
+    parser: etree.XMLParser | None = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = _new_parser()
+    return parser
+
+
+def _new_parser() -> etree.XMLParser:
     return etree.XMLParser(
         resolve_entities=False,
         no_network=True,
