@@ -119,15 +119,28 @@ class ReplayCache:
 
 
 def validate_assertion(
-    raw: bytes, expectations: AssertionExpectations, *, now: datetime, replay: ReplayCache
+    raw: bytes,
+    expectations: AssertionExpectations,
+    *,
+    now: datetime,
+    replay: ReplayCache,
+    document: etree._Element | None = None,
 ) -> ValidatedAssertion:
-    """Validate the one assertion inside ``raw`` (the whole document, bytes as received)."""
+    """Validate the one assertion inside ``raw`` (the whole document, bytes as received).
+
+    ``document`` may be the tree :func:`bridge.xmlsafe.parse_untrusted` already
+    made from exactly these bytes (the RSTR reader's), so they are parsed once;
+    it is never a re-serialised or modified tree.
+    """
     now = _aware(now)
-    try:
-        root = parse_untrusted(raw, what="IdP token document", max_bytes=MAX_TOKEN_DOCUMENT_BYTES)
-    except XmlRejected as exc:
-        reason = "doctype" if "DOCTYPE" in str(exc) else "malformed"
-        raise AssertionRejected(reason, "the document was refused by the XML parser") from exc
+    if document is not None and len(raw) <= MAX_TOKEN_DOCUMENT_BYTES:
+        root = document
+    else:
+        try:
+            root = parse_untrusted(raw, what="IdP token document", max_bytes=MAX_TOKEN_DOCUMENT_BYTES)
+        except XmlRejected as exc:
+            reason = "doctype" if "DOCTYPE" in str(exc) else "malformed"
+            raise AssertionRejected(reason, "the document was refused by the XML parser") from exc
 
     found = _find_assertion(root)
     version = SamlVersion.SAML11 if found.tag == f"{_A1}Assertion" else SamlVersion.SAML20
@@ -149,7 +162,7 @@ def validate_assertion(
     else:
         facts = _read_saml20(assertion, expectations, now)
     replay.check_and_add(assertion_id, facts.not_on_or_after + expectations.clock_skew, now=now)
-    log.info("assertion accepted: version=%s issuer=%s", version.value, facts.issuer)
+    log.debug("assertion accepted: version=%s issuer=%s", version.value, facts.issuer)
     return ValidatedAssertion(
         assertion_id=assertion_id,
         issuer=facts.issuer,

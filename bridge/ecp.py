@@ -245,7 +245,7 @@ def _check_status(response: etree._Element) -> str:
         return STATUS_SUCCESS
     message = full_text(status.find(f"{_P}StatusMessage")).strip()
     detail = _clip(" / ".join(codes) + (f": {message}" if message else ""))
-    log.info("IdP refused the ECP request: %s", detail)
+    log.debug("IdP refused the ECP request: %s", detail)
     if _CREDENTIAL_STATUSES.intersection(codes):
         # AuthnFailed and UnknownPrincipal look the same to the user: do not reveal which.
         raise InvalidCredentials(detail)
@@ -259,7 +259,7 @@ def _fault_error(fault: etree._Element) -> BridgeError:
     code = full_text(fault.find("faultcode")).strip()
     text = full_text(fault.find("faultstring")).strip()
     detail = _clip(f"SOAP fault {code}: {text}")
-    log.info("IdP answered the ECP request with %s", detail)
+    log.debug("IdP answered the ECP request with %s", detail)
     if _FAULT_BAD_CREDENTIALS.search(text):
         return InvalidCredentials(detail)
     return IdpRejectedRequest(detail)

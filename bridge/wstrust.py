@@ -15,7 +15,7 @@ import functools
 import logging
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from lxml import etree
@@ -99,6 +99,8 @@ class RstrResult:
     token_type: str  # the TokenType URI the RSTR announced ("" if absent)
     saml_version: SamlVersion  # decided from the token element's namespace
     assertion_id: str  # AssertionID (1.1) or ID (2.0) of the token element
+    # The tree parsed from the raw bytes, so the validator need not parse them again.
+    document: etree._Element | None = field(default=None, repr=False, compare=False)
 
 
 def soap_action(version: WsTrustVersion) -> str:
@@ -384,4 +386,4 @@ def parse_rstr(raw: bytes, *, version: WsTrustVersion) -> RstrResult:
         raise IdpProtocolError(
             f"RSTR: TokenType {token_type} announced, but the token is a SAML {saml_version.value} Assertion"
         )
-    return RstrResult(token_type=token_type, saml_version=saml_version, assertion_id=assertion_id)
+    return RstrResult(token_type=token_type, saml_version=saml_version, assertion_id=assertion_id, document=root)

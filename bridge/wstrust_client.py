@@ -171,10 +171,12 @@ class WsTrustIdp:
         )
         # Faults come with HTTP 500: parse_rstr reads the body whatever the status.
         try:
-            parse_rstr(resp.body, version=resolved.version)
+            rstr = parse_rstr(resp.body, version=resolved.version)
         except IdpProtocolError as exc:
             if resp.status != 200:
                 raise IdpUnreachable(f"IdP answered HTTP {resp.status} without a SOAP fault") from exc
             raise
-        return validate_assertion(resp.body, resolved.expectations, now=datetime.now(UTC), replay=self.replay)
+        return validate_assertion(
+            resp.body, resolved.expectations, now=datetime.now(UTC), replay=self.replay, document=rstr.document
+        )
 
