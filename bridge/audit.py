@@ -29,6 +29,7 @@ RESULT_OK = "ok"
 class AuditKind(enum.Enum):
     LOGIN = "login"
     SPRAY_DETECTED = "spray_detected"
+    DEVICE_CHANGED = "device_changed"  # enabled/disabled by a technician (result says which)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

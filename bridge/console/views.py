@@ -264,11 +264,16 @@ async def set_device(request: web.Request) -> web.StreamResponse:
     store = request.config_dict[STORE]
     if store.get_device(device_id) is None:
         raise web.HTTPNotFound(text="No such device.")
+    device = store.get_device(device_id)
     if action == "disable":
         store.disable_device(device_id)
     else:
         store.enable_device(device_id)
     log.info("console user %s: device %s %sd", session.user, device_id, action)
+    request.config_dict[AUDIT].record(AuditEvent(
+        at=datetime.now(UTC), kind=AuditKind.DEVICE_CHANGED, result=f"{action}d", mode=CONSOLE_MODE,
+        email=session.user[:64], device_id=device_id, tenant_id=device.tenant_id if device else None,
+        source=request.remote))
     raise web.HTTPSeeOther(f"{BASE}/devices")
 
 
@@ -277,7 +282,9 @@ async def set_device(request: web.Request) -> web.StreamResponse:
 
 def _attempt_row(event: AuditEvent) -> dict[str, Any]:
     ok = event.result == RESULT_OK
-    if event.mode == CONSOLE_MODE:
+    if event.kind is AuditKind.DEVICE_CHANGED:
+        panel, ok = f"Device {event.result} by technician {event.email}", True
+    elif event.mode == CONSOLE_MODE:
         panel = "Console sign-in" if ok else "Console sign-in refused"
     else:
         panel = "Signed in." if ok else _PANEL.get(event.result, event.result)

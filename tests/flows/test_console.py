@@ -202,6 +202,9 @@ async def test_devices_enable_disable(console_bridge: ConsoleFactory, browser_li
         assert resp.status == 200
     status, _ = await bridge.device_login("alice@example.com", "alice-demo-pass")
     assert status == 200
+    changes = [e for e in bridge.store.audit_events(tenant_id="example") if e.kind.value == "device_changed"]
+    assert [(e.device_id, e.result) for e in changes] == [("demo-mfp", "disabled"), ("demo-mfp", "enabled")]
+    assert all(e.email == "tech" for e in changes)  # who did it
 
 
 async def test_attempts_list_shows_a_failed_login_with_its_reason(console_bridge: ConsoleFactory,
