@@ -5,16 +5,20 @@ job-template attributes of Print-Job, Validate-Job and Create-Job, so the
 printer never claims a value it then refuses (or the reverse).  The printer is
 virtual (documents go to the platform, e.g. as faxes): it is monochrome, has
 one tray, and passes the job-template choices through to the platform.
+It takes what IPP Everywhere clients send (PDF, JPEG and PWG raster, PWG
+5100.14), but renders nothing: documents reach the platform as sent.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import pairwise
 
 from pyipp.enums import IppOperation
 
 from printers.formats import OCTET_STREAM, SUPPORTED_FORMATS
+from printers.icons import icon_uris
 from printers.ipp import Attribute, Collection, IntRange, PyValue, Resolution, ResolutionUnit, Value, ValueTag
 
 OPERATIONS = (
@@ -40,6 +44,11 @@ MEDIA_DEFAULT = "iso_a4_210x297mm"
 MEDIA_SOURCE = "auto"
 MEDIA_TYPE = "stationery"
 RESOLUTION = Resolution(x=300, y=300, units=ResolutionUnit.DOTS_PER_INCH)
+PWG_RASTER_TYPES = ("black_1", "sgray_8")
+"""PWG 5102.4 colour spaces for a monochrome printer."""
+# RFC 3805 prtMarkerSuppliesLevel -2: unknown.  A virtual printer has no consumables to report.
+SUPPLY = b"index=1;class=supplyThatIsConsumed;type=other;unit=percent;maxcapacity=100;level=-2;colorantname=none;"
+SUPPLY_DESCRIPTION = "Virtual printer: no supplies"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -112,9 +121,14 @@ _RANGES: dict[str, tuple[int, IntRange]] = {
     "job-priority": (50, IntRange(lower=1, upper=100)),
 }
 _INT_CHOICES: dict[str, tuple[int, tuple[int, ...]]] = {"number-up": (1, (1,))}
+OVERRIDE_MEMBERS = ("document-number", "pages", "media", "media-col", "orientation-requested", "print-color-mode",
+                    "print-quality", "sides")
+"""PWG 5100.6 overrides: the selectors and the job-template attributes a page range may change."""
+_MULTI_VALUED = frozenset({"finishings", "page-ranges", "overrides"})
 MEDIA_COL_MEMBERS = ("media-bottom-margin", "media-left-margin", "media-right-margin", "media-size",
                      "media-size-name", "media-source", "media-top-margin", "media-type")
-JOB_TEMPLATE = (*_KEYWORD_CHOICES, *_ENUM_CHOICES, *_RANGES, *_INT_CHOICES, "media-col", "printer-resolution")
+JOB_TEMPLATE = (*_KEYWORD_CHOICES, *_ENUM_CHOICES, *_RANGES, *_INT_CHOICES, "media-col", "printer-resolution",
+                "page-ranges", "overrides")
 
 
 def _job_template_attributes() -> list[Attribute]:
@@ -147,6 +161,8 @@ def _job_template_attributes() -> list[Attribute]:
         _int("media-top-margin-supported", 0),
         Attribute.of("printer-resolution-default", ValueTag.RESOLUTION, RESOLUTION),
         Attribute.of("printer-resolution-supported", ValueTag.RESOLUTION, RESOLUTION),
+        Attribute.of("page-ranges-supported", ValueTag.BOOLEAN, True),
+        _kw("overrides-supported", *OVERRIDE_MEMBERS),
     ]
     return attrs
 
@@ -168,7 +184,7 @@ def printer_attributes(status: PrinterStatus) -> tuple[Attribute, ...]:
         Attribute.of("natural-language-configured", ValueTag.NATURAL_LANGUAGE, "en"),
         _kw("identify-actions-default", "display"),
         _kw("identify-actions-supported", "display"),
-        _kw("ipp-features-supported", "none"),
+        _kw("ipp-features-supported", "ipp-everywhere"),
         _kw("ipp-versions-supported", *IPP_VERSIONS),
         _kw("job-creation-attributes-supported", *JOB_TEMPLATE, "ipp-attribute-fidelity", "job-name"),
         Attribute.of("job-ids-supported", ValueTag.BOOLEAN, True),
@@ -180,15 +196,15 @@ def printer_attributes(status: PrinterStatus) -> tuple[Attribute, ...]:
         _enum("operations-supported", *(int(op) for op in OPERATIONS)),
         Attribute.of("color-supported", ValueTag.BOOLEAN, False),
         _int("pages-per-minute", 60),
-        Attribute.of("page-ranges-supported", ValueTag.BOOLEAN, False),
         _kw("pdl-override-supported", "not-attempted"),
         Attribute.of("preferred-attributes-supported", ValueTag.BOOLEAN, False),
         Attribute.of("printer-config-change-date-time", ValueTag.DATE_TIME, status.started_at),
         _int("printer-config-change-time", int(status.started_at.timestamp())),
         Attribute.of("printer-current-time", ValueTag.DATE_TIME, now),
-        Attribute.of("printer-device-id", ValueTag.TEXT, "MFG:loginbridge;MDL:Print-to-Web;CMD:PDF,JPEG;"),
+        Attribute.of("printer-device-id", ValueTag.TEXT, "MFG:loginbridge;MDL:Print-to-Web;CMD:PDF,JPEG,PWGRaster;"),
         Attribute.of("printer-geo-location", ValueTag.UNKNOWN),
         _kw("printer-get-attributes-supported", "document-format"),
+        Attribute.of("printer-icons", ValueTag.URI, *icon_uris(status.more_info)),
         Attribute.of("printer-info", ValueTag.TEXT, status.info[:127]),
         Attribute.of("printer-is-accepting-jobs", ValueTag.BOOLEAN, True),
         Attribute.of("printer-location", ValueTag.TEXT, status.location[:127]),
@@ -202,9 +218,15 @@ def printer_attributes(status: PrinterStatus) -> tuple[Attribute, ...]:
         _int("printer-state-change-time", int(status.state_changed_at.timestamp())),
         Attribute.of("printer-state-message", ValueTag.TEXT, "Ready to accept jobs."),
         _kw("printer-state-reasons", "none"),
+        Attribute.of("printer-supply", ValueTag.OCTET_STRING, SUPPLY),
+        Attribute.of("printer-supply-description", ValueTag.TEXT, SUPPLY_DESCRIPTION),
+        Attribute.of("printer-supply-info-uri", ValueTag.URI, status.more_info),
         _int("printer-up-time", status.up_time),
         Attribute.of("printer-uri-supported", ValueTag.URI, status.uri),
         Attribute.of("printer-uuid", ValueTag.URI, f"urn:uuid:{status.uuid}"),
+        Attribute.of("pwg-raster-document-resolution-supported", ValueTag.RESOLUTION, RESOLUTION),
+        _kw("pwg-raster-document-sheet-back", "normal"),
+        _kw("pwg-raster-document-type-supported", *PWG_RASTER_TYPES),
         _int("queued-job-count", status.queued_jobs),
         _kw("uri-authentication-supported", "basic" if status.auth_required else "none"),
         _kw("uri-security-supported", "none"),
@@ -233,7 +255,34 @@ def _value_ok(name: str, value: Value) -> bool:
         return value.tag == ValueTag.RESOLUTION and v == RESOLUTION
     if name == "media-col":
         return value.tag == ValueTag.BEG_COLLECTION and isinstance(v, Collection) and _media_col_ok(v)
+    if name == "page-ranges":
+        return value.tag == ValueTag.RANGE_OF_INTEGER and isinstance(v, IntRange) and 1 <= v.lower <= v.upper
+    if name == "overrides":
+        return value.tag == ValueTag.BEG_COLLECTION and isinstance(v, Collection) and _override_ok(v)
     return False
+
+
+def _ranges_ok(attr: Attribute) -> bool:
+    """1-based ranges in ascending order that do not overlap (RFC 8011 section 5.2.7)."""
+    if not all(_value_ok("page-ranges", value) for value in attr.values):
+        return False
+    spans = [v.value for v in attr.values if isinstance(v.value, IntRange)]
+    return all(a.upper < b.lower for a, b in pairwise(spans))
+
+
+def _override_ok(col: Collection) -> bool:
+    """One PWG 5100.6 override: the pages (and documents) it applies to, and what it changes."""
+    names = [member.name for member in col.members]
+    if "pages" not in names or len(names) != len(set(names)):
+        return False
+    for member in col.members:
+        if member.name in ("pages", "document-number"):
+            if not _ranges_ok(member):
+                return False
+        elif member.name not in OVERRIDE_MEMBERS or len(member.values) != 1 \
+                or not _value_ok(member.name, member.values[0]):
+            return False
+    return True
 
 
 def _media_col_ok(col: Collection) -> bool:
@@ -257,7 +306,7 @@ def _media_col_ok(col: Collection) -> bool:
     return True
 
 
-_SINGLE_VALUED = frozenset(JOB_TEMPLATE) - {"finishings"}
+_SINGLE_VALUED = frozenset(JOB_TEMPLATE) - _MULTI_VALUED
 
 
 def check_job_template(attributes: tuple[Attribute, ...]) -> tuple[tuple[Attribute, ...], tuple[Attribute, ...]]:
@@ -275,6 +324,8 @@ def check_job_template(attributes: tuple[Attribute, ...]) -> tuple[tuple[Attribu
             continue
         seen.add(attr.name)
         bad = tuple(v for v in attr.values if not _value_ok(attr.name, v))
+        if attr.name == "page-ranges" and not bad and not _ranges_ok(attr):
+            bad = attr.values
         if bad or (attr.name in _SINGLE_VALUED and len(attr.values) != 1):
             unsupported.append(Attribute(name=attr.name, values=bad or attr.values))
         else:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 PDF = "application/pdf"
 JPEG = "image/jpeg"
+PWG_RASTER = "image/pwg-raster"
 OCTET_STREAM = "application/octet-stream"
 
-ACCEPTED_FORMATS = (PDF, JPEG)
+ACCEPTED_FORMATS = (PDF, JPEG, PWG_RASTER)
 """Formats that reach the platform (document-format-supported adds octet-stream)."""
 
 SUPPORTED_FORMATS = (*ACCEPTED_FORMATS, OCTET_STREAM)
@@ -20,13 +21,18 @@ SUPPORTED_FORMATS = (*ACCEPTED_FORMATS, OCTET_STREAM)
 SNIFF_BYTES = 1024
 """PDF allows junk before the header within the first 1024 bytes (ISO 32000-1, 7.5.2 note)."""
 
-EXTENSIONS = {PDF: ".pdf", JPEG: ".jpg"}
+PWG_SYNC_WORD = b"RaS2"
+"""PWG 5102.4 section 4.3: a PWG raster stream starts with this sync word."""
+
+EXTENSIONS = {PDF: ".pdf", JPEG: ".jpg", PWG_RASTER: ".pwg"}
 
 
 def sniff(head: bytes) -> str | None:
     """The accepted format these leading bytes are, or None."""
     if head.startswith(b"\xff\xd8\xff"):
         return JPEG
+    if head.startswith(PWG_SYNC_WORD):
+        return PWG_RASTER
     if b"%PDF-" in head[:SNIFF_BYTES]:
         return PDF
     return None

@@ -37,6 +37,7 @@ from bridge.login import LoginService
 from printers.auth import PrintAuthenticator, asks_for_credentials
 from printers.delivery import DeliveryWorker, make_sink
 from printers.errors import IppOperationError, PrintAuthRequired
+from printers.icons import ICON_PATH, make_icons
 from printers.identity import load_printer_uuid
 from printers.ipp import (
     DEFAULT_LIMITS,
@@ -76,6 +77,7 @@ class PrinterRuntime:
 
 RUNTIME = web.AppKey("printer_runtime", PrinterRuntime)
 PRINTER_RUNNER = web.AppKey("printer_runner", web.AppRunner)
+ICONS = web.AppKey("printer_icons", dict[int, bytes])
 _OWNER = web.RequestKey("print_owner", Owner)
 _AUTH_ERROR = web.RequestKey("print_auth_error", BridgeError)
 _AUTH_DONE = web.RequestKey("print_auth_done", bool)
@@ -264,6 +266,14 @@ async def info_page(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/html")
 
 
+async def icon(request: web.Request) -> web.Response:
+    """printer-icons: the PNGs drawn at start-up; public, like the info page."""
+    png = request.app[ICONS].get(int(request.match_info["size"]))
+    if png is None:
+        raise web.HTTPNotFound()
+    return web.Response(body=png, content_type="image/png", headers={hdrs.CACHE_CONTROL: "max-age=86400"})
+
+
 def make_printer_app(
     config: BridgeConfig, login_source: Callable[[], LoginService] | None = None, *, auth_required: bool = True
 ) -> web.Application:
@@ -297,6 +307,8 @@ def make_printer_app(
     app.router.add_route("POST", RESOURCE, ipp_handler, expect_handler=expect_handler)
     app.router.add_route("POST", RESOURCE + "/{job_id:[0-9]+}", ipp_handler, expect_handler=expect_handler)
     app.router.add_get("/", info_page)
+    app[ICONS] = make_icons()
+    app.router.add_get(ICON_PATH.format(size="{size:[0-9]+}"), icon)
     return app
 
 

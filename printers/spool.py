@@ -133,7 +133,7 @@ def _detect(head: bytes, declared: str) -> str:
     found = sniff(head)
     if declared == OCTET_STREAM:
         if found is None:
-            raise IppDocumentFormatNotSupported("the document is neither PDF nor JPEG")
+            raise IppDocumentFormatNotSupported("the document is neither PDF, JPEG nor PWG raster")
         return found
     if found != declared:
         raise IppDocumentFormatError(f"the document is not {declared}")

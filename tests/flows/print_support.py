@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import shutil
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from tests.flows.conftest import DEMO_SEED, KNOWN_SECRETS, tenant_yaml
 from tests.printers.samples import minimal_pdf
 
 __all__ = ["ALICE", "FRONTDESK", "IPPTOOL", "PrintBridge", "ipp_post", "ipp_request", "job_value", "make_print_bridge",
-           "minimal_pdf"]
+           "minimal_pdf", "pwg_raster"]
 
 ALICE = ("alice@example.com", "alice-demo-pass")
 FRONTDESK = ("frontdesk@example.com", "frontdesk-demo-pass")
@@ -77,7 +78,7 @@ class PrintBridge:
         return found
 
     def delivered_bytes(self, manifest: dict[str, Any]) -> bytes:
-        ext = {"application/pdf": ".pdf", "image/jpeg": ".jpg"}[manifest["document_format"]]
+        ext = {"application/pdf": ".pdf", "image/jpeg": ".jpg", "image/pwg-raster": ".pwg"}[manifest["document_format"]]
         return (self.outbox / f"{manifest['idempotency_key']}{ext}").read_bytes()
 
     async def stop(self) -> None:
@@ -168,3 +169,51 @@ def job_value(msg: IppMessage, name: str) -> object:
     attr = msg.find(GroupTag.JOB, name)
     assert attr is not None, f"{name} missing from the response"
     return attr.first
+
+
+def _packbits_line(white: bytes, units: int) -> bytes:
+    """One blank line in PWG raster compression: runs of at most 128 repeated pixel units."""
+    out = bytearray()
+    while units:
+        run = min(units, 128)
+        out += bytes([run - 1]) + white
+        units -= run
+    return bytes(out)
+
+
+# PWG 5102.4 colour spaces: bits per colour, bits per pixel, cupsColorSpace, number of colours, one white pixel
+# (or, below 8 bits a pixel, one white byte).
+PWG_COLOURS = {
+    "black_1": (1, 1, 3, 1, b"\x00"),
+    "sgray_8": (8, 8, 18, 1, b"\xff"),
+    "srgb_8": (8, 24, 19, 3, b"\xff" * 3),
+    "srgb_16": (16, 48, 19, 3, b"\xff" * 6),
+    "cmyk_8": (8, 32, 6, 4, b"\x00" * 4),
+}
+
+
+def pwg_raster(*, width_pt: int, height_pt: int, dpi: int = 300, colour: str = "black_1") -> bytes:
+    """A one-page blank PWG raster document (PWG 5102.4): 'RaS2', a 1796-byte page header, the lines."""
+    bits, bpp, space, colours, white = PWG_COLOURS[colour]
+    width, height = width_pt * dpi // 72, height_pt * dpi // 72
+    bytes_per_line = (width * bpp + 7) // 8
+    header = bytearray(1796)
+    header[0:9] = b"PwgRaster"
+    header[192:196] = b"auto"                                       # PrintContentOptimize
+    struct.pack_into(">II", header, 276, dpi, dpi)                  # HWResolution
+    struct.pack_into(">I", header, 340, 1)                          # NumCopies
+    struct.pack_into(">II", header, 352, width_pt, height_pt)       # PageSize (points)
+    struct.pack_into(">II", header, 372, width, height)             # Width, Height
+    struct.pack_into(">IIIII", header, 384, bits, bpp, bytes_per_line, 0, space)  # bits, order, space
+    struct.pack_into(">I", header, 420, colours)                    # NumColors
+    struct.pack_into(">I", header, 452, 1)                          # TotalPageCount
+    struct.pack_into(">ii", header, 456, 1, 1)                      # CrossFeedTransform, FeedTransform
+    struct.pack_into(">IIII", header, 464, 0, 0, width, height)     # ImageBox
+    line = _packbits_line(white, bytes_per_line if bpp < 8 else width)
+    body = bytearray()
+    lines = height
+    while lines:
+        group = min(lines, 256)
+        body += bytes([group - 1]) + line                           # line repeat count, then the line
+        lines -= group
+    return b"RaS2" + bytes(header) + bytes(body)
