@@ -214,8 +214,12 @@ class DeliveryWorker:
             except Exception:
                 log.exception("delivery worker: unexpected error")
                 timeout = 5.0
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that races with the event being set, and the worker
+            # would then never stop (seen as a hung shutdown).
             try:
-                await asyncio.wait_for(self.wake.wait(), timeout=timeout)
+                async with asyncio.timeout(timeout):
+                    await self.wake.wait()
             except TimeoutError:
                 pass
 

@@ -175,3 +175,29 @@ async def test_worker_aborts_after_max_attempts_and_recovers_interrupted_jobs(tm
     assert job.state == JobState.ABORTED and job.reasons == ("aborted-by-system",)
     assert not spool.path("job-1.pdf").exists()
     store.close()
+
+
+async def test_worker_stops_when_woken_at_the_moment_it_is_cancelled(tmp_path: Path) -> None:
+    """A job queued just as the printer shuts down must not keep the worker alive.
+
+    With asyncio.wait_for on Python 3.11 a cancellation that races with the wake
+    event is lost and the worker loops on, hanging the shutdown.
+    """
+    config = DeliveryConfig(url=None, outbox_dir=tmp_path / "outbox", max_attempts=5, backoff_seconds=0.01)
+    spool = Spool(tmp_path / "spool", 10**6)
+    spool.prepare(set())
+    store = JobStore.open(tmp_path)
+    try:
+        for _ in range(50):
+            wake = asyncio.Event()
+            worker = DeliveryWorker(jobs=store, spool=spool, sink=OutboxSink(config.outbox_dir), config=config,
+                                    wake=wake)
+            task = asyncio.create_task(worker.run())
+            await asyncio.sleep(0)  # the worker is now waiting on the event
+            await asyncio.sleep(0)
+            wake.set()
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=2)
+            assert done, "the delivery worker did not stop after cancel"
+    finally:
+        store.close()
