@@ -84,6 +84,13 @@ class SamlIdp:
 
     def _build(self, meta: IdpMetadata | None) -> ResolvedSaml:
         cfg = self.cfg
+        if meta is not None and meta.valid_until is not None and meta.valid_until <= datetime.now(UTC):
+            # saml-metadata 2.2.1: metadata past validUntil must not be relied on.
+            raise IdpProtocolError(f"the IdP metadata expired at {meta.valid_until.isoformat()} (validUntil)")
+        if meta is not None and cfg.ecp_url is None and meta.ecp_url is not None and not meta.ecp_url.startswith(
+            "https://"
+        ):
+            raise IdpProtocolError(f"the IdP metadata names a non-https ECP endpoint {meta.ecp_url}")
         entity_id = cfg.entity_id or (meta.entity_id if meta is not None else "")
         ecp_url = cfg.ecp_url or (meta.ecp_url if meta is not None else None)
         certs = _merge(cfg.signing_certificates, meta.signing_certificates if meta is not None else ())

@@ -234,3 +234,17 @@ async def test_signed_authn_requests_are_advertised(make_bridge: BridgeFactory, 
     bridge = await saml_bridge(make_bridge, sim, sign_requests=True)
     async with bridge.http.get(bridge.url + "/saml/example-org/metadata") as resp:
         assert 'AuthnRequestsSigned="true"' in await resp.text()
+
+
+async def test_expired_idp_metadata_is_not_relied_on(make_bridge: BridgeFactory, sim: RunningSimulator, tmp_path: Path) -> None:
+    from lxml import etree
+
+    async with bridge_http_get(sim, "/idp/shibboleth") as metadata:
+        root = etree.fromstring(metadata)
+    root.set("validUntil", "2020-01-01T00:00:00Z")
+    meta_file = tmp_path / "expired.xml"
+    meta_file.write_bytes(etree.tostring(root))
+    bridge = await saml_bridge(make_bridge, sim, metadata_url=None, metadata_file=str(meta_file))
+    status, body = await bridge.user_prompt(BOB, BOB_PASS, device=ORG_DEVICE)
+    assert (status, body["error"]) == (502, "idp_protocol_error")
+    assert ecp_calls(bridge) == 0  # no password sent on the strength of expired metadata
