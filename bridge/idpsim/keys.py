@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bridge.errors import ConfigError
+from bridge.keyfiles import key_pem, new_rsa_key, self_signed_builder, write_private
 
 log = logging.getLogger(__name__)
 
@@ -49,28 +49,10 @@ class SimKeys:
     signing_key_pem: bytes = field(repr=False)
 
 
-def new_rsa_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def key_pem(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 def self_signed_signing_cert(key: rsa.RSAPrivateKey, host: str, *, days: int = 365) -> x509.Certificate:
     """A certificate shaped like AD FS's own: self-signed, CN "ADFS Signing - host"."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ADFS Signing - {host}")])
-    now = datetime.now(UTC)
     return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=days))
+        self_signed_builder(key, f"ADFS Signing - {host}", days=days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -132,13 +114,6 @@ def server_ssl_context(keys: SimKeys) -> ssl.SSLContext:
     return context
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(path, 0o600)
-
-
 def _load_pair(key_path: Path, cert_path: Path) -> tuple[rsa.RSAPrivateKey, x509.Certificate] | None:
     if not (key_path.exists() and cert_path.exists()):
         return None
@@ -161,17 +136,9 @@ def _ensure_ca(keys_dir: Path) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     if pair is not None:
         return pair
     key = new_rsa_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "loginbridge idp-sim test CA")])
-    now = datetime.now(UTC)
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=3650))
+        self_signed_builder(key, "loginbridge idp-sim test CA", days=3650)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -190,7 +157,7 @@ def _ensure_ca(keys_dir: Path) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
         .add_extension(ski, critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(keys_dir / CA_KEY_FILE, key_pem(key))
+    write_private(keys_dir / CA_KEY_FILE, key_pem(key))
     (keys_dir / CA_FILE).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     # A new CA invalidates any older server certificate.
     (keys_dir / TLS_CERT_FILE).unlink(missing_ok=True)
@@ -242,7 +209,7 @@ def _ensure_tls(keys_dir: Path, ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certifi
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(keys_dir / TLS_KEY_FILE, key_pem(key))
+    write_private(keys_dir / TLS_KEY_FILE, key_pem(key))
     (keys_dir / TLS_CERT_FILE).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     log.info("generated simulator TLS certificate for %s", ", ".join(str(n.value) for n in sans))
 
@@ -253,7 +220,7 @@ def _ensure_signing(keys_dir: Path, host: str) -> tuple[bytes, bytes]:
     if pair is not None:
         return key_path.read_bytes(), cert_path.read_bytes()
     key_bytes, cert_bytes = generate_signing_pair(host or "localhost")
-    _write_private(key_path, key_bytes)
+    write_private(key_path, key_bytes)
     cert_path.write_bytes(cert_bytes)
     log.info("generated simulator token-signing certificate %s", cert_path)
     return key_bytes, cert_bytes
