@@ -19,9 +19,10 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-check: $(VENV)/.installed
+check: $(VENV)/.installed  # ruff, mypy --strict, the import contracts of pyproject.toml
 	$(BIN)/ruff check bridge connectors printers tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/login.py

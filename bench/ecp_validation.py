@@ -39,13 +39,13 @@ from typing import Any
 
 from lxml import etree
 
-from bridge.assertion import AssertionExpectations, ReplayCache, ValidatedAssertion, validate_assertion
-from bridge.ecp import SOAP_CONTENT_TYPE, build_authn_request, parse_ecp_response
-from bridge.samlmeta import parse_idp_metadata
-from bridge.spkeys import ensure_sp_keys
-from bridge.wstrust_client import signature_policy
-from bridge.xmlsafe import parse_untrusted
-from bridge.xmlsig import NS_SAML2, NS_SAMLP2
+from bridge.idp.assertion import AssertionExpectations, ReplayCache, ValidatedAssertion, validate_assertion
+from bridge.idp.saml.ecp import SOAP_CONTENT_TYPE, build_authn_request, parse_ecp_response
+from bridge.idp.saml.metadata import parse_idp_metadata
+from bridge.idp.saml.spkeys import ensure_sp_keys
+from bridge.idp.wstrust.client import signature_policy
+from bridge.xml.safe import parse_untrusted
+from bridge.xml.signature import NS_SAML2, NS_SAMLP2
 
 with warnings.catch_warnings():  # pysaml2 imports a cipher mode cryptography has moved
     warnings.simplefilter("ignore")

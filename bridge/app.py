@@ -13,17 +13,17 @@ from pathlib import Path
 from aiohttp import web
 
 from bridge.appkeys import AUDIT, CONFIG, GUARD, IDPS, LOGIN, METRICS, STORE
-from bridge.audit import AuditLog
 from bridge.config import BridgeConfig, load_config
 from bridge.console import mount_console
 from bridge.errors import BridgeError, TemporarilyLocked
-from bridge.guard import LoginGuard
+from bridge.idp.saml.spkeys import ensure_sp_keys
 from bridge.logcontext import request_id_var, setup_logging, tenant_id_var
-from bridge.login import IdpRegistry, LoginService
+from bridge.login.guard import LoginGuard
+from bridge.login.service import IdpRegistry, LoginService
+from bridge.login.throttle import LoginThrottle
 from bridge.metrics import BridgeMetrics
-from bridge.spkeys import ensure_sp_keys
-from bridge.store import Store
-from bridge.throttle import LoginThrottle
+from bridge.state.audit import AuditLog
+from bridge.state.store import Store
 from connectors import apps, mfp, saml, service, session
 from printers.server import printer_listener
 
@@ -108,7 +108,7 @@ def make_app(config: BridgeConfig) -> web.Application:
         audit = AuditLog(config.audit_file, store)
         audit.open()
         app[AUDIT] = audit
-        # Lockout protection state is in memory, per process (bridge/throttle.py).
+        # Lockout protection state is in memory, per process (bridge/login/throttle.py).
         app[GUARD] = LoginGuard(config, LoginThrottle(config.hmac_key), audit=audit, metrics=app[METRICS])
         app[LOGIN].guard = app[GUARD]
         yield

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bridge.audit import AuditLog
 from bridge.config import BridgeConfig
-from bridge.guard import LoginGuard
-from bridge.login import IdpRegistry, LoginService
+from bridge.login.guard import LoginGuard
+from bridge.login.service import IdpRegistry, LoginService
 from bridge.metrics import BridgeMetrics
-from bridge.store import Store
+from bridge.state.audit import AuditLog
+from bridge.state.store import Store
 
 CONFIG = web.AppKey("config", BridgeConfig)
 STORE = web.AppKey("store", Store)

@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bridge.checks import commands as toolkit
 from bridge.config import BridgeConfig, TenantConfig, load_config, summarize
 from bridge.errors import BridgeError, ConfigError, RequestError
-from bridge.store import Device, Store, User
+from bridge.state.store import Device, Store, User
+from bridge.toolkit import commands as toolkit
 
 log = logging.getLogger(__name__)
 

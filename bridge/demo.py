@@ -21,7 +21,7 @@ from bridge.config import BridgeConfig, load_config
 from bridge.idpsim.config import load_config as load_sim_config
 from bridge.idpsim.server import run_simulator
 from bridge.logcontext import setup_logging
-from bridge.store import DeviceMode, Store
+from bridge.state.store import DeviceMode, Store
 
 log = logging.getLogger(__name__)
 

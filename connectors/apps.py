@@ -12,7 +12,7 @@ import logging
 from aiohttp import web
 
 from bridge.appkeys import LOGIN
-from bridge.guard import LoginMode
+from bridge.login.guard import LoginMode
 from connectors.http import login_response, read_json_object, source_address, string_field
 
 log = logging.getLogger(__name__)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import json
 from datetime import UTC, datetime
@@ -12,30 +10,14 @@ from typing import Any
 from aiohttp import web
 
 from bridge.appkeys import CONFIG, STORE
+from bridge.basicauth import parse_basic
 from bridge.config import IPNetwork
 from bridge.errors import DeviceAuthError, PayloadTooLarge, RequestError, SourceNotAllowed, WrongMode
-from bridge.guard import Attempt
-from bridge.login import LoginOutcome
-from bridge.store import Device, DeviceMode
+from bridge.login.guard import Attempt
+from bridge.login.service import LoginOutcome
+from bridge.state.store import Device, DeviceMode
 
 MAX_JSON_BYTES = 16 * 1024
-
-
-def parse_basic(header: str | None) -> tuple[str, str] | None:
-    """(user, password) from an ``Authorization: Basic`` header, or None."""
-    if not header:
-        return None
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic" or not value:
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, sep, password = decoded.partition(":")
-    if not sep:
-        return None
-    return user, password
 
 
 def bearer_token(request: web.Request) -> str | None:

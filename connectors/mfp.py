@@ -19,10 +19,10 @@ from aiohttp import web
 from bridge.appkeys import LOGIN, STORE
 from bridge.config import DeviceLoginIdentity
 from bridge.errors import DeviceAuthError, UserDisabled, UserNotProvisioned
-from bridge.guard import LoginMode
 from bridge.logcontext import tenant_id_var
-from bridge.login import split_email
-from bridge.store import DeviceMode
+from bridge.login.guard import LoginMode
+from bridge.login.service import split_email
+from bridge.state.store import DeviceMode
 from connectors.http import enrolled_device, login_response, read_json_object, source_address, string_field
 
 log = logging.getLogger(__name__)

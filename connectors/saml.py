@@ -6,8 +6,8 @@ from aiohttp import web
 
 from bridge.appkeys import CONFIG, IDPS
 from bridge.config import Protocol
-from bridge.saml_client import acs_url_for
-from bridge.samlmeta import build_sp_metadata
+from bridge.idp.saml.client import acs_url_for
+from bridge.idp.saml.metadata import build_sp_metadata
 
 
 async def sp_metadata(request: web.Request) -> web.Response:

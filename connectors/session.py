@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from bridge.appkeys import STORE
+from bridge.basicauth import parse_basic
 from bridge.errors import SessionError
 from bridge.logcontext import tenant_id_var
-from bridge.sessions import token_hash
-from bridge.store import Session
-from connectors.http import authenticate_device, bearer_token, iso, parse_basic
+from bridge.login.sessions import token_hash
+from bridge.state.store import Session
+from connectors.http import authenticate_device, bearer_token, iso
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
+from bridge.basicauth import parse_basic
 from bridge.errors import BridgeError, LoginRefused, RequestError, TemporarilyLocked
-from bridge.guard import LoginMode
 from bridge.logcontext import tenant_id_var
-from bridge.login import LoginService
-from connectors.http import parse_basic
+from bridge.login.guard import LoginMode
+from bridge.login.service import LoginService
 from printers.errors import PrintAuthRequired
 from printers.jobs import Owner
 

@@ -33,7 +33,7 @@ from bridge.appkeys import LOGIN
 from bridge.config import BridgeConfig, PrinterConfig
 from bridge.errors import BridgeError
 from bridge.logcontext import request_id_var, tenant_id_var
-from bridge.login import LoginService
+from bridge.login.service import LoginService
 from printers.auth import PrintAuthenticator, asks_for_credentials
 from printers.delivery import DeliveryWorker, make_sink
 from printers.errors import IppOperationError, PrintAuthRequired

@@ -1,6 +1,6 @@
 """Console passwords: scrypt hashes in the configuration, checked in constant time.
 
-The same salted scrypt encoding as platform passwords (``bridge.store``), so
+The same salted scrypt encoding as platform passwords (``bridge.passwords``), so
 one format is documented and reviewed.  An unknown user name still costs one
 scrypt run, so response times do not tell which names exist.
 """
@@ -8,7 +8,7 @@ scrypt run, so response times do not tell which names exist.
 from __future__ import annotations
 
 from bridge.config import ConsoleConfig, ConsoleUser
-from bridge.store import hash_password, verify_password
+from bridge.passwords import hash_password, verify_password
 
 _DUMMY_HASH = hash_password("loginbridge console: no such user")
 

@@ -20,17 +20,17 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from bridge.appkeys import AUDIT, CONFIG, LOGIN, STORE
-from bridge.audit import RESULT_OK, AuditEvent, AuditKind
-from bridge.check import idp_urls, load_report, run_check, save_report
-from bridge.checks.certs import days_left
-from bridge.checks.model import Report, Status
 from bridge.config import BridgeConfig
 from bridge.console.keys import LIMITER, SIGNER
 from bridge.console.passwords import check_console_login
 from bridge.console.security import PRE_COOKIE, SESSION_COOKIE, SESSION_SECONDS, ConsoleSession
 from bridge.errorcatalog import ADMIN_DETAIL, catalogue
 from bridge.errors import BridgeError, InvalidCredentials, RequestError, StoreError
-from bridge.guard import LoginMode
+from bridge.login.guard import LoginMode
+from bridge.state.audit import RESULT_OK, AuditEvent, AuditKind
+from bridge.toolkit.certs import days_left
+from bridge.toolkit.check import idp_urls, load_report, run_check, save_report
+from bridge.toolkit.report import Report, Status
 
 log = logging.getLogger(__name__)
 

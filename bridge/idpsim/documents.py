@@ -17,7 +17,7 @@ from lxml import etree
 from bridge.errors import RequestError, XmlRejected
 from bridge.idpsim import namespaces as ns
 from bridge.idpsim.namespaces import TrustVersion
-from bridge.xmlsafe import full_text, parse_untrusted
+from bridge.xml.safe import full_text, parse_untrusted
 
 MAX_RST_BYTES = 64 * 1024
 SOAP12_CONTENT_TYPE = "application/soap+xml; charset=utf-8"

@@ -16,14 +16,14 @@ from types import MappingProxyType
 
 from lxml import etree
 
-from bridge.assertion import SamlVersion
+from bridge.idp.assertion import SamlVersion
 from bridge.idpsim import namespaces as ns
 from bridge.idpsim.config import SigningAlgorithmName, SimUser
 from bridge.idpsim.documents import IssuedToken, RstRequest, SamlTokenKind
 from bridge.idpsim.keys import generate_signing_pair
 from bridge.idpsim.state import Mischief
 from bridge.idpsim.tokens import TokenClaims, build_saml11_assertion, build_saml20_assertion, signed_token
-from bridge.xmlsig import SignatureAlgorithm
+from bridge.xml.signature import SignatureAlgorithm
 
 WRONG_AUDIENCE = "urn:idp-sim:some-other-relying-party"
 EVIL_SUFFIX = ".evil.com"

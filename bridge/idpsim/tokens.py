@@ -16,8 +16,8 @@ from types import MappingProxyType
 
 from lxml import etree
 
-from bridge.assertion import SamlVersion
-from bridge.xmlsig import NS_SAML1, NS_SAML2, SignatureAlgorithm, sign_enveloped
+from bridge.idp.assertion import SamlVersion
+from bridge.xml.signature import NS_SAML1, NS_SAML2, SignatureAlgorithm, sign_enveloped
 
 CLAIM_UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
 CLAIM_EMAIL = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress"

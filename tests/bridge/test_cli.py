@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from bridge.cli import main
-from bridge.store import Store
+from bridge.state.store import Store
 from tests.keys import make_key_and_cert
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.paths import REPO
 
 MAIN = """\
 listen: {host: 127.0.0.1, port: 8080}

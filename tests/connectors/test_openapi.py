@@ -14,8 +14,7 @@ from bridge.config import load_config
 from bridge.errorcatalog import ADMIN_DETAIL, FRAMEWORK_CODES, MISSING_DETAIL, catalogue, error_classes, render_markdown
 from bridge.openapi import build_document
 from tests.connectors.openapi_check import check_response, response_schema
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.paths import REPO
 
 
 @pytest.fixture

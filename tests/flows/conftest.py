@@ -27,10 +27,10 @@ from bridge.demo import seed
 from bridge.idpsim.config import SimConfig
 from bridge.idpsim.config import load_config as load_sim_config
 from bridge.idpsim.server import RunningSimulator, run_simulator
-from bridge.store import Store
+from bridge.state.store import Store
 from tests.connectors.openapi_check import check_response
+from tests.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 SIM_USERS = REPO / "conf" / "idp-sim" / "users.yaml"
 DEMO_SEED = REPO / "conf" / "demo"
 

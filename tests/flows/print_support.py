@@ -28,7 +28,7 @@ from bridge.appkeys import STORE
 from bridge.config import BridgeConfig, load_config
 from bridge.demo import seed
 from bridge.idpsim.server import RunningSimulator
-from bridge.store import Store
+from bridge.state.store import Store
 from printers.ipp import Attribute, AttributeGroup, GroupTag, IppMessage, ValueTag, decode, encode
 from printers.server import PRINTER_RUNNER
 from tests.flows.conftest import DEMO_SEED, KNOWN_SECRETS, tenant_yaml

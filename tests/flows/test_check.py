@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from bridge import cli
-from bridge.check import Credentials, check_command, load_report
-from bridge.checks.model import Report, Status, Step
 from bridge.idpsim.config import SimConfig
 from bridge.idpsim.server import RunningSimulator, run_simulator
+from bridge.toolkit.check import Credentials, check_command, load_report
+from bridge.toolkit.report import Report, Status, Step
 from tests.flows.conftest import KNOWN_SECRETS, BridgeFactory, saml_tenant_yaml, tenant_yaml
 
 ALICE = Credentials(email="alice@example.com", password="alice-demo-pass")

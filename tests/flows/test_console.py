@@ -20,7 +20,7 @@ from bridge.config import BridgeConfig, load_config
 from bridge.console.passwords import hash_console_password
 from bridge.demo import seed
 from bridge.idpsim.server import RunningSimulator
-from bridge.store import Store
+from bridge.state.store import Store
 from tests.flows.conftest import DEMO_SEED, KNOWN_SECRETS, tenant_yaml
 
 TECH = ("tech", "tech-test-pass-0001")

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from tests.flows.test_console import TECH, ConsoleFactory, console_bridge
+from tests.paths import REPO
 
 __all__ = ["console_bridge"]
 
 CHROMIUM = Path("/usr/bin/chromium")
-REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]

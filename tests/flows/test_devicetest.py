@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from bridge import cli
-from bridge.checks.model import Report, Status
-from bridge.devicetest import DeviceTestInput, ModeChoice, run_device_test
 from bridge.idpsim.server import RunningSimulator
+from bridge.toolkit.devicetest import DeviceTestInput, ModeChoice, run_device_test
+from bridge.toolkit.report import Report, Status
 from tests.flows.conftest import KNOWN_SECRETS, BridgeFactory, saml_tenant_yaml, tenant_yaml
 
 KNOWN_SECRETS.update({"demo-lobby-secret", "demo-badge-secret", "demo-mfp-org-secret", "not-the-device-secret"})

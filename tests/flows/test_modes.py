@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge.audit import AuditKind
 from bridge.idpsim.server import RunningSimulator
+from bridge.state.audit import AuditKind
 from tests.flows.conftest import KNOWN_SECRETS, BridgeFactory
 from tests.flows.modes_support import (
     CASES,
@@ -213,7 +213,7 @@ async def test_logout_and_session_expiry(make_bridge: BridgeFactory, sim: Runnin
     org_expires = datetime.fromisoformat(org["session"]["expires_at"].replace("Z", "+00:00"))
     assert org_expires - expires > timedelta(hours=1)  # the other tenant keeps the default lifetime
 
-    from bridge.sessions import token_hash
+    from bridge.login.sessions import token_hash
     assert bridge.store.get_session(token_hash(token), expires + timedelta(seconds=1)) is None  # expired then
 
     status, body, _ = await request(bridge, "DELETE", SESSION, bearer=token)

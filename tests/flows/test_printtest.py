@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from bridge import cli
-from bridge.checks.model import Status
-from bridge.printtest import PrintTestInput, one_page_pdf, parse_printer_url, run_print_test
+from bridge.toolkit.printtest import PrintTestInput, one_page_pdf, parse_printer_url, run_print_test
+from bridge.toolkit.report import Status
 from tests.flows.conftest import KNOWN_SECRETS
 from tests.flows.print_support import ALICE, PrintBridgeFactory, make_print_bridge
 

@@ -229,7 +229,7 @@ def _drop_soap_endpoint(metadata: bytes) -> bytes:
 
 
 async def test_signed_authn_requests_are_advertised(make_bridge: BridgeFactory, sim: RunningSimulator) -> None:
-    # The signature itself is checked in tests/bridge/test_ecp.py. pysaml2's IdP cannot be the judge:
+    # The signature itself is checked in tests/bridge/idp/saml/test_ecp.py. pysaml2's IdP cannot be the judge:
     # it re-serialises the request before verifying it (ns0 prefixes), which breaks any signature.
     bridge = await saml_bridge(make_bridge, sim, sign_requests=True)
     async with bridge.http.get(bridge.url + "/saml/example-org/metadata") as resp:

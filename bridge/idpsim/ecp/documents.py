@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
 from bridge.errors import RequestError, XmlRejected
-from bridge.xmlsafe import parse_untrusted
+from bridge.xml.safe import parse_untrusted
 
 NS_SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 NS_ECP = "urn:oasis:names:tc:SAML:2.0:profiles:SSO:ecp"

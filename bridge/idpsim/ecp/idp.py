@@ -1,7 +1,7 @@
 """The simulated Shibboleth-style ECP IdP, built on pysaml2's own IdP (``saml2.server.Server``).
 
 pysaml2 parses the AuthnRequest and builds the Response (unsigned); the
-signatures are then made with :func:`bridge.xmlsig.sign_enveloped` (one
+signatures are then made with :func:`bridge.xml.signature.sign_enveloped` (one
 in-process signing per login, no xmlsec1 subprocess), and the assertion is
 encrypted for the SP with pysaml2's xmlsec1 backend when asked, as Shibboleth
 does by default.  Order, as a real IdP does it: sign the assertion, encrypt
@@ -38,8 +38,8 @@ from bridge.idpsim.ecp.settings import EcpControls, EcpMischief
 from bridge.idpsim.issuance import WRONG_AUDIENCE, SigningMaterial
 from bridge.idpsim.keys import generate_signing_pair
 from bridge.idpsim.tokens import saml_datetime
-from bridge.xmlsafe import parse_untrusted
-from bridge.xmlsig import NS_SAML2, NS_SAMLP2, SignatureAlgorithm, sign_enveloped
+from bridge.xml.safe import parse_untrusted
+from bridge.xml.signature import NS_SAML2, NS_SAMLP2, SignatureAlgorithm, sign_enveloped
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,171 @@
+"""The SAML 2.0 ECP exchange with one tenant's IdP (the I/O around bridge.idp.saml.ecp).
+
+The bridge is both the SP and the ECP client: it builds the AuthnRequest,
+posts it with HTTP Basic email:password to the IdP's ECP endpoint over the
+tenant's whitelisted, address-pinned TLS connection, checks what pysaml2 does
+not (InResponseTo, Destination, status) and hands the signed assertion to the
+same validator as WS-Trust tokens.  IdP metadata (file or URL) is re-read on
+a schedule, so a new signing certificate is picked up without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from bridge.config import Saml2Config, TenantConfig
+from bridge.errors import BridgeError, IdpProtocolError, PasswordLoginUnsupported
+from bridge.idp.assertion import (
+    AssertionExpectations,
+    ReplayCache,
+    ValidatedAssertion,
+    signature_policy,
+    validate_assertion,
+)
+from bridge.idp.http import IdpHttp
+from bridge.idp.saml.ecp import SOAP_CONTENT_TYPE, build_authn_request, error_for_http_status, parse_ecp_response
+from bridge.idp.saml.metadata import IdpMetadata, parse_idp_metadata
+from bridge.idp.saml.spkeys import SpKeys
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ResolvedSaml:
+    ecp_url: str | None
+    entity_id: str
+    certificates: tuple[x509.Certificate, ...]
+
+
+def acs_url_for(tenant: TenantConfig, public_url: str) -> str:
+    assert tenant.saml2 is not None
+    return tenant.saml2.acs_url or f"{public_url}/saml/{tenant.id}/acs"
+
+
+def _merge(pinned: tuple[x509.Certificate, ...], extra: tuple[x509.Certificate, ...]) -> tuple[x509.Certificate, ...]:
+    seen = {c.fingerprint(hashes.SHA256()) for c in pinned}
+    return pinned + tuple(c for c in extra if c.fingerprint(hashes.SHA256()) not in seen)
+
+
+def _fingerprints(resolved: ResolvedSaml) -> set[bytes]:
+    return {c.fingerprint(hashes.SHA256()) for c in resolved.certificates}
+
+
+class SamlIdp:
+    """One tenant's SAML IdP: metadata (refreshed), and the ECP password check."""
+
+    def __init__(self, tenant: TenantConfig, http: IdpHttp, replay: ReplayCache, sp: SpKeys, public_url: str) -> None:
+        if tenant.saml2 is None:
+            raise ValueError(f"tenant {tenant.id} has no saml2 settings")
+        self.tenant = tenant
+        self.cfg: Saml2Config = tenant.saml2
+        self.http = http
+        self.replay = replay
+        self.sp = sp
+        self.acs_url = acs_url_for(tenant, public_url)
+        self._resolved: ResolvedSaml | None = None
+        self._loaded_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def _read_metadata(self) -> IdpMetadata | None:
+        cfg = self.cfg
+        if cfg.metadata_file is not None:
+            raw = await asyncio.to_thread(cfg.metadata_file.read_bytes)
+        elif cfg.metadata_url is not None:
+            resp = await self.http.request("GET", cfg.metadata_url)
+            if resp.status != 200:
+                raise IdpProtocolError(f"IdP metadata answered HTTP {resp.status}")
+            raw = resp.body
+        else:
+            return None
+        return parse_idp_metadata(raw, entity_id=cfg.entity_id)
+
+    def _build(self, meta: IdpMetadata | None) -> ResolvedSaml:
+        cfg = self.cfg
+        if meta is not None and meta.valid_until is not None and meta.valid_until <= datetime.now(UTC):
+            # saml-metadata 2.2.1: metadata past validUntil must not be relied on.
+            raise IdpProtocolError(f"the IdP metadata expired at {meta.valid_until.isoformat()} (validUntil)")
+        if meta is not None and cfg.ecp_url is None and meta.ecp_url is not None and not meta.ecp_url.startswith(
+            "https://"
+        ):
+            raise IdpProtocolError(f"the IdP metadata names a non-https ECP endpoint {meta.ecp_url}")
+        entity_id = cfg.entity_id or (meta.entity_id if meta is not None else "")
+        ecp_url = cfg.ecp_url or (meta.ecp_url if meta is not None else None)
+        certs = _merge(cfg.signing_certificates, meta.signing_certificates if meta is not None else ())
+        return ResolvedSaml(ecp_url=ecp_url, entity_id=entity_id, certificates=certs)
+
+    def _stale(self) -> bool:
+        return time.monotonic() - self._loaded_at >= self.cfg.metadata_refresh.total_seconds()
+
+    async def resolve(self) -> ResolvedSaml:
+        """Current IdP facts; metadata is re-read when older than the refresh interval."""
+        if self._resolved is None or self._stale():
+            async with self._lock:
+                if self._resolved is None or self._stale():
+                    await self._refresh()
+        assert self._resolved is not None
+        return self._resolved
+
+    async def _refresh(self) -> None:
+        try:
+            meta = await self._read_metadata()
+        except OSError as exc:
+            if self._resolved is None:
+                raise IdpProtocolError(f"cannot read IdP metadata ({exc.strerror})") from exc
+            log.warning("IdP metadata refresh failed, keeping the previous one: %s", exc.strerror)
+        except BridgeError as exc:
+            if self._resolved is None:
+                raise
+            log.warning("IdP metadata refresh failed, keeping the previous one: %s", exc)
+        else:
+            resolved = self._build(meta)
+            if self._resolved is not None and _fingerprints(resolved) != _fingerprints(self._resolved):
+                log.info("IdP signing certificates changed at metadata refresh (%d now)", len(resolved.certificates))
+            self._resolved = resolved
+        self._loaded_at = time.monotonic()
+
+    async def authenticate(self, *, username: str, password: str) -> ValidatedAssertion:
+        resolved = await self.resolve()
+        if resolved.ecp_url is None:
+            raise PasswordLoginUnsupported(
+                f"the IdP of tenant {self.tenant.id} ({resolved.entity_id}) offers no SAML ECP (SOAP) endpoint, "
+                "so passwords typed at a device cannot be checked; use shared-account or device-login mode"
+            )
+        request = build_authn_request(
+            sp_entity_id=self.cfg.sp_entity_id,
+            acs_url=self.acs_url,
+            idp_ecp_url=resolved.ecp_url,
+            now=datetime.now(UTC),
+            signing_key=(self.sp.key_pem, self.sp.cert_pem) if self.cfg.sign_requests else None,
+        )
+        basic = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+        resp = await self.http.request(
+            "POST",
+            resolved.ecp_url,
+            body=request.envelope,
+            headers={"Content-Type": SOAP_CONTENT_TYPE, "Authorization": f"Basic {basic}", "SOAPAction": ""},
+        )
+        error = error_for_http_status(resp.status)
+        if error is not None:
+            raise error
+        answer = parse_ecp_response(
+            resp.body, request_id=request.request_id, acs_url=self.acs_url, sp_key_pem=self.sp.key_pem
+        )
+        expectations = AssertionExpectations(
+            issuer=resolved.entity_id or None,
+            audience=self.cfg.sp_entity_id,
+            certificates=resolved.certificates,
+            policy=signature_policy(self.cfg.signature_algorithms),
+            clock_skew=self.cfg.clock_skew,
+            subject_claim=self.cfg.subject_claim,
+            recipient=self.acs_url,
+            in_response_to=request.request_id,
+        )
+        return validate_assertion(answer.response_xml, expectations, now=datetime.now(UTC), replay=self.replay)

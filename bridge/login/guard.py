@@ -1,0 +1,236 @@
+"""Around every login attempt: throttles before the IdP, then audit and metrics after.
+
+:class:`LoginGuard` is held by the app; each request opens one
+:class:`Attempt` (a context manager) which the connectors and
+``LoginService.verify_password`` fill in as they learn the device, tenant and
+email.  On exit the attempt feeds the throttles, writes one audit event and
+counts the result, whatever happened (success, refusal, or an error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import TracebackType
+
+from bridge.config import BridgeConfig, TenantConfig, ThrottleConfig
+from bridge.errors import (
+    BridgeError,
+    DeviceThrottled,
+    InvalidCredentials,
+    TemporarilyLocked,
+    UnknownDomain,
+    UserDisabled,
+    UserNotProvisioned,
+)
+from bridge.logcontext import request_id_var
+from bridge.login.throttle import Actor, Lock, LockKind, LoginThrottle
+from bridge.metrics import UNKNOWN_TENANT, BridgeMetrics
+from bridge.state.audit import RESULT_OK, AuditEvent, AuditKind, AuditLog
+from bridge.state.store import Device
+
+log = logging.getLogger(__name__)
+
+_CLAIMED_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Failures that say "this user is not for you": what a password spray produces.
+_SPRAY_SIGNALS = (InvalidCredentials, UserNotProvisioned, UnknownDomain, UserDisabled)
+
+
+class LoginMode(enum.Enum):
+    """How the user reached the bridge (audit and metrics label)."""
+
+    SHARED_ACCOUNT = "shared-account"
+    DEVICE_LOGIN = "device-login"
+    USER_PROMPT = "user-prompt"
+    APP = "app"
+    PRINTER = "printer"
+    PASSWORD = "password"  # noqa: S105 (a label: a password check whose caller named no channel)
+
+
+class LoginGuard:
+    """Throttles, audit trail and metrics of one bridge process."""
+
+    def __init__(self, config: BridgeConfig, throttle: LoginThrottle, *, audit: AuditLog | None = None,
+                 metrics: BridgeMetrics | None = None) -> None:
+        self.config = config
+        self.throttle = throttle
+        self.audit = audit
+        self.metrics = metrics
+
+    def attempt(self, *, mode: LoginMode, source: str | None, device: Device | None = None) -> Attempt:
+        return Attempt(self, mode=mode, source=source, device=device)
+
+    def device_limits(self, device: Device) -> ThrottleConfig:
+        for tenant in self.config.tenants:
+            if tenant.id == device.tenant_id:
+                return tenant.throttle
+        return ThrottleConfig()
+
+
+class Attempt:
+    """One login attempt; use as ``with guard.attempt(...) as attempt:``.
+
+    A guard of ``None`` makes every method a no-op, so the login service works
+    unguarded (unit tests, tools).
+    """
+
+    def __init__(self, guard: LoginGuard | None, *, mode: LoginMode, source: str | None,
+                 device: Device | None = None) -> None:
+        self._guard = guard
+        self.mode = mode
+        self.source = source
+        self.device = device
+        self.claimed_device_id: str | None = None
+        self.tenant: TenantConfig | None = None
+        self.email: str | None = None
+        self.reported_user: str | None = None  # a device-login user name, for spray detection only
+        self.idp_seconds: float | None = None
+        self._at = datetime.now(UTC)
+
+    # -- what the connectors and the login service learn -------------------
+
+    def claim_device(self, device_id: str) -> None:
+        """The device id a request claims (kept for the audit only if it looks like an id)."""
+        self.claimed_device_id = device_id if _CLAIMED_ID.fullmatch(device_id) else None
+
+    def identified(self, tenant: TenantConfig, email: str) -> None:
+        self.tenant = tenant
+        self.email = email
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(device_id=self.device.device_id if self.device is not None else None, source=self.source)
+
+    def _limits(self) -> ThrottleConfig:
+        if self.tenant is not None:
+            return self.tenant.throttle
+        if self.device is not None and self._guard is not None:
+            return self._guard.device_limits(self.device)
+        return ThrottleConfig()
+
+    def _tenant_label(self) -> str:
+        if self.tenant is not None:
+            return self.tenant.id
+        return self.device.tenant_id if self.device is not None else UNKNOWN_TENANT
+
+    def _refuse(self, lock: Lock) -> BridgeError:
+        guard = self._guard
+        if guard is not None and guard.metrics is not None:
+            guard.metrics.throttle_hits.labels(tenant=self._tenant_label(), kind=lock.kind).inc()
+        if lock.kind == LockKind.SPRAY:
+            return DeviceThrottled(f"{self.actor.key} is blocked for trying many users",
+                                   retry_after=lock.retry_after)
+        return TemporarilyLocked(f"{lock.kind} throttle: too many rejected passwords", retry_after=lock.retry_after)
+
+    # -- checks before anything reaches the IdP ------------------------------
+
+    def check_actor(self) -> None:
+        """Refuse a device or source that is spray-blocked or over its failure budget."""
+        if self._guard is None:
+            return
+        lock = self._guard.throttle.actor_lock(self.actor, self._limits())
+        if lock is not None:
+            raise self._refuse(lock)
+
+    def check_password_allowed(self, tenant: TenantConfig, email: str, password: str) -> None:
+        """Per-actor and per-user throttles, then the stale-password guard; all without the IdP."""
+        self.identified(tenant, email)
+        guard = self._guard
+        if guard is None:
+            return
+        self.check_actor()
+        lock = guard.throttle.user_lock(tenant.id, email, tenant.throttle)
+        if lock is not None:
+            raise self._refuse(lock)
+        if guard.throttle.is_stale(tenant.id, email, password):
+            if guard.metrics is not None:
+                guard.metrics.stale_password_hits.labels(tenant=tenant.id).inc()
+            # The same answer the IdP gave for this pair, without asking it again.
+            raise InvalidCredentials("stale-password guard: the IdP already rejected this password")
+
+    @contextmanager
+    def at_idp(self, tenant: TenantConfig, email: str, password: str) -> Iterator[None]:
+        """Wrap the IdP call: in-flight count, latency, and what a rejection teaches the throttles."""
+        guard = self._guard
+        if guard is None:
+            yield
+            return
+        guard.throttle.idp_started(tenant.id, email)
+        started = time.perf_counter()
+        try:
+            yield
+        except InvalidCredentials:
+            guard.throttle.idp_rejected(tenant.id, email, password, self.actor, tenant.throttle)
+            raise
+        finally:
+            self.idp_seconds = time.perf_counter() - started
+            guard.throttle.idp_finished(tenant.id, email)
+            if guard.metrics is not None:
+                guard.metrics.observe_idp_latency(tenant=tenant.id, seconds=self.idp_seconds)
+
+    # -- the end ---------------------------------------------------------------
+
+    def __enter__(self) -> Attempt:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.finish(exc)
+
+    def finish(self, exc: BaseException | None) -> None:
+        guard = self._guard
+        if guard is None:
+            return
+        if exc is None:
+            result = RESULT_OK
+        elif isinstance(exc, BridgeError):
+            result = exc.code
+        elif isinstance(exc, asyncio.CancelledError):
+            result = "cancelled"  # the client went away mid-attempt
+        else:
+            result = BridgeError.code
+        if exc is None and self.tenant is not None and self.email is not None:
+            guard.throttle.succeeded(self.tenant.id, self.email)
+        user_key = self.email or self.reported_user
+        if isinstance(exc, _SPRAY_SIGNALS) and user_key:
+            tripped = guard.throttle.failed_for_user(self.actor, user_key, self._limits())
+            if tripped is not None:
+                self._spray_detected(guard, tripped)
+        if guard.metrics is not None:
+            guard.metrics.count_login(tenant=self._tenant_label(), mode=self.mode.value, result=result)
+        if guard.audit is not None:
+            guard.audit.record(self._event(AuditKind.LOGIN, result))
+
+    def _spray_detected(self, guard: LoginGuard, distinct: int) -> None:
+        log.warning("password spray: %s failed for %s distinct users; blocked for %s s", self.actor.key, distinct,
+                    int(self._limits().spray_window.total_seconds()))
+        if guard.metrics is not None:
+            guard.metrics.spray_detections.labels(tenant=self._tenant_label()).inc()
+        if guard.audit is not None:
+            event = self._event(AuditKind.SPRAY_DETECTED, DeviceThrottled.code)
+            guard.audit.record(AuditEvent(at=datetime.now(UTC), kind=event.kind, result=event.result,
+                                          tenant_id=event.tenant_id, device_id=event.device_id, mode=event.mode,
+                                          source=event.source, request_id=event.request_id,
+                                          distinct_users=distinct))
+
+    def _event(self, kind: AuditKind, result: str) -> AuditEvent:
+        request_id = request_id_var.get()
+        return AuditEvent(
+            at=self._at,
+            kind=kind,
+            result=result,
+            tenant_id=self.tenant.id if self.tenant is not None else (
+                self.device.tenant_id if self.device is not None else None),
+            device_id=self.device.device_id if self.device is not None else self.claimed_device_id,
+            mode=self.mode.value,
+            email=self.email,
+            source=self.source,
+            idp_latency_ms=None if self.idp_seconds is None else round(self.idp_seconds * 1000),
+            request_id=None if request_id == "-" else request_id,
+        )

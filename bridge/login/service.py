@@ -1,0 +1,204 @@
+"""Password login: from a typed email and password to an open session.
+
+The order of checks is the product's rules in order: an email address is
+required (not a user name); the email's domain picks the tenant (home-realm
+discovery); the account must already exist in the enterprise account and be
+enabled (SSO never creates users); only then does the password go to the
+tenant's IdP, whose signed answer must name the same email.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bridge.config import BridgeConfig, Protocol, TenantConfig
+from bridge.errors import (
+    AssertionRejected,
+    EmailRequired,
+    RequestError,
+    UnknownDomain,
+    UserDisabled,
+    UserNotProvisioned,
+)
+from bridge.idp.assertion import ReplayCache
+from bridge.idp.http import IdpHttp, make_ssl_context
+from bridge.idp.saml.client import SamlIdp
+from bridge.idp.saml.spkeys import SpKeys
+from bridge.idp.wstrust.client import WsTrustIdp
+from bridge.logcontext import tenant_id_var
+from bridge.login.guard import Attempt, LoginGuard, LoginMode
+from bridge.login.sessions import new_token
+from bridge.state.store import Device, Store, User
+
+log = logging.getLogger(__name__)
+
+# Deliberately simple: one @, a dot in the domain, no spaces.  The IdP and the
+# directory are the real judges; this only tells a user name from an email.
+_EMAIL = re.compile(r"^[^@\s]{1,128}@([A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+)$")
+MAX_PASSWORD_CHARS = 1024
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LoginOutcome:
+    tenant: TenantConfig
+    user: User
+    token: str
+    expires_at: datetime
+
+
+def split_email(identifier: str) -> tuple[str, str]:
+    """(normalised email, domain), or :class:`EmailRequired`."""
+    text = identifier.strip()
+    match = _EMAIL.match(text)
+    if match is None:
+        raise EmailRequired("the identifier typed is not an email address")
+    return text.lower(), match.group(1).lower()
+
+
+class IdpRegistry:
+    """One IdP client (and one connection pool) per tenant, made on first use."""
+
+    def __init__(self, config: BridgeConfig, sp_keys: SpKeys) -> None:
+        self._config = config
+        self._wstrust: dict[str, WsTrustIdp] = {}
+        self._saml: dict[str, SamlIdp] = {}
+        self._http: dict[str, IdpHttp] = {}
+        self.sp_keys = sp_keys
+        self.replay = ReplayCache()
+
+    def http_for(self, tenant: TenantConfig) -> IdpHttp:
+        http = self._http.get(tenant.id)
+        if http is None:
+            settings = tenant.wstrust or tenant.saml2
+            ca_file = getattr(settings, "ca_file", None)
+            client = self._config.idp_client
+            http = IdpHttp(
+                whitelist=tenant.idp_whitelist,
+                ssl_context=make_ssl_context(ca_file),
+                connect_timeout=client.connect_timeout,
+                timeout=client.timeout,
+                max_connections=client.max_connections_per_idp,
+            )
+            self._http[tenant.id] = http
+        return http
+
+    def wstrust_for(self, tenant: TenantConfig) -> WsTrustIdp:
+        idp = self._wstrust.get(tenant.id)
+        if idp is None:
+            idp = WsTrustIdp(tenant, self.http_for(tenant), self.replay)
+            self._wstrust[tenant.id] = idp
+        return idp
+
+    def saml_for(self, tenant: TenantConfig) -> SamlIdp:
+        idp = self._saml.get(tenant.id)
+        if idp is None:
+            idp = SamlIdp(tenant, self.http_for(tenant), self.replay, self.sp_keys, self._config.public_url)
+            self._saml[tenant.id] = idp
+        return idp
+
+    async def close(self) -> None:
+        for http in self._http.values():
+            await http.close()
+        self._http.clear()
+        self._wstrust.clear()
+        self._saml.clear()
+
+
+class LoginService:
+    def __init__(self, config: BridgeConfig, store: Store, idps: IdpRegistry) -> None:
+        self.config = config
+        self.store = store
+        self.idps = idps
+        # Throttles, audit and metrics (bridge/login/guard.py); the app sets it, None runs unguarded.
+        self.guard: LoginGuard | None = None
+
+    def attempt(self, *, mode: LoginMode, source: str | None, device: Device | None = None) -> Attempt:
+        """Open the audited, throttled record of one login attempt (a context manager)."""
+        return Attempt(self.guard, mode=mode, source=source, device=device)
+
+    def tenant_for_email(self, domain: str) -> TenantConfig:
+        tenant = self.config.tenant_for_domain(domain)
+        if tenant is None:
+            raise UnknownDomain(f"no tenant owns the domain {domain}")
+        return tenant
+
+    def provisioned_user(self, tenant: TenantConfig, email: str) -> User:
+        user = self.store.get_user(tenant.id, email)
+        if user is None:
+            raise UserNotProvisioned(f"no user {email} in tenant {tenant.id}")
+        if not user.enabled:
+            raise UserDisabled(f"user {email} is disabled in tenant {tenant.id}")
+        return user
+
+    async def verify_password(
+        self, *, identifier: str, password: str, device: Device | None = None,
+        mode: LoginMode = LoginMode.PASSWORD, source: str | None = None, attempt: Attempt | None = None,
+    ) -> tuple[TenantConfig, User]:
+        """Check an email and password with the tenant's IdP; no session is opened.
+
+        Used by every password path: the MFP user prompt, apps, and the
+        printer (which authenticates each print job, not a session).  Each
+        call is one audited attempt, unless the caller passes the ``attempt``
+        it already opened (then the caller's ``with`` block finishes it).
+        """
+        if attempt is not None:
+            return await self._verify_password(identifier=identifier, password=password, device=device,
+                                               attempt=attempt)
+        with self.attempt(mode=mode, source=source, device=device) as own:
+            own.check_actor()
+            return await self._verify_password(identifier=identifier, password=password, device=device,
+                                               attempt=own)
+
+    async def _verify_password(
+        self, *, identifier: str, password: str, device: Device | None, attempt: Attempt
+    ) -> tuple[TenantConfig, User]:
+        email, domain = split_email(identifier)
+        attempt.email = email
+        if not password:
+            raise RequestError("a password is required", message="Enter your password.")
+        if len(password) > MAX_PASSWORD_CHARS:
+            raise RequestError("the password is too long", message="Enter your password.")
+        tenant = self.tenant_for_email(domain)
+        tenant_id_var.set(tenant.id)
+        if device is not None and device.tenant_id != tenant.id:
+            # A device only serves its own enterprise account.
+            raise UserNotProvisioned(f"{domain} belongs to tenant {tenant.id}, not to the device's tenant")
+        attempt.tenant = tenant
+        user = self.provisioned_user(tenant, email)
+        attempt.check_password_allowed(tenant, email, password)  # locks and stale pairs: before the IdP
+        with attempt.at_idp(tenant, email, password):
+            subject = await self._check_password(tenant, email, password)
+        if subject.casefold() != email.casefold():
+            raise AssertionRejected("subject_mismatch", "the IdP's signed subject is not the email typed")
+        return tenant, user
+
+    async def password_login(self, *, identifier: str, password: str, device: Device | None,
+                             mode: LoginMode = LoginMode.PASSWORD, source: str | None = None,
+                             attempt: Attempt | None = None) -> LoginOutcome:
+        tenant, user = await self.verify_password(identifier=identifier, password=password, device=device,
+                                                  mode=mode, source=source, attempt=attempt)
+        return self.open_session(tenant, user, device)
+
+    async def _check_password(self, tenant: TenantConfig, email: str, password: str) -> str:
+        """Check the password at the IdP; return the signed subject."""
+        if tenant.protocol is Protocol.WSTRUST:
+            validated = await self.idps.wstrust_for(tenant).authenticate(username=email, password=password)
+        else:
+            validated = await self.idps.saml_for(tenant).authenticate(username=email, password=password)
+        log.debug("IdP accepted the password (assertion %s)", validated.assertion_id)
+        return validated.subject
+
+    def open_session(self, tenant: TenantConfig, user: User, device: Device | None) -> LoginOutcome:
+        token, digest = new_token()
+        expires_at = datetime.now(UTC) + tenant.session_ttl
+        self.store.create_session(
+            token_hash=digest,
+            tenant_id=tenant.id,
+            user_email=user.email,
+            device_id=device.device_id if device is not None else None,
+            expires_at=expires_at,
+        )
+        return LoginOutcome(tenant=tenant, user=user, token=token, expires_at=expires_at)

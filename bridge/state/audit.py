@@ -1,0 +1,116 @@
+"""The audit trail: every login attempt and every spray block, as JSON lines and in the database.
+
+The file is append-only (opened with ``O_APPEND``, one line per event, flushed
+at once) so an administrator can ``tail -f`` it or ship it to a SIEM; the
+database copy serves ``loginbridge audit tail``.  An event never holds a
+password, a device secret, a session token or an assertion: only who, where,
+how and the result code.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Protocol
+
+log = logging.getLogger(__name__)
+
+RESULT_OK = "ok"
+
+
+class AuditKind(enum.Enum):
+    LOGIN = "login"
+    SPRAY_DETECTED = "spray_detected"
+    DEVICE_CHANGED = "device_changed"  # enabled/disabled by a technician (result says which)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AuditEvent:
+    """One line of the audit trail; ``id`` is set once the database has it."""
+
+    at: datetime
+    kind: AuditKind
+    result: str
+    tenant_id: str | None = None
+    device_id: str | None = None
+    mode: str | None = None
+    email: str | None = None
+    source: str | None = None
+    idp_latency_ms: int | None = None
+    request_id: str | None = None
+    distinct_users: int | None = None
+    id: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        body: dict[str, object] = {
+            "time": self.at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "event": self.kind.value,
+            "tenant": self.tenant_id,
+            "device": self.device_id,
+            "mode": self.mode,
+            "email": self.email,
+            "source": self.source,
+            "result": self.result,
+            "idp_latency_ms": self.idp_latency_ms,
+            "request_id": self.request_id,
+        }
+        if self.distinct_users is not None:
+            body["distinct_users"] = self.distinct_users
+        if self.id is not None:
+            body["id"] = self.id
+        return body
+
+    def line(self) -> str:
+        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False)
+
+
+class AuditSink(Protocol):
+    """Where the database copy goes: the store implements it, so this module never imports the store."""
+
+    def add_audit_event(self, event: AuditEvent) -> int: ...
+
+
+class AuditLog:
+    """Writes each event to the JSON-lines file and the store; a write failure is logged, not raised.
+
+    Failing open is deliberate: a full disk must not stop every device in the
+    building from signing in; the error is logged at ERROR for monitoring.
+    """
+
+    def __init__(self, path: Path | None, store: AuditSink | None) -> None:
+        self.path = path
+        self._store = store
+        self._file: IO[str] | None = None
+
+    def open(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._file = os.fdopen(fd, "a", encoding="utf-8")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def record(self, event: AuditEvent) -> None:
+        if self._store is not None:
+            try:
+                event_id = self._store.add_audit_event(event)
+            except Exception:
+                log.exception("cannot write the audit event to the database")
+            else:
+                event = replace(event, id=event_id)
+        if self._file is not None:
+            try:
+                self._file.write(event.line() + "\n")
+                self._file.flush()
+            except OSError as exc:
+                log.error("cannot append to the audit file %s: %s", self.path, exc.strerror)
+

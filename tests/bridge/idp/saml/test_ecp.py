@@ -1,0 +1,530 @@
+"""bridge.idp.saml.ecp: the AuthnRequest we send, and every answer shape an ECP IdP gives back.
+
+Answers are built here from really signed (and really encrypted) assertions in
+the shape of keystoneauth's captured Shibboleth response, and every success is
+fed on to ``validate_assertion``, which must accept it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import saml2.soap
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lxml import etree
+
+from bridge.errors import (
+    AccessDenied,
+    AssertionRejected,
+    BridgeError,
+    IdpProtocolError,
+    IdpRejectedRequest,
+    IdpTimeout,
+    IdpUnreachable,
+    InvalidCredentials,
+    XmlRejected,
+)
+from bridge.idp.assertion import AssertionExpectations, ReplayCache, SamlVersion, validate_assertion
+from bridge.idp.saml.ecp import (
+    BINDING_PAOS,
+    NS_ECP,
+    NS_SOAP11,
+    STATUS_SUCCESS,
+    EcpAnswer,
+    build_authn_request,
+    error_for_http_status,
+    parse_ecp_response,
+)
+from bridge.idpsim.tokens import TokenClaims, build_saml20_assertion, saml_datetime, signed_token
+from bridge.xml.signature import NS_SAML2, NS_SAMLP2, SignaturePolicy, sign_enveloped
+from tests.bridge.xml.test_encryption import encrypt_assertion
+from tests.keys import load_cert, make_key_and_cert
+from tests.paths import VECTORS
+
+IDP = "https://idp.example.org/idp/shibboleth"
+SP = "https://bridge.example/sp"
+ACS = "https://bridge.example/saml/acs"
+ECP_URL = "https://idp.example.org/idp/profile/SAML2/SOAP/ECP"
+USER = "alice@example.org"
+ST = "urn:oasis:names:tc:SAML:2.0:status:"
+P, A, S = f"{{{NS_SAMLP2}}}", f"{{{NS_SAML2}}}", f"{{{NS_SOAP11}}}"
+
+
+def _idp() -> tuple[bytes, bytes]:
+    return make_key_and_cert("ecp-idp")
+
+
+def _sp() -> tuple[bytes, bytes]:
+    return make_key_and_cert("ecp-sp")
+
+
+def _claims(request_id: str, now: datetime) -> TokenClaims:
+    return TokenClaims(issuer=IDP, audience=SP, subject=USER, issued_at=now, recipient=ACS, in_response_to=request_id)
+
+
+def _response(
+    request_id: str,
+    *,
+    payload: etree._Element | None,
+    codes: tuple[str, ...] = (f"{ST}Success",),
+    message: str | None = None,
+    destination: str | None = ACS,
+    sign: bool = False,
+) -> etree._Element:
+    now = datetime.now(UTC)
+    response = etree.Element(
+        f"{P}Response",
+        nsmap={"saml2p": NS_SAMLP2, "saml": NS_SAML2},  # same prefix as the assertion: lxml would rebind it
+        ID="_resp" + request_id.lstrip("_"),
+        Version="2.0",
+        IssueInstant=saml_datetime(now),
+        InResponseTo=request_id,
+    )
+    if destination is not None:
+        response.set("Destination", destination)
+    etree.SubElement(response, f"{A}Issuer").text = IDP
+    status = etree.SubElement(response, f"{P}Status")
+    parent = status
+    for code in codes:
+        parent = etree.SubElement(parent, f"{P}StatusCode", Value=code)
+    if message is not None:
+        etree.SubElement(status, f"{P}StatusMessage").text = message
+    if payload is not None:
+        response.append(payload)
+    if sign:
+        key, cert = _idp()
+        response = sign_enveloped(response, key_pem=key, cert_pem=cert)
+    return response
+
+
+def _envelope(*body: etree._Element, ecp_acs: str | None = ACS) -> bytes:
+    envelope = etree.Element(f"{S}Envelope", nsmap={"soap11": NS_SOAP11})
+    if ecp_acs is not None:
+        header = etree.SubElement(envelope, f"{S}Header")
+        ecp = etree.SubElement(
+            header, f"{{{NS_ECP}}}Response", nsmap={"ecp": NS_ECP}, AssertionConsumerServiceURL=ecp_acs
+        )
+        ecp.set(f"{S}actor", "http://schemas.xmlsoap.org/soap/actor/next")
+        ecp.set(f"{S}mustUnderstand", "1")
+    soap_body = etree.SubElement(envelope, f"{S}Body")
+    for element in body:
+        soap_body.append(element)
+    return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+
+
+def _signed_assertion(request_id: str) -> etree._Element:
+    key, cert = _idp()
+    return signed_token(_claims(request_id, datetime.now(UTC)), version=SamlVersion.SAML20, key_pem=key, cert_pem=cert)
+
+
+def _validate(answer: EcpAnswer, request_id: str) -> str:
+    expectations = AssertionExpectations(
+        issuer=IDP,
+        audience=SP,
+        certificates=(load_cert(_idp()[1]),),
+        policy=SignaturePolicy(),
+        clock_skew=timedelta(minutes=5),
+        subject_claim="nameid",
+        recipient=ACS,
+        in_response_to=request_id,
+    )
+    return validate_assertion(answer.response_xml, expectations, now=datetime.now(UTC), replay=ReplayCache()).subject
+
+
+def _parse(raw: bytes, request_id: str, *, key: bytes | None = None) -> EcpAnswer:
+    return parse_ecp_response(raw, request_id=request_id, acs_url=ACS, sp_key_pem=key)
+
+
+# --- the request ----------------------------------------------------------------------------
+
+
+def test_request_has_the_profile_fields() -> None:
+    now = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    request = build_authn_request(sp_entity_id=SP, acs_url=ACS, idp_ecp_url=ECP_URL, now=now)
+    root = etree.fromstring(request.envelope)
+    assert root.tag == f"{S}Envelope"
+    assert root.find(f"{S}Header") is None  # PAOS/ECP headers are for the SP leg, stripped for the IdP
+    (authn,) = root.find(f"{S}Body")  # type: ignore[misc]
+    assert authn.tag == f"{P}AuthnRequest"
+    assert authn.get("ID") == request.request_id and request.request_id.startswith("_")
+    assert authn.get("Version") == "2.0"
+    assert authn.get("IssueInstant") == "2025-03-01T12:00:00Z"
+    assert request.issued_at == now.replace(microsecond=0)
+    assert authn.get("Destination") == ECP_URL
+    assert authn.get("ProtocolBinding") == BINDING_PAOS
+    assert authn.get("AssertionConsumerServiceURL") == ACS
+    assert authn.findtext(f"{A}Issuer") == SP
+    policy = authn.find(f"{P}NameIDPolicy")
+    assert policy is not None and policy.get("AllowCreate") == "false"
+
+
+def test_request_ids_are_fresh_unless_given() -> None:
+    now = datetime.now(UTC)
+    first = build_authn_request(sp_entity_id=SP, acs_url=ACS, idp_ecp_url=ECP_URL, now=now)
+    second = build_authn_request(sp_entity_id=SP, acs_url=ACS, idp_ecp_url=ECP_URL, now=now)
+    fixed = build_authn_request(sp_entity_id=SP, acs_url=ACS, idp_ecp_url=ECP_URL, now=now, request_id="_x1")
+    assert first.request_id != second.request_id
+    assert fixed.request_id == "_x1" and b'ID="_x1"' in fixed.envelope
+
+
+def test_request_escapes_markup_in_values() -> None:
+    tricky = 'https://bridge.example/sp?a=1&b="<x>"]]>'
+    request = build_authn_request(sp_entity_id=tricky, acs_url=ACS, idp_ecp_url=ECP_URL, now=datetime.now(UTC))
+    issuer = etree.fromstring(request.envelope).find(f".//{A}Issuer")
+    assert issuer is not None and issuer.text == tricky
+
+
+def test_pysaml2_reads_our_request_as_an_idp_would() -> None:
+    request = build_authn_request(sp_entity_id=SP, acs_url=ACS, idp_ecp_url=ECP_URL, now=datetime.now(UTC))
+    body_xml = saml2.soap.parse_soap_enveloped_saml_authn_request(request.envelope.decode())
+    parsed = saml2.samlp.authn_request_from_string(body_xml)
+    assert parsed.id == request.request_id
+    assert parsed.destination == ECP_URL
+    assert parsed.protocol_binding == BINDING_PAOS
+    assert parsed.assertion_consumer_service_url == ACS
+    assert parsed.issuer.text == SP
+    assert parsed.name_id_policy.allow_create == "false"
+
+
+def test_request_has_the_elements_of_the_captured_one() -> None:
+    template = VECTORS / "ecp" / "keystone-template-authn_request.xml"
+    if not template.is_file():
+        pytest.skip(f"shared vectors not found at {template}")
+    captured = etree.parse(str(template)).getroot()
+    ours = etree.fromstring(
+        build_authn_request(sp_entity_id=SP, acs_url=ACS, idp_ecp_url=ECP_URL, now=datetime.now(UTC)).envelope
+    )
+    # Scoping/IDPList only matters to proxying IdPs: we talk to the one IdP directly.
+    optional = {f"{P}Scoping", f"{P}IDPList", f"{P}IDPEntry"}
+    assert {el.tag for el in captured.iter()} - optional == {el.tag for el in ours.iter()}
+    captured_request, our_request = captured.find(f".//{P}AuthnRequest"), ours.find(f".//{P}AuthnRequest")
+    assert captured_request is not None and our_request is not None
+    assert set(captured_request.attrib) <= set(our_request.attrib)
+
+
+# --- successful answers ---------------------------------------------------------------------
+
+
+def test_success_with_signed_assertion_validates() -> None:
+    rid = "_req1"
+    raw = _envelope(_response(rid, payload=_signed_assertion(rid)))
+    answer = _parse(raw, rid)
+    assert answer == EcpAnswer(response_xml=raw, encrypted=False, status=STATUS_SUCCESS)
+    assert _validate(answer, rid) == USER
+
+
+def test_success_with_signed_response_validates() -> None:
+    rid = "_req2"
+    unsigned = build_saml20_assertion(_claims(rid, datetime.now(UTC)))
+    raw = _envelope(_response(rid, payload=unsigned, sign=True))
+    answer = _parse(raw, rid)
+    assert answer.response_xml is raw or answer.response_xml == raw
+    assert _validate(answer, rid) == USER
+
+
+def test_success_without_ecp_header_or_destination() -> None:
+    rid = "_req3"
+    raw = _envelope(_response(rid, payload=_signed_assertion(rid), destination=None), ecp_acs=None)
+    assert _validate(_parse(raw, rid), rid) == USER
+
+
+def test_encrypted_assertion_is_decrypted_and_validates() -> None:
+    rid = "_req4"
+    plaintext = etree.tostring(_signed_assertion(rid))
+    encrypted = encrypt_assertion(plaintext, _sp()[1])
+    raw = _envelope(_response(rid, payload=encrypted))
+    answer = _parse(raw, rid, key=_sp()[0])
+    assert answer.encrypted and answer.response_xml == plaintext
+    assert _validate(answer, rid) == USER
+
+
+def test_encrypted_assertion_needs_the_sp_key_and_its_own_signature() -> None:
+    rid = "_req5"
+    encrypted = encrypt_assertion(etree.tostring(_signed_assertion(rid)), _sp()[1])
+    with pytest.raises(AssertionRejected) as info:
+        _parse(_envelope(_response(rid, payload=encrypted)), rid)
+    assert info.value.reason == "decryption"
+
+    unsigned = etree.tostring(build_saml20_assertion(_claims(rid, datetime.now(UTC))))
+    # Signing the outer Response does not help: it covers only ciphertext.
+    raw = _envelope(_response(rid, payload=encrypt_assertion(unsigned, _sp()[1]), sign=True))
+    with pytest.raises(AssertionRejected) as info:
+        _parse(raw, rid, key=_sp()[0])
+    assert info.value.reason == "signature_missing"
+
+
+def test_encrypted_assertion_with_wrong_sp_key() -> None:
+    rid = "_req6"
+    encrypted = encrypt_assertion(etree.tostring(_signed_assertion(rid)), _sp()[1])
+    other_key, _ = make_key_and_cert("ecp-other-sp")
+    with pytest.raises(AssertionRejected, match="decryption"):
+        _parse(_envelope(_response(rid, payload=encrypted)), rid, key=other_key)
+
+
+# --- refusals of our own --------------------------------------------------------------------
+
+
+def test_wrong_in_response_to() -> None:
+    raw = _envelope(_response("_other", payload=_signed_assertion("_other")))
+    with pytest.raises(AssertionRejected) as info:
+        _parse(raw, "_mine")
+    assert info.value.reason == "in_response_to"
+
+
+def test_wrong_destination() -> None:
+    rid = "_req7"
+    raw = _envelope(_response(rid, payload=_signed_assertion(rid), destination="https://evil.example/acs"))
+    with pytest.raises(AssertionRejected) as info:
+        _parse(raw, rid)
+    assert info.value.reason == "destination"
+
+
+def test_wrong_ecp_header_consumer_url() -> None:
+    rid = "_req8"
+    raw = _envelope(_response(rid, payload=_signed_assertion(rid)), ecp_acs="https://evil.example/acs")
+    with pytest.raises(AssertionRejected) as info:
+        _parse(raw, rid)
+    assert info.value.reason == "destination"
+
+
+def test_two_responses_in_the_body() -> None:
+    rid = "_req9"
+    raw = _envelope(_response(rid, payload=_signed_assertion(rid)), _response(rid, payload=_signed_assertion(rid)))
+    with pytest.raises(AssertionRejected) as info:
+        _parse(raw, rid)
+    assert info.value.reason == "wrapped"
+
+
+def test_two_assertions_in_the_response() -> None:
+    rid = "_req10"
+    response = _response(rid, payload=_signed_assertion(rid))
+    response.append(_signed_assertion(rid))
+    with pytest.raises(AssertionRejected) as info:
+        _parse(_envelope(response), rid)
+    assert info.value.reason == "wrapped"
+
+
+def test_success_without_assertion() -> None:
+    rid = "_req11"
+    with pytest.raises(AssertionRejected) as info:
+        _parse(_envelope(_response(rid, payload=None)), rid)
+    assert info.value.reason == "malformed"
+
+
+# --- IdP refusals -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("codes", "expected"),
+    [
+        ((f"{ST}Responder", f"{ST}AuthnFailed"), InvalidCredentials),  # Shibboleth's wording
+        ((f"{ST}AuthnFailed",), InvalidCredentials),
+        ((f"{ST}Requester", f"{ST}UnknownPrincipal"), InvalidCredentials),
+        ((f"{ST}Responder", f"{ST}RequestDenied"), AccessDenied),
+        ((f"{ST}Responder", f"{ST}NoPassive"), IdpRejectedRequest),
+        ((f"{ST}Requester", f"{ST}RequestUnsupported"), IdpRejectedRequest),
+        ((f"{ST}Responder", f"{ST}NoAuthnContext"), IdpRejectedRequest),
+        ((f"{ST}VersionMismatch",), IdpRejectedRequest),
+    ],
+)
+def test_saml_status_mapping(codes: tuple[str, ...], expected: type[BridgeError]) -> None:
+    rid = "_req12"
+    raw = _envelope(_response(rid, payload=None, codes=codes, message="said the IdP"))
+    with pytest.raises(expected) as info:
+        _parse(raw, rid)
+    assert type(info.value) is expected
+    if expected is IdpRejectedRequest:
+        assert codes[-1] in info.value.detail and "said the IdP" in info.value.detail
+
+
+def test_unknown_principal_and_bad_password_look_the_same() -> None:
+    rid = "_req13"
+    errors = []
+    for code in ("AuthnFailed", "UnknownPrincipal"):
+        raw = _envelope(_response(rid, payload=None, codes=(f"{ST}Responder", f"{ST}{code}")))
+        with pytest.raises(InvalidCredentials) as info:
+            _parse(raw, rid)
+        errors.append(info.value)
+    assert errors[0].to_json() == errors[1].to_json()
+
+
+def _fault(code: str, text: str) -> etree._Element:
+    fault = etree.Element(f"{S}Fault")
+    etree.SubElement(fault, "faultcode").text = code
+    etree.SubElement(fault, "faultstring").text = text
+    return fault
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Authentication failed", InvalidCredentials),
+        ("invalidUserMessage", InvalidCredentials),
+        ("Some error occurred while processing the AuthnRequest.", IdpRejectedRequest),
+        ("Client is not allowed to use ECP profile.", IdpRejectedRequest),
+    ],
+)
+def test_soap_fault(text: str, expected: type[BridgeError]) -> None:
+    with pytest.raises(expected) as info:
+        _parse(_envelope(_fault("soap11:Client", text), ecp_acs=None), "_req14")
+    assert type(info.value) is expected and text in info.value.detail
+
+
+# --- hostile or broken input ----------------------------------------------------------------
+
+
+def test_doctype_is_refused() -> None:
+    rid = "_req15"
+    raw = _envelope(_response(rid, payload=_signed_assertion(rid)))
+    hostile = raw.replace(b"?>", b'?>\n<!DOCTYPE x [<!ENTITY e "alice">]>', 1)
+    with pytest.raises(XmlRejected, match="DOCTYPE"):
+        _parse(hostile, rid)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"garbage",
+        b"\xff\xfe\x00<",
+        b"<html><body>Sign in</body></html>",
+        b'<S:Envelope xmlns:S="http://www.w3.org/2003/05/soap-envelope"><S:Body/></S:Envelope>',
+        b'<S:Envelope xmlns:S="http://schemas.xmlsoap.org/soap/envelope/"><S:Body/></S:Envelope>',
+        b'<S:Envelope xmlns:S="http://schemas.xmlsoap.org/soap/envelope/"/>',
+        b"<a>" * 10 + b"x",
+        b"<x>" + b"A" * (600 * 1024) + b"</x>",
+    ],
+)
+def test_garbage_raises_bridge_errors(raw: bytes) -> None:
+    with pytest.raises((XmlRejected, IdpProtocolError)):
+        _parse(raw, "_req16")
+
+
+def test_captured_shibboleth_shape_reaches_decryption() -> None:
+    captured = VECTORS / "ecp" / "keystone-template-saml_assertion.xml"
+    if not captured.is_file():
+        pytest.skip(f"shared vectors not found at {captured}")
+    raw = captured.read_bytes()
+    # Template placeholders: the consumer URL is literally "$destination" and the ciphertext is fake.
+    with pytest.raises(AssertionRejected) as info:
+        parse_ecp_response(
+            raw, request_id="_a07186e3992e70e92c17b9d249495643", acs_url="$destination", sp_key_pem=_sp()[0]
+        )
+    assert info.value.reason == "decryption"
+    with pytest.raises(AssertionRejected) as info:
+        parse_ecp_response(raw, request_id="_another", acs_url="$destination", sp_key_pem=_sp()[0])
+    assert info.value.reason == "in_response_to"
+
+
+def test_captured_paos_request_is_not_an_answer() -> None:
+    captured = VECTORS / "ecp" / "keystone-template-soap_response.xml"
+    if not captured.is_file():
+        pytest.skip(f"shared vectors not found at {captured}")
+    with pytest.raises(AssertionRejected) as info:
+        _parse(captured.read_bytes(), "_a07186e3992e70e92c17b9d249495643")
+    assert info.value.reason == "wrapped"
+
+
+def test_http_status_mapping() -> None:
+    assert error_for_http_status(200) is None
+    assert error_for_http_status(500) is None  # SOAP 1.1 faults come with 500: read the body
+    assert isinstance(error_for_http_status(401), InvalidCredentials)
+    assert isinstance(error_for_http_status(403), AccessDenied)
+    assert isinstance(error_for_http_status(302), IdpProtocolError)
+    assert isinstance(error_for_http_status(404), IdpRejectedRequest)
+    assert isinstance(error_for_http_status(400), IdpRejectedRequest)
+    assert isinstance(error_for_http_status(503), IdpUnreachable)
+    assert isinstance(error_for_http_status(504), IdpTimeout)
+
+
+# --- fuzz -------------------------------------------------------------------------------------
+
+_FUZZ_RID = "_fuzz"
+_XML_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), max_size=40)
+
+
+def _fuzz_seed() -> bytes:
+    return _envelope(_response(_FUZZ_RID, payload=_signed_assertion(_FUZZ_RID)))
+
+
+def _check_only_bridge_errors(raw: bytes, key: bytes | None) -> None:
+    try:
+        answer = parse_ecp_response(raw, request_id=_FUZZ_RID, acs_url=ACS, sp_key_pem=key)
+    except BridgeError as exc:
+        # The catch-all in parse_ecp_response must not be what produced it.
+        assert exc.detail != "ECP response could not be read", repr(exc.__cause__)
+    else:
+        assert isinstance(answer.response_xml, bytes)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=2048))
+def test_fuzz_random_bytes(raw: bytes) -> None:
+    _check_only_bridge_errors(raw, None)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fuzz_mutated_answers(data: st.DataObject) -> None:
+    seed = bytearray(_fuzz_seed())
+    for _ in range(data.draw(st.integers(1, 6))):
+        position = data.draw(st.integers(0, len(seed) - 1))
+        action = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        if action == "flip":
+            seed[position] = data.draw(st.integers(0, 255))
+        elif action == "cut":
+            del seed[position : position + data.draw(st.integers(1, 64))]
+        else:
+            seed[position:position] = data.draw(
+                st.sampled_from([b"<", b">", b"&", b"<!---->", b'"', b"<x/>", b"</soap11:Body>", b"\x00"])
+            )
+        if not seed:
+            break
+    _check_only_bridge_errors(bytes(seed), _sp()[0])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fuzz_mutated_encrypted_answers(data: st.DataObject) -> None:
+    encrypted = encrypt_assertion(etree.tostring(_signed_assertion(_FUZZ_RID)), _sp()[1])
+    tree = etree.fromstring(_envelope(_response(_FUZZ_RID, payload=encrypted)))
+    elements = [el for el in tree.iter() if isinstance(el.tag, str)]
+    victim = data.draw(st.sampled_from(elements))
+    action = data.draw(st.sampled_from(["drop", "text", "attr", "dup"]))
+    parent = victim.getparent()
+    if action == "drop" and parent is not None:
+        parent.remove(victim)
+    elif action == "text":
+        victim.text = data.draw(_XML_TEXT)
+    elif action == "attr" and victim.attrib:
+        name = data.draw(st.sampled_from(sorted(victim.attrib)))
+        victim.set(name, data.draw(_XML_TEXT))
+    elif action == "dup" and parent is not None:
+        parent.append(etree.fromstring(etree.tostring(victim)))
+    _check_only_bridge_errors(etree.tostring(tree), _sp()[0])
+
+
+def test_signed_authn_request_verifies_with_the_sp_certificate() -> None:
+    from cryptography import x509
+
+    from bridge.xml.signature import SignaturePolicy, verify_signed_node
+    from tests.keys import make_key_and_cert
+
+    key_pem, cert_pem = make_key_and_cert("sp-request-signer")
+    request = build_authn_request(
+        sp_entity_id="urn:sp",
+        acs_url="https://bridge.example/saml/t/acs",
+        idp_ecp_url="https://idp.example/idp/profile/SAML2/SOAP/ECP",
+        now=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        signing_key=(key_pem, cert_pem),
+    )
+    verified = verify_signed_node(
+        request.envelope,
+        request.request_id,
+        certificates=[x509.load_pem_x509_certificate(cert_pem)],
+        policy=SignaturePolicy(),
+    )
+    assert verified.element.get("ID") == request.request_id
+    assert verified.element.get("AssertionConsumerServiceURL") == "https://bridge.example/saml/t/acs"
