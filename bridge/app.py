@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from bridge.appkeys import AUDIT, CONFIG, GUARD, IDPS, LOGIN, METRICS, STORE
 from bridge.config import BridgeConfig, load_config
 from bridge.console import mount_console
-from bridge.errors import BridgeError, TemporarilyLocked
+from bridge.errors import BridgeError, RequestTimeout, TemporarilyLocked
 from bridge.idp.saml.spkeys import ensure_sp_keys
+from bridge.listeners import ListenerRunner
 from bridge.logcontext import request_id_var, setup_logging, tenant_id_var
 from bridge.login.guard import LoginGuard
 from bridge.login.service import IdpRegistry, LoginService
@@ -38,7 +41,10 @@ def error_response(exc: BridgeError) -> web.Response:
         headers["Retry-After"] = str(exc.retry_after)
     if exc.http_status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="loginbridge", charset="UTF-8"'
-    return web.json_response(exc.to_json(), status=exc.http_status, headers=headers)
+    response = web.json_response(exc.to_json(), status=exc.http_status, headers=headers)
+    if isinstance(exc, RequestTimeout):
+        response.force_close()  # a stalled body: do not wait for the rest of it
+    return response
 
 
 @web.middleware
@@ -60,7 +66,10 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
             if exc.status >= 400 and exc.content_type != "application/json":
                 codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
                 code = codes.get(exc.status, "bad_request")
-                response = web.json_response({"error": code, "message": exc.reason}, status=exc.status)
+                # aiohttp's 405 names the path's methods in Allow (RFC 9110 section 15.5.6): keep it.
+                kept = {name: exc.headers[name] for name in (hdrs.ALLOW,) if name in exc.headers}
+                response = web.json_response({"error": code, "message": exc.reason}, status=exc.status,
+                                             headers=kept)
             else:
                 raise
         except Exception:
@@ -130,16 +139,33 @@ def make_app(config: BridgeConfig) -> web.Application:
     return app
 
 
+def make_runner(app: web.Application, config: BridgeConfig, **kwargs: Any) -> ListenerRunner:
+    """The API listener's runner: the configured header deadline and idle timeout on every connection."""
+    timeouts = config.listener_timeouts
+    return ListenerRunner(app, header_timeout=timeouts.header, idle_timeout=timeouts.idle, **kwargs)
+
+
+async def serve(config: BridgeConfig, *, access_log: logging.Logger | None = None) -> None:
+    """Serve the API (and the printer, when configured) until cancelled or signalled."""
+    runner = make_runner(make_app(config), config, handle_signals=True, access_log=access_log)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, config.listen_host, config.listen_port).start()
+        log.info("loginbridge listening on http://%s:%s", config.listen_host, config.listen_port)
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
 def run(config_path: str | Path) -> int:
     """Load the configuration once, then serve until interrupted."""
     config = load_config(config_path)
     setup_logging(config.log_level)
     for warning in config.warnings:
         log.warning("%s", warning)
-    log.info("loginbridge listening on http://%s:%s", config.listen_host, config.listen_port)
     # The access log adds a second line per request (the outcome line already names the request id);
     # it runs only at DEBUG.
     access_log = logging.getLogger("aiohttp.access") if config.log_level == "DEBUG" else None
-    web.run_app(make_app(config), host=config.listen_host, port=config.listen_port, print=None,
-                access_log=access_log)
+    with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):  # SIGTERM / SIGINT: a clean stop
+        asyncio.run(serve(config, access_log=access_log))
     return 0

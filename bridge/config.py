@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import secrets
+import ssl
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -80,6 +81,8 @@ class WsTrustConfig:
     subject_claim: str
     ca_file: Path | None
     metadata_refresh: timedelta = timedelta(hours=1)  # FederationMetadata re-read (certificate rollover)
+    # SubjectConfirmationData/@Recipient a token may name (when it names one); None: applies_to.
+    recipient: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -180,6 +183,15 @@ class ConsoleUser:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ListenerTimeouts:
+    """Both listeners (device API and printer): a request's head must arrive within ``header`` seconds
+    (for the JSON endpoints, its small body too); a kept-alive connection idle for ``idle`` seconds is closed."""
+
+    header: float = 10.0
+    idle: float = 60.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ConsoleConfig:
     """The technician console at /console (``loginbridge console hash-password`` makes the hashes)."""
 
@@ -202,6 +214,7 @@ class BridgeConfig:
     audit_file: Path | None = None
     public_url: str = ""  # how IdPs and admins reach the bridge (SP metadata, ACS URLs)
     console: ConsoleConfig | None = None
+    listener_timeouts: ListenerTimeouts = field(default_factory=ListenerTimeouts)
 
     def tenant(self, tenant_id: str) -> TenantConfig:
         """The tenant with this id; an unknown id is a request error listing the known ones."""
@@ -432,12 +445,18 @@ def load_config(path: Path | str, *, require_files: bool = True) -> BridgeConfig
     root = _Map(src, _read_yaml(src), "", _MAIN_KEYS)
 
     host, port = "127.0.0.1", 8080
-    listen = root.sub("listen", ("host", "port"))
+    timeouts = ListenerTimeouts()
+    listen = root.sub("listen", ("host", "port", "header_timeout_seconds", "idle_timeout_seconds"))
     if listen is not None:
         if (node := listen.get("host")) is not None:
             host = _str(listen, "host", node)
         if (node := listen.get("port")) is not None:
             port = _int(listen, "port", node, 0, 65535)
+        header = timeouts.header if (node := listen.get("header_timeout_seconds")) is None else _number(
+            listen, "header_timeout_seconds", node, 0, 300)
+        idle = timeouts.idle if (node := listen.get("idle_timeout_seconds")) is None else _number(
+            listen, "idle_timeout_seconds", node, 0, 3600)
+        timeouts = ListenerTimeouts(header=header, idle=idle)
 
     state_dir = _path(root, "state_dir", root.require("state_dir"))
     try:
@@ -497,6 +516,7 @@ def load_config(path: Path | str, *, require_files: bool = True) -> BridgeConfig
         log_level=log_level,
         warnings=tuple(warnings),
         console=_console(root.sub("console", ("users",))),
+        listener_timeouts=timeouts,
     )
 
 
@@ -660,7 +680,7 @@ _THROTTLE_KEYS = ("user_failures", "device_failures", "source_failures", "window
                   "stale_password_ttl_seconds", "spray_distinct_users", "spray_window_seconds")
 _WSTRUST_KEYS = ("adfs_url", "endpoint", "version", "applies_to", "token_type", "issuer",
                  "signing_certificates", "federation_metadata", "signature_algorithms",
-                 "clock_skew_seconds", "subject_claim", "ca_file", "metadata_refresh_seconds")
+                 "clock_skew_seconds", "subject_claim", "ca_file", "metadata_refresh_seconds", "recipient")
 _SAML2_KEYS = ("metadata_file", "metadata_url", "entity_id", "ecp_url", "signing_certificates",
                "sp_entity_id", "clock_skew_seconds", "subject_claim", "signature_algorithms", "ca_file",
                "acs_url", "metadata_refresh_seconds", "sign_requests")
@@ -808,7 +828,23 @@ def _common_idp(m: _Map, require_files: bool, warnings: list[str]) -> tuple[
     ca_file: Path | None = None
     if (node := m.get("ca_file")) is not None:
         ca_file = _existing_file(m, "ca_file", node, require_files, warnings)
+        if ca_file.is_file():
+            _check_ca_file(m, node, ca_file)
     return tuple(certs), tuple(algorithms), skew, ca_file
+
+
+def _check_ca_file(m: _Map, node: yaml.Node, file: Path) -> None:
+    """The file must load as TLS trust anchors (PEM certificates), or logins could never verify the IdP."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # no system store: only this file is read
+    try:
+        context.load_verify_locations(cafile=str(file))
+    except ssl.SSLError as exc:
+        problem = ("holds no PEM certificate (BEGIN CERTIFICATE block)" if exc.reason == "NO_CERTIFICATE_OR_CRL_FOUND"
+                   else f"is not readable as PEM certificates ({exc.reason or exc.strerror or exc})")
+        raise m.src.err(f"{file} {problem}", m.key("ca_file"), node) from exc
+    except (OSError, ValueError) as exc:
+        raise m.src.err(f"cannot read {file} ({getattr(exc, 'strerror', None) or exc})", m.key("ca_file"),
+                        node) from exc
 
 
 def _existing_file(m: _Map, name: str, node: yaml.Node, require_files: bool, warnings: list[str]) -> Path:
@@ -850,6 +886,7 @@ def _wstrust(m: _Map, require_files: bool, warnings: list[str]) -> WsTrustConfig
             raise src.err(f'must be "1.3", "2005" or auto, got {raw!r}', m.key("version"), node) from exc
 
     applies_to = _str(m, "applies_to", m.require("applies_to"))
+    recipient = None if (node := m.get("recipient")) is None else _str(m, "recipient", node)
     token_type = TokenTypeSetting.SAML2
     if (node := m.get("token_type")) is not None:
         token_type = TokenTypeSetting(_choice(m, "token_type", node, [t.value for t in TokenTypeSetting]))
@@ -866,6 +903,7 @@ def _wstrust(m: _Map, require_files: bool, warnings: list[str]) -> WsTrustConfig
         endpoint=endpoint,
         version=version,
         applies_to=applies_to,
+        recipient=recipient,
         token_type=token_type,
         issuer=issuer,
         signing_certificates=certs,
@@ -964,7 +1002,8 @@ def summarize(config: BridgeConfig) -> str:
     """A human summary: tenants, endpoints, pinned certificates; never secrets."""
     lines = [
         f"config: {config.source}",
-        f"listen: {config.listen_host}:{config.listen_port}",
+        f"listen: {config.listen_host}:{config.listen_port} (request head within "
+        f"{config.listener_timeouts.header:g} s, idle connections closed after {config.listener_timeouts.idle:g} s)",
         f"state_dir: {config.state_dir}",
         f"session ttl: {int(config.session_ttl.total_seconds())} s",
         f"idp client: connect {config.idp_client.connect_timeout:g} s, "
@@ -985,6 +1024,8 @@ def summarize(config: BridgeConfig) -> str:
             lines.append(f"    adfs_url: {w.adfs_url or '-'}  endpoint: {w.endpoint or '(discover)'}")
             lines.append(f"    version: {w.version.value}  token: {w.token_type.value}  "
                          f"applies_to: {w.applies_to}")
+            if w.recipient is not None:
+                lines.append(f"    recipient: {w.recipient}")
             lines.append(f"    issuer: {w.issuer or '(from federation metadata)'}  "
                          f"federation_metadata: {'yes' if w.federation_metadata else 'no'}")
             lines.append(f"    algorithms: {', '.join(w.signature_algorithms)}  "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bridge.app import make_app
+from bridge.app import make_app, make_runner
 from bridge.config import BridgeConfig, load_config
 from bridge.idpsim.config import load_config as load_sim_config
 from bridge.idpsim.server import run_simulator
@@ -128,7 +128,7 @@ async def serve_demo(config_path: Path, sim_users: Path, seed_dir: Path, sim_por
             log.warning("%s", warning)
         with Store.open(config.state_dir) as store:
             seed(config, store, seed_dir)
-        runner = web.AppRunner(make_app(config))
+        runner = make_runner(make_app(config), config)
         await runner.setup()
         site = web.TCPSite(runner, config.listen_host, config.listen_port)
         await site.start()

@@ -18,7 +18,14 @@ ADMIN_DETAIL: dict[str, str] = {
     "config_error": "Start-up only, never sent to a device: the message names the file, key and line to fix.",
     "bad_request": "The client sent malformed JSON or a missing field; the `detail` field says which.",
     "email_required": "The user typed a user name; SSO sign-in at devices needs the email address.",
+    "invalid_request": "A field held text no system can carry (lone UTF-16 surrogates, NUL or other control "
+                       "characters): a broken client or a probe. The attempt is audited with those characters "
+                       "escaped as `\\uXXXX`.",
+    "request_timeout": "The client sent its headers but not its JSON body within `listen.header_timeout_seconds`; "
+                       "a slow or stalled client (the connection is closed).",
     "payload_too_large": "The body exceeds the limit (16 KiB of JSON); a misbehaving client.",
+    "unsupported_media_type": "A JSON endpoint got a body without `Content-Type: application/json` "
+                              "(a `charset` other than utf-8 is refused too): fix the client's request.",
     "device_unauthorized": "Unknown device id, wrong or rotated secret, or a disabled device. "
                            "Check `loginbridge devices list`; re-enter the secret after `rotate-secret`.",
     "wrong_mode": "The device called the endpoint of a mode it is not enrolled in; fix the device's "
@@ -31,9 +38,17 @@ ADMIN_DETAIL: dict[str, str] = {
     "user_not_provisioned": "No such account in the tenant (SSO never creates users): import or add the user. "
                             "Also answered when a device of one tenant names a user of another.",
     "user_disabled": "The account is disabled in the tenant (`loginbridge users list`).",
-    "invalid_credentials": "The IdP refused the password (AD FS ID3242), or the stale-password guard refused "
-                           "a password the IdP already rejected (no IdP call; audit shows it).",
-    "access_denied": "The IdP's issuance rules refused the user (AD FS MSIS7068), e.g. disabled in AD.",
+    "invalid_credentials": "The IdP refused the password or the email (AD FS ID3242; SAML AuthnFailed, "
+                           "UnknownPrincipal or NoPassive; SimpleSAMLphp WRONGUSERPASS; HTTP 401), or the "
+                           "stale-password guard refused a password the IdP already rejected (no IdP call; audit "
+                           "shows it).",
+    "access_denied": "The IdP refused the account: issuance rules (AD FS MSIS7068), SAML RequestDenied, HTTP 403, "
+                     "or a locked, disabled or expired account. Counts toward the throttles like a wrong password, "
+                     "and the stale-password guard answers the same pair locally for `stale_password_ttl_seconds`.",
+    "idp_refused": "The IdP refused the sign-in with an answer the bridge cannot classify (e.g. AD FS MSIS3127, a "
+                   "bare SAML Responder status, an unknown SOAP fault); the log line of the attempt has the IdP's "
+                   "codes and text. It counts toward the throttles (fail closed) but is not remembered as a stale "
+                   "password. If it keeps coming, the IdP administrator can say what it means.",
     "temporarily_locked": "Per-user, per-device or per-source throttle (tenant `throttle:`), kept below the "
                           "IdP's lockout threshold; answered with Retry-After and no IdP call.",
     "device_throttled": "Spray detection: one device or source failed for many distinct users within "
@@ -41,10 +56,15 @@ ADMIN_DETAIL: dict[str, str] = {
     "password_login_unsupported": "The tenant's protocol or IdP cannot check passwords (e.g. SAML without ECP).",
     "idp_error": "Generic IdP failure (base of the codes below).",
     "idp_not_whitelisted": "The IdP resolved to an address outside `idp_whitelist`; the log names the CIDR to add.",
-    "idp_unreachable": "Connection refused, TLS failure, or an HTTP error from the IdP.",
+    "idp_unreachable": "Connection refused, TLS failure, or an HTTP error page from the IdP (5xx without a SOAP "
+                       "answer; the detail names the HTTP status, content type and size).",
     "idp_timeout": "The IdP did not answer within `idp_client.timeout_seconds`.",
-    "idp_rejected_request": "The IdP refused the request itself (wrong AppliesTo ID3082, MSIS3127): a tenant "
-                            "configuration problem.",
+    "idp_rejected_request": "The IdP refused the request itself: a configuration problem (ECP not enabled for the "
+                            "SP or at the URL, unsupported binding or NameID policy, WS-Security header or clock "
+                            "refused); the detail has the IdP's answer.",
+    "sp_not_registered": "The IdP does not know this bridge. SAML: register the SP metadata served at "
+                         "`GET /saml/{tenant}/metadata` at the IdP (Keycloak: a SAML client with ECP allowed). "
+                         "WS-Trust: add a relying party trust at AD FS whose identifier is the tenant's `applies_to`.",
     "idp_protocol_error": "The IdP's answer could not be read (malformed, DOCTYPE, too large).",
     "assertion_invalid": "The signed token failed validation (signature, issuer, audience, time, subject); "
                          "the log says which check.",

@@ -14,7 +14,10 @@ into these at one boundary each, with ``raise ... from exc``.
     ├── ConfigError                     (start-up only; names file, key, line)
     ├── RequestError                    400 bad_request
     │   ├── EmailRequired               400 email_required
-    │   └── PayloadTooLarge             413 payload_too_large
+    │   ├── InvalidText                 400 invalid_request
+    │   ├── RequestTimeout              408 request_timeout
+    │   ├── PayloadTooLarge             413 payload_too_large
+    │   └── UnsupportedMediaType        415 unsupported_media_type
     ├── DeviceAuthError                 401 device_unauthorized
     │   ├── WrongMode                   403 wrong_mode
     │   └── SourceNotAllowed            403 source_not_allowed
@@ -25,6 +28,7 @@ into these at one boundary each, with ``raise ... from exc``.
     │   ├── UserDisabled                403 user_disabled
     │   ├── InvalidCredentials          401 invalid_credentials
     │   ├── AccessDenied                403 access_denied
+    │   ├── IdpRefused                  403 idp_refused
     │   ├── TemporarilyLocked           429 temporarily_locked
     │   │   └── DeviceThrottled         429 device_throttled
     │   └── PasswordLoginUnsupported    403 password_login_unsupported
@@ -33,10 +37,12 @@ into these at one boundary each, with ``raise ... from exc``.
     │   ├── IdpUnreachable              502 idp_unreachable
     │   ├── IdpTimeout                  504 idp_timeout
     │   ├── IdpRejectedRequest          502 idp_rejected_request
+    │   │   └── SpNotRegistered         502 sp_not_registered
     │   └── IdpProtocolError            502 idp_protocol_error
     │       ├── XmlRejected             502 idp_protocol_error
     │       └── AssertionRejected       502 assertion_invalid
     └── StoreError                      500 store_error
+        └── StoreConflict               500 store_error  (a unique key already taken)
 """
 
 from __future__ import annotations
@@ -111,11 +117,38 @@ class EmailRequired(RequestError):
     expose_detail = False
 
 
+class InvalidText(RequestError):
+    """A field holds code points no text can carry: lone surrogates, NUL, other control characters.
+
+    They cannot be encoded as UTF-8 or placed in XML (XML 1.0 section 2.2, ``Char``), so
+    no IdP could ever check them; the field is named, the offending text is not.
+    """
+
+    code = "invalid_request"
+    panel_message = "The sign-in details contain characters that cannot be used."
+
+
+class RequestTimeout(RequestError):
+    """The client did not send its (small) request body within the listener's header timeout."""
+
+    code = "request_timeout"
+    http_status = 408
+    panel_message = "The request took too long to arrive. Try again."
+
+
 class PayloadTooLarge(RequestError):
     code = "payload_too_large"
     http_status = 413
     ipp_status = IPP_CLIENT_TOO_LARGE
     panel_message = "The request is too large."
+
+
+class UnsupportedMediaType(RequestError):
+    """A JSON endpoint was sent a body that is not ``application/json`` (UTF-8)."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+    panel_message = "The request was sent in a format the sign-in service does not accept."
 
 
 class DeviceAuthError(BridgeError):
@@ -176,8 +209,22 @@ class InvalidCredentials(LoginRefused):
 
 
 class AccessDenied(LoginRefused):
+    """The IdP refused the account itself: disabled, locked, expired or denied by its rules."""
+
     code = "access_denied"
     panel_message = "Your company's sign-in service refused access for this account."
+
+
+class IdpRefused(LoginRefused):
+    """The IdP refused this sign-in with an answer the bridge cannot classify.
+
+    It counts toward the lockout throttles like a wrong password (fail closed),
+    but the panel does not claim the password was wrong.
+    """
+
+    code = "idp_refused"
+    panel_message = ("Your company's sign-in service refused this sign-in. Check your details, or contact "
+                     "your administrator if it keeps happening.")
 
 
 class TemporarilyLocked(LoginRefused):
@@ -224,6 +271,14 @@ class IdpRejectedRequest(IdpError):
     panel_message = "Your company's sign-in service refused the request. Contact your administrator."
 
 
+class SpNotRegistered(IdpRejectedRequest):
+    """The IdP does not know this bridge: no SAML SP registration, or no relying party trust for ``applies_to``."""
+
+    code = "sp_not_registered"
+    panel_message = ("Sign-in from this device is not yet registered with your company's sign-in service. "
+                     "Contact your administrator.")
+
+
 class IdpProtocolError(IdpError):
     code = "idp_protocol_error"
     panel_message = "Your company's sign-in service gave an answer that could not be read."
@@ -246,6 +301,14 @@ class AssertionRejected(IdpProtocolError):
 
 class StoreError(BridgeError):
     code = "store_error"
+
+
+class StoreConflict(StoreError):
+    """A write broke a unique constraint (primary key or UNIQUE): the row is already there.
+
+    Raised by ``bridge.state.db`` on both engines, so the store can tell "already exists"
+    from a failing database; the store normally answers with its own error instead.
+    """
 
 
 class DeviceThrottled(TemporarilyLocked):

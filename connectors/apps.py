@@ -13,7 +13,7 @@ from aiohttp import web
 
 from bridge.appkeys import LOGIN
 from bridge.login.guard import LoginMode
-from connectors.http import login_response, read_json_object, source_address, string_field
+from connectors.http import login_response, password_fields, read_json_object, source_address
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,7 @@ async def app_login(request: web.Request) -> web.Response:
     with login.attempt(mode=LoginMode.APP, source=source_address(request)) as attempt:
         attempt.check_actor()
         body = await read_json_object(request)
-        email = string_field(body, "email")
-        password = string_field(body, "password")
+        email, password = password_fields(body, attempt)
         outcome = await login.password_login(identifier=email, password=password, device=None, attempt=attempt)
     log.info("app login succeeded")
     return login_response(outcome)

@@ -1,7 +1,17 @@
-"""Small helpers shared by the device-facing handlers."""
+"""Small helpers shared by the device-facing handlers.
+
+JSON bodies are taken as networks deliver them: only ``application/json``
+(a ``charset`` parameter, if any, must be utf-8), read to the end however many
+TCP segments or chunks they come in, at most :data:`MAX_JSON_BYTES`, within
+the listener's header timeout; then strictly UTF-8, one JSON object.  A
+string field holding code points no text can carry is refused as
+``invalid_request``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import json
 from datetime import UTC, datetime
@@ -12,12 +22,26 @@ from aiohttp import web
 from bridge.appkeys import CONFIG, STORE
 from bridge.basicauth import parse_basic
 from bridge.config import IPNetwork
-from bridge.errors import DeviceAuthError, PayloadTooLarge, RequestError, SourceNotAllowed, WrongMode
+from bridge.errors import (
+    DeviceAuthError,
+    EmailRequired,
+    InvalidText,
+    PayloadTooLarge,
+    RequestError,
+    RequestTimeout,
+    SourceNotAllowed,
+    UnsupportedMediaType,
+    WrongMode,
+)
 from bridge.login.guard import Attempt
-from bridge.login.service import LoginOutcome
+from bridge.login.service import NOT_XML_CHAR, LoginOutcome, split_email
+from bridge.state.audit import audit_text
 from bridge.state.store import Device, DeviceMode
 
 MAX_JSON_BYTES = 16 * 1024
+JSON_MEDIA_TYPE = "application/json"
+MAX_EMAIL_CHARS = 254  # RFC 5321 section 4.5.3.1.3: a path is at most 256 octets, with its angle brackets
+
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -76,15 +100,44 @@ def authenticate_device(request: web.Request, attempt: Attempt | None = None) ->
     return device
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any]:
+def _require_json(request: web.Request) -> None:
+    charset = request.charset
+    if request.content_type != JSON_MEDIA_TYPE or (charset is not None and charset.lower() != "utf-8"):
+        shown = request.content_type + (f"; charset={charset}" if charset else "")
+        raise UnsupportedMediaType(f"the body must be {JSON_MEDIA_TYPE} (UTF-8), not {shown[:80]!r}")
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The whole body, whatever segments or chunks it arrives in; capped, and due within the header timeout."""
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
         raise PayloadTooLarge(f"body of {request.content_length} bytes")
-    raw = await request.content.read(MAX_JSON_BYTES + 1)
-    if len(raw) > MAX_JSON_BYTES:
-        raise PayloadTooLarge("body over the limit")
+    timeout = request.app[CONFIG].listener_timeouts.header
+    raw = bytearray()
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        async with asyncio.timeout(timeout):
+            # read(n) answers as soon as some bytes are there: loop to the end of the body.
+            while chunk := await request.content.read(MAX_JSON_BYTES + 1 - len(raw)):
+                raw += chunk
+                if len(raw) > MAX_JSON_BYTES:
+                    raise PayloadTooLarge("body over the limit")
+    except TimeoutError as exc:
+        raise RequestTimeout(f"{len(raw)} bytes of the body arrived within {timeout:g} s") from exc
+    except (web.RequestPayloadError, ConnectionError) as exc:
+        raise RequestError("the body could not be read (malformed chunked encoding or a closed connection)") from exc
+    return bytes(raw)
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request's body as a JSON object (see the module docstring for what is accepted)."""
+    _require_json(request)
+    raw = await _read_body(request)
+    try:
+        text = raw.decode("utf-8")  # RFC 8259 section 8.1: JSON between systems is UTF-8
+    except UnicodeDecodeError as exc:
+        raise RequestError("the body is not UTF-8") from exc
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
         raise RequestError("the body is not valid JSON") from exc
     if not isinstance(body, dict):
         raise RequestError("the body must be a JSON object")
@@ -95,9 +148,31 @@ def string_field(body: dict[str, Any], name: str, *, max_chars: int | None = Non
     value = body.get(name)
     if not isinstance(value, str):
         raise RequestError(f"field '{name}' is required and must be a string")
+    if NOT_XML_CHAR.search(value):
+        # The text itself is neither answered nor logged: it may be (part of) a password.
+        raise InvalidText(f"field '{name}' holds characters no text can carry (NUL, control characters "
+                          "or lone surrogates)")
     if max_chars is not None and len(value) > max_chars:
         raise RequestError(f"field '{name}' is longer than {max_chars} characters")
     return value
+
+
+def password_fields(body: dict[str, Any], attempt: Attempt) -> tuple[str, str]:
+    """The email and password of a password login.
+
+    The email is noted on the attempt first, so that a request refused here
+    (characters no text can carry, in either field) is still audited under the
+    address it named, written the audit's way (``\\uXXXX`` for what cannot be
+    text).  Only a value with the shape of an email address is noted: anything
+    else may be a password typed into the wrong field.
+    """
+    typed = body.get("email")
+    if isinstance(typed, str) and len(typed) <= MAX_EMAIL_CHARS:
+        with contextlib.suppress(EmailRequired):
+            attempt.email, _ = split_email(audit_text(typed))
+    email = string_field(body, "email", max_chars=MAX_EMAIL_CHARS)
+    password = string_field(body, "password")  # its length is the login service's rule
+    return email, password
 
 
 def iso(when: datetime) -> str:

@@ -23,7 +23,14 @@ from bridge.logcontext import tenant_id_var
 from bridge.login.guard import LoginMode
 from bridge.login.service import split_email
 from bridge.state.store import DeviceMode
-from connectors.http import enrolled_device, login_response, read_json_object, source_address, string_field
+from connectors.http import (
+    enrolled_device,
+    login_response,
+    password_fields,
+    read_json_object,
+    source_address,
+    string_field,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +88,7 @@ async def user_prompt(request: web.Request) -> web.Response:
     with login.attempt(mode=LoginMode.USER_PROMPT, source=source_address(request)) as attempt:
         device = enrolled_device(request, attempt, DeviceMode.USER_PROMPT)
         body = await read_json_object(request)
-        email = string_field(body, "email")
-        password = string_field(body, "password")
+        email, password = password_fields(body, attempt)
         outcome = await login.password_login(identifier=email, password=password, device=device, attempt=attempt)
     log.info("user-prompt login succeeded on device %s", device.device_id)
     return login_response(outcome)

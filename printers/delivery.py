@@ -6,6 +6,15 @@ after ``max_attempts`` failures.  Every attempt carries the job's idempotency
 key, so a delivery interrupted by a crash and repeated after restart is
 recognised by the receiver.  The spool file is removed once the job is
 finished either way (documents are personal data: no retention here).
+
+Order at the end of a job: the final state is committed first, the spool file
+removed second.  A crash between the two leaves a finished job and a file
+that nothing needs; the next start removes it (the spool keeps only the files
+of unfinished jobs).  The reverse order would turn a delivered job into
+'aborted' after a restart (its document gone, its row still 'processing').
+A job whose document is missing although it is unfinished is checked with the
+sink (the outbox knows its idempotency keys) and otherwise aborted at once,
+naming the missing file: retrying cannot bring it back.
 """
 
 from __future__ import annotations
@@ -97,6 +106,10 @@ class DeliveryManifest:
 class Sink(Protocol):
     async def deliver(self, manifest: DeliveryManifest, document: Path) -> None: ...
 
+    async def delivered(self, manifest: DeliveryManifest) -> bool:
+        """Whether this sink is known to hold the job already (False when it cannot tell)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -139,7 +152,13 @@ class OutboxSink:
         try:
             await asyncio.to_thread(work)
         except OSError as exc:
-            raise DeliveryFailed(f"outbox {self.directory}: {exc.strerror}") from exc
+            # exc.filename is the path that failed: the spool document or a file of the outbox
+            raise DeliveryFailed(f"outbox {self.directory}: {exc.strerror}: {exc.filename}") from exc
+
+    async def delivered(self, manifest: DeliveryManifest) -> bool:
+        """The manifest is written last: its presence means the whole job is in the outbox."""
+        path = self.directory / f"{manifest.idempotency_key}.json"
+        return await asyncio.to_thread(path.is_file)
 
     async def close(self) -> None:
         return None
@@ -161,7 +180,11 @@ class HttpsSink:
         form.add_field("user_email", manifest.user_email)
         form.add_field("job", manifest.to_json(), content_type="application/json")
         try:
-            with document.open("rb") as handle:
+            handle = document.open("rb")
+        except OSError as exc:
+            raise DeliveryFailed(f"cannot read the spool file {document}: {exc.strerror}") from exc
+        try:
+            with handle:
                 form.add_field("document", handle, filename=document.name, content_type=manifest.document_format)
                 async with self._session.post(self.url, data=form, ssl=self._ssl,
                                               headers={"Idempotency-Key": manifest.idempotency_key}) as resp:
@@ -169,6 +192,10 @@ class HttpsSink:
                         raise DeliveryFailed(f"platform answered HTTP {resp.status}")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise DeliveryFailed(f"platform unreachable: {type(exc).__name__}") from exc
+
+    async def delivered(self, manifest: DeliveryManifest) -> bool:
+        """The platform recognises a repeated Idempotency-Key, but cannot be asked without the document."""
+        return False
 
     async def close(self) -> None:
         if self._session is not None:
@@ -232,9 +259,9 @@ class DeliveryWorker:
     async def run_once(self) -> None:
         now = datetime.now(UTC)
         for job in self.jobs.stale_incoming(now - timedelta(seconds=MULTIPLE_OPERATION_TIME_OUT)):
-            self.spool.remove(job.document_file)
             self.jobs.update(job, state=JobState.ABORTED, incoming=False, reasons=("aborted-by-system",),
                              message="No Close-Job or last document in time.", completed_at=now)
+            self.spool.remove(job.document_file)
         while due := self.jobs.due(datetime.now(UTC)):
             for job in due:
                 await self.deliver(job)
@@ -244,23 +271,45 @@ class DeliveryWorker:
         job = self.jobs.update(job, state=JobState.PROCESSING, reasons=("job-printing",),
                                message="Delivering to the platform.", processing_at=job.processing_at or now)
         assert job.document_file is not None
+        manifest = DeliveryManifest.of(job)
+        document = self.spool.path(job.document_file)
+        if not await asyncio.to_thread(document.is_file):
+            return await self._document_missing(job, manifest, document)
         try:
-            await self.sink.deliver(DeliveryManifest.of(job), self.spool.path(job.document_file))
+            await self.sink.deliver(manifest, document)
         except DeliveryFailed as exc:
             return self._failed(job, exc)
-        self.spool.remove(job.document_file)
         log.info("print job %s delivered for %s", job.job_id, job.owner.email)
-        return self.jobs.update(job, state=JobState.COMPLETED, reasons=("job-completed-successfully",),
-                                message="Delivered.", completed_at=datetime.now(UTC))
+        job = self.jobs.update(job, state=JobState.COMPLETED, reasons=("job-completed-successfully",),
+                               message="Delivered.", completed_at=datetime.now(UTC))
+        self.spool.remove(job.document_file)  # after the commit: see the module docstring
+        return job
+
+    async def _document_missing(self, job: Job, manifest: DeliveryManifest, document: Path) -> Job:
+        """An unfinished job without its spool file: delivered before a crash, or lost."""
+        now = datetime.now(UTC)
+        try:
+            delivered = await self.sink.delivered(manifest)
+        except OSError:
+            delivered = False
+        if delivered:
+            log.info("print job %s: already delivered (idempotency key %s); recorded as completed", job.job_id,
+                     job.idempotency_key)
+            return self.jobs.update(job, state=JobState.COMPLETED, reasons=("job-completed-successfully",),
+                                    message="Delivered.", completed_at=now)
+        log.warning("print job %s aborted: its spool file %s is missing", job.job_id, document)
+        return self.jobs.update(job, state=JobState.ABORTED, reasons=("aborted-by-system",),
+                                message="The document was lost before delivery.", completed_at=now)
 
     def _failed(self, job: Job, exc: DeliveryFailed) -> Job:
         attempts = job.attempts + 1
         now = datetime.now(UTC)
         if attempts >= self.config.max_attempts:
             log.warning("print job %s aborted after %s failed deliveries: %s", job.job_id, attempts, exc.detail)
+            job = self.jobs.update(job, attempts=attempts, state=JobState.ABORTED, reasons=("aborted-by-system",),
+                                   message=f"Delivery failed {attempts} times.", completed_at=now)
             self.spool.remove(job.document_file)
-            return self.jobs.update(job, attempts=attempts, state=JobState.ABORTED, reasons=("aborted-by-system",),
-                                    message=f"Delivery failed {attempts} times.", completed_at=now)
+            return job
         delay = self.config.backoff_seconds * 2 ** (attempts - 1)
         log.info("print job %s delivery attempt %s failed (%s); retry in %.1f s", job.job_id, attempts,
                  exc.detail, delay)

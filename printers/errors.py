@@ -97,6 +97,24 @@ class PrintAuthRequired(BridgeError):
     panel_message = "Sign in with your email address and password to print."
 
 
+class PrinterBusy(BridgeError):
+    """Too many requests without credentials right now: HTTP 503 with Retry-After, before the body is read.
+
+    Clients treat it as server-error-busy (RFC 8011 section 4.1.6.3): they back off and send again.
+    """
+
+    code = "printer_busy"
+    http_status = 503
+    ipp_status = IppStatus.ERROR_BUSY
+    panel_message = "The printer is busy. Try again in a moment."
+
+    def __init__(self, detail: str, *, retry_after: int = 1, hold: float = 0.0) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+        self.hold = hold
+        """Seconds to wait before answering (a sender looping on refusals gets them no faster)."""
+
+
 class DeliveryFailed(BridgeError):
     """One delivery attempt failed; the worker retries with backoff."""
 

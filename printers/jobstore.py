@@ -234,5 +234,12 @@ class JobStore:
         return [_row(r) for r in rows]
 
     def referenced_files(self) -> set[str]:
-        rows = self._query("SELECT document_file FROM jobs WHERE document_file IS NOT NULL")
+        """Spool files still needed: those of unfinished jobs.
+
+        A finished job's row keeps its file name (number-of-documents), but the
+        file itself may be left only by a crash between the final commit and
+        its removal; the spool removes it at start-up.
+        """
+        rows = self._query("SELECT document_file FROM jobs WHERE document_file IS NOT NULL AND state < ?",
+                           (int(JobState.CANCELED),))
         return {r[0] for r in rows}

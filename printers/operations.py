@@ -323,10 +323,11 @@ class Printer:
             raise IppNotPossible(f"job {job.job_id} is already finished")
         if job.state == JobState.PROCESSING:
             raise IppNotPossible(f"job {job.job_id} is being delivered")
-        self.spool.remove(job.document_file)
         log.info("print job %s canceled by its owner", job.job_id)
-        return self.jobs.update(job, state=JobState.CANCELED, incoming=False, reasons=("job-canceled-by-user",),
-                                message="Canceled by the user.", completed_at=datetime.now(UTC))
+        job = self.jobs.update(job, state=JobState.CANCELED, incoming=False, reasons=("job-canceled-by-user",),
+                               message="Canceled by the user.", completed_at=datetime.now(UTC))
+        self.spool.remove(job.document_file)  # after the commit, as the delivery worker does
+        return job
 
     async def cancel_job(self, req: PrintRequest, owner: Owner | None, endpoint: Endpoint,
                          document: Document) -> IppReply:

@@ -9,6 +9,16 @@ attributes-only request such as Get-Printer-Attributes, which driverless
 clients send before they know whom to ask) is let through; the operation then
 decides.  IdP outages and lockouts become IPP statuses, not 401s.
 
+A request without verified credentials, with or without ``Expect``, is held
+to a small budget (:data:`UNAUTHENTICATED_LIMITS`: bytes, attributes and
+values, counted by the decoder): a larger Content-Length is answered 401
+before any byte is read, and an attribute section past the budget is 401 for
+an operation that needs credentials anyway, client-error-request-entity-too-large
+for a public one.  Such requests also share one rate for the whole printer
+(:mod:`printers.lane`): past it they wait their turn, or get 503 when it is
+too far.  Every attribute section, authenticated or not, is decoded in steps
+of a hundred-odd values with the event loop let in between.
+
 The document is never held in memory: the attribute section is decoded from
 a bounded prefix, and the rest of the body streams to the spool.
 """
@@ -27,16 +37,17 @@ from dataclasses import dataclass
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 from aiohttp.streams import StreamReader
-from pyipp.enums import IppStatus
+from pyipp.enums import IppOperation
 
 from bridge.appkeys import LOGIN
 from bridge.config import BridgeConfig, PrinterConfig
 from bridge.errors import BridgeError
+from bridge.listeners import ListenerRunner
 from bridge.logcontext import request_id_var, tenant_id_var
 from bridge.login.service import LoginService
 from printers.auth import PrintAuthenticator, asks_for_credentials
 from printers.delivery import DeliveryWorker, make_sink
-from printers.errors import IppOperationError, PrintAuthRequired
+from printers.errors import IppOperationError, PrintAuthRequired, PrinterBusy
 from printers.icons import ICON_PATH, make_icons
 from printers.identity import load_printer_uuid
 from printers.ipp import (
@@ -47,22 +58,32 @@ from printers.ipp import (
     IppIncomplete,
     IppMessage,
     IppParseError,
+    IppTooLarge,
+    IppValueTooLong,
+    Limits,
     ValueTag,
-    decode_attributes,
+    decode_attributes_in_steps,
     encode,
 )
 from printers.jobs import Owner
 from printers.jobstore import JobStore
+from printers.lane import Lane
 from printers.operations import Endpoint, IppReply, Printer
-from printers.request_checks import check_request
+from printers.request_checks import PUBLIC_OPERATIONS, check_request
 from printers.spool import Spool
 
 log = logging.getLogger(__name__)
 
 RESOURCE = "/ipp/print"
 IPP_CONTENT_TYPE = "application/ipp"
-SMALL_BODY = 64 * 1024
+UNAUTHENTICATED_BYTES = 16 * 1024
 """Largest body accepted without credentials: attributes only, never a document."""
+UNAUTHENTICATED_LIMITS = Limits(max_attributes_bytes=UNAUTHENTICATED_BYTES, max_attributes=128, max_values=512)
+"""What a request without verified credentials may make the decoder do.  A driverless
+client's Get-Printer-Attributes (ipptool, CUPS, Windows, macOS) is under 2 KiB and
+100 values; more than this is either a print job (it needs credentials) or an attack."""
+DECODE_STEP_VALUES = 128
+"""Values decoded between two turns of the event loop (about 0.5 ms of CPU)."""
 CHALLENGE = 'Basic realm="loginbridge", charset="UTF-8"'
 ANONYMOUS_TENANT = "-"
 _HOST = re.compile(r"^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$")
@@ -73,6 +94,8 @@ class PrinterRuntime:
     printer: Printer
     auth: PrintAuthenticator | None
     """None only when started with ``auth_required=False`` (benchmarks); never from configuration."""
+    lane: Lane
+    """The rate that requests without verified credentials share."""
 
 
 RUNTIME = web.AppKey("printer_runtime", PrinterRuntime)
@@ -106,21 +129,53 @@ def unauthorized() -> web.Response:
     return resp
 
 
-async def _authenticate(request: web.Request, rt: PrinterRuntime, *, before_body: bool) -> web.Response | None:
-    """Check the credentials once per request; a Response means: answer this now."""
+def busy(exc: PrinterBusy) -> web.Response:
+    """503 with Retry-After and ``Connection: close``, before any byte of the body is read."""
+    resp = web.Response(status=503, text="The printer is busy; try again.\n",
+                        headers={hdrs.RETRY_AFTER: str(exc.retry_after)})
+    resp.force_close()
+    return resp
+
+
+async def _turn(rt: PrinterRuntime) -> web.Response | None:
+    """Wait for this request's turn in the lane (a sleep, no CPU); a 503 to send when it is too far away."""
+    try:
+        wait = rt.lane.admit()
+    except PrinterBusy as exc:
+        log.info("print request without credentials refused: %s", exc.detail)
+        await asyncio.sleep(exc.hold)
+        return busy(exc)
+    if wait:
+        await asyncio.sleep(wait)
+    return None
+
+
+async def _authenticate(request: web.Request, rt: PrinterRuntime, *, expecting: bool) -> web.Response | None:
+    """Check the credentials once per request, before any byte of the body; a Response means: answer this now.
+
+    A request that ends without verified credentials (none, refused, or not
+    checkable while the IdP is down) takes its turn in the lane first, 401s
+    included: a sender looping on cheap refusals is paced like the others.
+    ``expecting``: the client waits for 100 Continue, so a chunked body without
+    credentials can be refused before it is sent.
+    """
     request[_AUTH_DONE] = True
     if rt.auth is None:
         return None
     header = request.headers.get(hdrs.AUTHORIZATION)
     if header is None:
+        if (refused := await _turn(rt)) is not None:
+            return refused
         length = request.content_length
-        if before_body and (length is None or length > SMALL_BODY):
+        if (length is None and expecting) or (length is not None and length > UNAUTHENTICATED_BYTES):
             log.info("print request without credentials: 401 before the document")
             return unauthorized()
         return None  # the operation decides (Get-Printer-Attributes needs no credentials)
     try:
         request[_OWNER] = await rt.auth.authenticate(header, source=request.remote)
     except BridgeError as exc:
+        if (refused := await _turn(rt)) is not None:
+            return refused
         if asks_for_credentials(exc):
             log.info("print credentials refused: %s", exc.code)
             return unauthorized()
@@ -136,7 +191,7 @@ async def expect_handler(request: web.Request) -> web.StreamResponse | None:
     if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
         return web.Response(status=417, text="Unknown Expect header.\n")
     _request_id(request)
-    early = await _authenticate(request, request.app[RUNTIME], before_body=True)
+    early = await _authenticate(request, request.app[RUNTIME], expecting=True)
     if early is not None:
         return early
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -144,23 +199,57 @@ async def expect_handler(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
-async def _read_header(content: StreamReader) -> tuple[IppMessage, bytes]:
-    """Decode the attribute section from a bounded prefix; return it and the bytes after it."""
-    buf = bytearray()
-    next_try = 0
-    while True:
-        chunk = await content.readany()
-        buf += chunk
-        if chunk and len(buf) < next_try:
-            continue  # decode again only when the prefix doubled: linear work for trickled bytes
+class _RequestHead:
+    """The attribute section as it arrives: read within ``limits``, decoded in steps."""
+
+    def __init__(self, content: StreamReader, limits: Limits) -> None:
+        self.content = content
+        self.limits = limits
+        self.buf = bytearray()
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """The request's version once its first octets are in (a response echoes it), else 1.1."""
+        return (self.buf[0], self.buf[1]) if len(self.buf) >= 2 else (1, 1)
+
+    @property
+    def request_id(self) -> int:
+        return int.from_bytes(self.buf[4:8], "big", signed=True) if len(self.buf) >= 8 else 0
+
+    @property
+    def operation(self) -> int | None:
+        return int.from_bytes(self.buf[2:4], "big") if len(self.buf) >= 4 else None
+
+    async def read(self) -> tuple[IppMessage, bytes]:
+        """The decoded attribute section and the bytes after it (the document's start)."""
+        buf = self.buf
+        cap = self.limits.max_attributes_bytes
+        next_try = 0
+        while True:
+            chunk = await self.content.readany()
+            buf += chunk
+            if chunk and len(buf) < next_try and len(buf) <= cap:
+                continue  # decode again only when the prefix doubled: linear work for trickled bytes
+            try:
+                msg, offset = await self._decode()
+            except IppIncomplete:
+                if not chunk:
+                    raise
+                next_try = 2 * len(buf)
+                continue
+            return msg, bytes(buf[offset:])
+
+    async def _decode(self) -> tuple[IppMessage, int]:
+        steps = decode_attributes_in_steps(self.buf, limits=self.limits, step_values=DECODE_STEP_VALUES)
         try:
-            msg, offset = decode_attributes(buf, limits=DEFAULT_LIMITS)
-        except IppIncomplete:
-            if not chunk:
-                raise
-            next_try = 2 * len(buf)
-            continue
-        return msg, bytes(buf[offset:])
+            while True:
+                next(steps)
+                await asyncio.sleep(0)  # one step done: let other requests (and logins) run
+        except StopIteration as done:
+            result: tuple[IppMessage, int] = done.value
+            return result
+        finally:
+            steps.close()
 
 
 async def _document(first: bytes, content: StreamReader) -> AsyncIterator[bytes]:
@@ -216,14 +305,15 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         resp.force_close()
         return resp
     if not request.get(_AUTH_DONE):
-        early = await _authenticate(request, rt, before_body=False)
+        early = await _authenticate(request, rt, expecting=False)
         if early is not None:
             return early
+    anonymous = rt.auth is not None and request.get(_OWNER) is None
+    head = _RequestHead(request.content, UNAUTHENTICATED_LIMITS if anonymous else DEFAULT_LIMITS)
     try:
-        msg, rest = await _read_header(request.content)
+        msg, rest = await head.read()
     except IppParseError as exc:
-        log.info("unreadable IPP request: %s", exc.detail)
-        resp = _response((1, 1), 0, _error_reply(exc))
+        resp = _unreadable(head, exc, anonymous=anonymous)
         resp.force_close()
         return resp
     try:
@@ -238,8 +328,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         reply = await rt.printer.handle(req, owner, _endpoint(request), _document(rest, request.content))
         unsupported: tuple[Attribute, ...] = ()
     except PrintAuthRequired:
-        log.info("%s without credentials: 401", IppStatus(msg.code).name if msg.code in IppStatus._value2member_map_
-                 else msg.code)
+        log.info("%s without credentials: 401", _operation_name(msg.code))
         return unauthorized()
     except BridgeError as exc:
         level = logging.WARNING if exc.ipp_status >= 0x0500 else logging.INFO
@@ -250,6 +339,26 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     if not request.content.is_eof():
         resp.force_close()
     return resp
+
+
+def _operation_name(code: int) -> str:
+    return IppOperation(code).name if code in IppOperation._value2member_map_ else f"operation 0x{code:04x}"
+
+
+def _unreadable(head: _RequestHead, exc: IppParseError, *, anonymous: bool) -> web.Response:
+    """The answer to an attribute section that could not be decoded within its limits.
+
+    Without credentials, a section past the budget is 401 unless the operation
+    is public: it needs credentials anyway, and a print queue then asks for
+    them and sends the request again with the authenticated budget.
+    """
+    operation = head.operation
+    if anonymous and isinstance(exc, IppTooLarge | IppValueTooLong) and operation not in PUBLIC_OPERATIONS:
+        log.info("%s without credentials over the unauthenticated budget (%s): 401",
+                 _operation_name(operation) if operation is not None else "request", exc.detail)
+        return unauthorized()
+    log.info("unreadable IPP request%s: %s", " without credentials" if anonymous else "", exc.detail)
+    return _response(head.version, head.request_id, _error_reply(exc))
 
 
 def _anonymous(req: object) -> Owner:
@@ -326,7 +435,7 @@ def _open(config: BridgeConfig, printer_config: PrinterConfig, login_source: Cal
     worker = DeliveryWorker(jobs=jobs, spool=spool, sink=make_sink(printer_config.delivery),
                             config=printer_config.delivery, wake=printer.job_ready)
     worker.recover()
-    return PrinterRuntime(printer=printer, auth=auth), worker
+    return PrinterRuntime(printer=printer, auth=auth, lane=Lane()), worker
 
 
 def printer_listener(config: BridgeConfig) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -339,7 +448,10 @@ def printer_listener(config: BridgeConfig) -> Callable[[web.Application], AsyncI
     assert printer_config is not None
 
     async def ctx(bridge_app: web.Application) -> AsyncIterator[None]:
-        runner = web.AppRunner(make_printer_app(config, lambda: bridge_app[LOGIN]), access_log=None)
+        # The same header deadline and idle timeout as the API listener; a document's body is not under them.
+        runner = ListenerRunner(make_printer_app(config, lambda: bridge_app[LOGIN]), access_log=None,
+                                header_timeout=config.listener_timeouts.header,
+                                idle_timeout=config.listener_timeouts.idle)
         await runner.setup()
         site = web.TCPSite(runner, printer_config.host, printer_config.port)
         await site.start()

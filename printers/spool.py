@@ -4,8 +4,9 @@ A document is written to ``.part-<random>`` in the spool directory, counted
 against the per-job cap as it arrives, checked against its declared format
 from its first bytes, then fsynced, renamed to ``job-<random><ext>`` and the
 directory fsynced.  Only after that does the job row commit.  At start-up,
-``.part`` files (a transfer cut short) and files no job refers to (a crash
-between rename and commit) are removed.
+``.part`` files (a transfer cut short) and files no unfinished job refers to
+(a crash between rename and commit, or between a job's final commit and the
+removal of its document) are removed.
 """
 
 from __future__ import annotations
@@ -51,11 +52,14 @@ class Spool:
         self.max_job_bytes = max_job_bytes
 
     def prepare(self, referenced: set[str]) -> None:
-        """Create the directory; remove partial transfers and orphans."""
+        """Create the directory; remove partial transfers and files no unfinished job needs."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         for entry in self.directory.iterdir():
-            if entry.name.startswith(PART_PREFIX) or (entry.name.startswith("job-") and entry.name not in referenced):
+            if entry.name.startswith(PART_PREFIX):
                 log.info("spool: removing %s left by an interrupted transfer", entry.name)
+                entry.unlink(missing_ok=True)
+            elif entry.name.startswith("job-") and entry.name not in referenced:
+                log.info("spool: removing %s, which no unfinished job needs", entry.name)
                 entry.unlink(missing_ok=True)
 
     def path(self, file_name: str) -> Path:

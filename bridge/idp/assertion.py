@@ -3,9 +3,11 @@
 Order matters: find the single assertion, verify the signature that covers it
 against the pinned certificates, then read every value ONLY from the node the
 signature covers (signature-wrapping defence), with the full string value of
-each element (comment-injection defence).  The replay cache is consulted last,
-so a refused token never occupies it.  The caller compares the subject with
-the typed email; this module only returns it.
+each element (comment-injection defence).  A samlp:Response that carries its
+own signature must have it verify as well, even around a separately signed
+assertion.  The replay cache (a :class:`ReplayCache`: the bridge's store) is
+consulted last, so a refused token never occupies it.  The caller compares the
+subject with the typed email; this module only returns it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
+from typing import Protocol
 
 from cryptography import x509
 from lxml import etree
@@ -44,6 +47,7 @@ def signature_policy(algorithms: tuple[str, ...]) -> SignaturePolicy:
 
 
 MAX_TOKEN_DOCUMENT_BYTES = 256 * 1024
+MAX_ENVELOPE_BYTES = 1024 * 1024  # an ECP envelope with an encrypted assertion (the HTTP layer's cap)
 
 CLAIM_UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
 CLAIM_EMAIL = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress"
@@ -77,6 +81,7 @@ class AssertionExpectations:
     clock_skew: timedelta
     subject_claim: str  # "nameid", "upn", "email", or a full claim URI
     recipient: str | None = None  # SAML 2.0 SubjectConfirmationData/@Recipient; None = not checked
+    recipient_required: bool = True  # False: a missing Recipient passes, a present one must equal ``recipient``
     in_response_to: str | None = None  # ECP request id; None = not checked (WS-Trust)
 
 
@@ -93,8 +98,23 @@ class ValidatedAssertion:
     attributes: Mapping[str, tuple[str, ...]]
 
 
-class ReplayCache:
-    """Assertion ids seen, each kept until its token can no longer be valid.
+class ReplayCache(Protocol):
+    """Where the ids of accepted assertions are remembered until their token can no longer be valid.
+
+    The IdP clients need only this; the bridge keeps it in its store
+    (:meth:`bridge.state.store.Store.check_and_remember`), so a token stays
+    refused across a restart.  The key is (issuer, assertion id): ids are only
+    unique per issuer (saml-core 1.3.4).
+    """
+
+    def check_and_remember(self, issuer: str, assertion_id: str, expires_at: datetime, *, now: datetime) -> bool:
+        """True, and remember the pair until ``expires_at``, when it is not known (or its entry has
+        expired by ``now``); False when it is a replay."""
+        ...
+
+
+class MemoryReplayCache:
+    """A :class:`ReplayCache` in memory, for tools and tests (lost on restart).
 
     Bounded: when full of live entries the one closest to expiry is dropped
     (logged), which trades a tiny replay window for not refusing every login.
@@ -104,32 +124,33 @@ class ReplayCache:
         if max_entries < 1:
             raise ValueError("max_entries must be positive")
         self._max = max_entries
-        self._expiry: dict[str, datetime] = {}
-        self._heap: list[tuple[datetime, str]] = []
+        self._expiry: dict[tuple[str, str], datetime] = {}
+        self._heap: list[tuple[datetime, tuple[str, str]]] = []
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._expiry)
 
-    def check_and_add(self, assertion_id: str, expires_at: datetime, *, now: datetime) -> None:
-        """Remember ``assertion_id`` until ``expires_at``; ``AssertionRejected("replayed")`` if known."""
+    def check_and_remember(self, issuer: str, assertion_id: str, expires_at: datetime, *, now: datetime) -> bool:
+        key = (issuer, assertion_id)
         with self._lock:
             self._purge(now)
-            if assertion_id in self._expiry:
-                raise AssertionRejected("replayed", "assertion id already used")
+            if key in self._expiry:
+                return False
             while len(self._expiry) >= self._max:
                 expires, victim = heapq.heappop(self._heap)
                 if self._expiry.get(victim) == expires:
                     del self._expiry[victim]
                     log.warning("replay cache full (%s entries): dropped a live entry early", self._max)
-            self._expiry[assertion_id] = expires_at
-            heapq.heappush(self._heap, (expires_at, assertion_id))
+            self._expiry[key] = expires_at
+            heapq.heappush(self._heap, (expires_at, key))
+            return True
 
     def _purge(self, now: datetime) -> None:
         while self._heap and self._heap[0][0] <= now:
-            expires, assertion_id = heapq.heappop(self._heap)
-            if self._expiry.get(assertion_id) == expires:
-                del self._expiry[assertion_id]
+            expires, key = heapq.heappop(self._heap)
+            if self._expiry.get(key) == expires:
+                del self._expiry[key]
 
 
 def validate_assertion(
@@ -170,12 +191,18 @@ def validate_assertion(
     assertion = _assertion_in_verified(verified.element, signed is found, found.tag, assertion_id)
     if signed is not found:
         _check_response(verified.element, expectations)
+    else:
+        # A Response that carries its own signature must have it verify too, even though the
+        # assertion inside is signed separately: a broken outer signature is a changed answer.
+        _check_response_signature(root, found.getparent(), expectations, now)
 
     if version is SamlVersion.SAML11:
         facts = _read_saml11(assertion, expectations, now)
     else:
         facts = _read_saml20(assertion, expectations, now)
-    replay.check_and_add(assertion_id, facts.not_on_or_after + expectations.clock_skew, now=now)
+    expires = facts.not_on_or_after + expectations.clock_skew
+    if not replay.check_and_remember(facts.issuer, assertion_id, expires, now=now):
+        raise AssertionRejected("replayed", "assertion id already used")
     log.debug("assertion accepted: version=%s issuer=%s", version.value, facts.issuer)
     return ValidatedAssertion(
         assertion_id=assertion_id,
@@ -248,6 +275,43 @@ def _check_response(response: etree._Element, expectations: AssertionExpectation
     got = response.get("InResponseTo")
     if expectations.in_response_to is not None and got is not None and got != expectations.in_response_to:
         raise AssertionRejected("in_response_to", "Response answers another request")
+
+
+def _check_response_signature(
+    root: etree._Element, response: etree._Element | None, expectations: AssertionExpectations, now: datetime
+) -> bool:
+    """Verify the samlp:Response's own ds:Signature when it has one; True when it had one."""
+    if response is None or response.tag != _RESPONSE_TAG or response.find(_SIGNATURE_TAG) is None:
+        return False
+    response_id = response.get("ID") or ""
+    if not response_id:
+        raise AssertionRejected("malformed", "the signed Response has no ID")
+    verified = verify_in_tree(
+        root, response_id, certificates=expectations.certificates, policy=expectations.policy, now=now
+    )
+    _check_response(verified.element, expectations)
+    return True
+
+
+def verify_response_signature(
+    raw: bytes, expectations: AssertionExpectations, *, now: datetime, max_bytes: int = MAX_ENVELOPE_BYTES
+) -> bool:
+    """Verify the signature of the one samlp:Response in ``raw`` (an ECP envelope, as received), if it has one.
+
+    For an encrypted assertion: :func:`validate_assertion` then sees only the
+    decrypted plaintext, so the Response's own signature (over the ciphertext)
+    is checked here, on the original bytes.  Returns whether there was one;
+    raises :class:`AssertionRejected` when it does not verify.
+    """
+    now = _aware(now)
+    try:
+        root = parse_untrusted(raw, what="IdP response", max_bytes=max_bytes)
+    except XmlRejected as exc:
+        raise AssertionRejected("malformed", "the document was refused by the XML parser") from exc
+    responses = [el for el in root.iter(_RESPONSE_TAG)]
+    if len(responses) != 1:
+        raise AssertionRejected("wrapped", f"{len(responses)} samlp:Response elements, expected 1")
+    return _check_response_signature(root, responses[0], expectations, now)
 
 
 # --- SAML 1.1 (AD FS WS-Trust) -------------------------------------------------------------
@@ -359,8 +423,11 @@ def _check_bearer(subject: etree._Element, exp: AssertionExpectations, now: date
             start = data.get("NotBefore")
             if start is not None and now + exp.clock_skew < parse_saml_datetime(start):
                 raise AssertionRejected("not_yet_valid", "bearer confirmation is not yet valid")
-            if exp.recipient is not None and data.get("Recipient") != exp.recipient:
-                raise AssertionRejected("recipient", "Recipient is not our consumer URL")
+            recipient = data.get("Recipient")
+            if exp.recipient is not None and (recipient is not None or exp.recipient_required) and (
+                recipient != exp.recipient
+            ):
+                raise AssertionRejected("recipient", "Recipient is not this relying party")
             if exp.in_response_to is not None and data.get("InResponseTo") != exp.in_response_to:
                 raise AssertionRejected("in_response_to", "InResponseTo is not our request")
         except AssertionRejected as exc:

@@ -3,24 +3,31 @@
 One :class:`IdpHttp` per tenant holds one aiohttp session (so one pool of
 keep-alive connections per IdP).  Its connector resolves through
 :class:`~bridge.idp.allowlist.WhitelistResolver`, so no byte leaves the bridge for
-an address outside the tenant's whitelist; aiohttp's errors become ours here,
-at this one boundary.
+an address outside the tenant's whitelist; aiohttp's, ssl's and the socket's
+errors become ours here, at this one boundary (every TLS or connection failure
+is :class:`IdpUnreachable`, never an unhandled 500).
+
+Whether the IdP was actually contacted is reported through
+:func:`track_idp_contact`: a request refused by the whitelist (or whose host
+did not resolve) never reached it, so a login's IdP latency is only recorded
+when one did.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 from yarl import URL
 
-from bridge.errors import IdpProtocolError, IdpTimeout, IdpUnreachable
+from bridge.errors import IdpError, IdpProtocolError, IdpTimeout, IdpUnreachable
 from bridge.idp.allowlist import IPNetwork, WhitelistResolver, check_literal
 
 log = logging.getLogger(__name__)
@@ -38,11 +45,58 @@ class IdpResponse:
     elapsed: float
 
 
+@dataclass(kw_only=True, slots=True)
+class IdpContact:
+    """What one login's requests did at the IdP (filled in by :class:`IdpHttp`)."""
+
+    requests: int = 0  # requests that got past the whitelist towards an IdP address
+    seconds: float = 0.0  # their time, from the connection attempt to the last byte or the error
+
+    @property
+    def contacted(self) -> bool:
+        return self.requests > 0
+
+
+_contact: ContextVar[IdpContact | None] = ContextVar("idp_contact", default=None)
+
+
+@contextmanager
+def track_idp_contact(record: IdpContact | None = None) -> Iterator[IdpContact]:
+    """Count, in the returned record (a new one unless given), the IdP requests made inside the block."""
+    record = record if record is not None else IdpContact()
+    token = _contact.set(record)
+    try:
+        yield record
+    finally:
+        _contact.reset(token)
+
+
+def note_idp_contact(seconds: float) -> None:
+    """Count a contact made on this task's behalf elsewhere (a shared fetch it waited on)."""
+    _contacted(seconds)
+
+
+def _contacted(seconds: float) -> None:
+    record = _contact.get()
+    if record is not None:
+        record.requests += 1
+        record.seconds += seconds
+
+
 def make_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
-    """Verification always on; ``ca_file`` adds a trust anchor (e.g. the simulator's CA)."""
+    """Verification always on; ``ca_file`` adds a trust anchor (e.g. the simulator's CA).
+
+    A ``ca_file`` that cannot be read or holds no certificate is refused when the
+    configuration is loaded (``bridge.config``); if it changed since, a login gets
+    :class:`IdpUnreachable` naming it, not an internal error.
+    """
     ctx = ssl.create_default_context()
     if ca_file is not None:
-        ctx.load_verify_locations(cafile=str(ca_file))
+        try:
+            ctx.load_verify_locations(cafile=str(ca_file))
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or type(exc).__name__
+            raise IdpUnreachable(f"ca_file {ca_file} cannot be used as a TLS trust anchor ({reason})") from exc
     return ctx
 
 
@@ -101,10 +155,13 @@ class IdpHttp:
                 self._checked_urls[url] = target
         host = target.raw_host or ""
         started = time.perf_counter()
+        answered = False
+        reached = True
         try:
             async with self._get_session().request(
                 method, target, data=body, headers=dict(headers or {}), allow_redirects=False
             ) as resp:
+                answered = True
                 payload = await self._read_capped(resp)
                 return IdpResponse(
                     status=resp.status,
@@ -113,20 +170,18 @@ class IdpHttp:
                     date_header=resp.headers.get("Date"),
                     elapsed=time.perf_counter() - started,
                 )
-        except TimeoutError as exc:
-            raise IdpTimeout(f"IdP {host} did not answer within {self._timeout.total} s") from exc
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise IdpUnreachable(f"TLS certificate of IdP {host} did not verify: {exc.certificate_error}") from exc
-        except aiohttp.ClientSSLError as exc:
-            raise IdpUnreachable(f"TLS handshake with IdP {host} failed: {exc}") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise IdpUnreachable(f"cannot connect to IdP {host}: {exc.os_error.strerror or exc}") from exc
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
-            raise IdpUnreachable(f"connection to IdP {host} failed: {type(exc).__name__}") from exc
-        except aiohttp.ClientError as exc:
-            raise IdpUnreachable(f"HTTP error talking to IdP {host}: {type(exc).__name__}") from exc
-        except asyncio.CancelledError:
+        except IdpError:
+            # Before an answer, only the WhitelistResolver raises ours (not whitelisted, or the name
+            # does not resolve): no connection was attempted, the IdP was not contacted.
+            reached = answered
             raise
+        except TimeoutError as exc:  # before OSError: TimeoutError is one
+            raise IdpTimeout(f"IdP {host} did not answer within {self._timeout.total} s") from exc
+        except (aiohttp.ClientError, ssl.SSLError, OSError) as exc:
+            raise _unreachable(host, exc) from exc
+        finally:
+            if reached:
+                _contacted(time.perf_counter() - started)
 
     @staticmethod
     async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
@@ -143,3 +198,17 @@ class IdpHttp:
                 raise IdpProtocolError("IdP answer is over the size limit")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _unreachable(host: str, exc: BaseException) -> IdpUnreachable:
+    """Every TLS or connection failure on the way to the IdP, in words an administrator can act on."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return IdpUnreachable(f"TLS certificate of IdP {host} did not verify: {exc.certificate_error}")
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        return IdpUnreachable(f"TLS handshake with IdP {host} failed: {exc}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return IdpUnreachable(f"cannot connect to IdP {host}: {exc.os_error.strerror or exc}")
+    if isinstance(exc, aiohttp.ClientError):
+        return IdpUnreachable(f"connection to IdP {host} failed: {type(exc).__name__}")
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+    return IdpUnreachable(f"connection to IdP {host} failed: {reason}")

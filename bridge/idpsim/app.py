@@ -33,12 +33,13 @@ from bridge.idpsim.documents import (
     build_rstr,
     parse_rst,
 )
-from bridge.idpsim.ecp.routes import mount_ecp
+from bridge.idpsim.ecp.documents import soap_fault
+from bridge.idpsim.ecp.routes import SOAP11_CONTENT_TYPE, mount_ecp
 from bridge.idpsim.issuance import IssueContext, SigningMaterial, issue_token
 from bridge.idpsim.keys import SimKeys, ensure_keys
 from bridge.idpsim.mex import build_federation_metadata, build_mex
 from bridge.idpsim.namespaces import TrustVersion
-from bridge.idpsim.state import SIM_STATE, FailMode, Mischief, SimState, refuse_remote
+from bridge.idpsim.state import ERROR_PAGE_500, SIM_STATE, AdfsAuthFailure, FailMode, Mischief, SimState, refuse_remote
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def signing_material(config: SimConfig, keys: SimKeys) -> SigningMaterial:
 def make_app(config: SimConfig, *, keys_dir: Path, keys: SimKeys | None = None) -> web.Application:
     """The simulator app; serve it with :func:`bridge.idpsim.keys.server_ssl_context` for https."""
     keys = keys if keys is not None else ensure_keys(keys_dir)
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_answer_own_failures])
     app[SIM_CONFIG] = config
     app[SIM_KEYS] = keys
     app[SIM_SIGNING] = signing_material(config, keys)
@@ -90,6 +91,38 @@ def make_app(config: SimConfig, *, keys_dir: Path, keys: SimKeys | None = None) 
     # The SAML 2.0 ECP IdP (Shibboleth's paths), same users and signing key.
     mount_ecp(app, config=config, signing=app[SIM_SIGNING], settings=config.ecp)
     return app
+
+
+@web.middleware
+async def _answer_own_failures(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """A failure of the simulator itself: log the traceback, answer as the IdP it plays would.
+
+    AD FS and Shibboleth answer their own errors with a SOAP fault; aiohttp's
+    bare "500 Internal Server Error" text is what a relying party must not be
+    trained on.  The protocol endpoints answer a SOAP fault of their SOAP
+    version, the controls a JSON error.
+    """
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        if request.transport is None or request.transport.is_closing():
+            raise  # the connection is gone (dropped on purpose): nobody to answer
+        log.exception("idp-sim failed answering %s %s", request.method, request.path)
+        request.app[SIM_STATE].count("sim.failure")
+        return _failure_answer(request.path)
+
+
+def _failure_answer(path: str) -> web.Response:
+    if path.startswith("/adfs/"):
+        version = TrustVersion.WS_TRUST_2005 if "/2005/" in path else TrustVersion.WS_TRUST_13
+        return _soap(build_fault(FaultKind.REQUEST_FAILED, version=version), status=500)
+    if path.startswith("/idp/"):
+        body = soap_fault(client_error=False, text="The IdP could not process the request.")
+        return web.Response(body=body, status=500, headers={"Content-Type": SOAP11_CONTENT_TYPE})
+    return web.json_response({"error": "internal_error", "message": "the simulator failed; see its log"},
+                             status=500)
 
 
 def _issuer(request: web.Request) -> str:
@@ -107,6 +140,8 @@ def _protocol(name: str, handler: _Handler) -> _Handler:
             await asyncio.sleep(state.delay_seconds)
         if state.fail_mode is FailMode.HTTP_503:
             return web.Response(status=503, text="Service Unavailable", content_type="text/html")
+        if state.fail_mode is FailMode.HTTP_500_PAGE:
+            return web.Response(status=500, text=ERROR_PAGE_500, content_type="text/html")
         if state.fail_mode is FailMode.DROP_CONNECTION:
             log.info("dropping the connection from %s on purpose", request.remote)
             if request.transport is not None:
@@ -144,6 +179,28 @@ def _fault(
     return _soap(build_fault(kind, version=version, relates_to=relates_to), status=500)
 
 
+# The fault (and HTTP status) of each wrong-password dialect; None: the status with an empty body.
+_AUTH_FAILURES: dict[AdfsAuthFailure, tuple[FaultKind | None, int]] = {
+    AdfsAuthFailure.ID3242: (FaultKind.FAILED_AUTHENTICATION, 500),
+    AdfsAuthFailure.ADFS2_WORDING: (FaultKind.FAILED_AUTHENTICATION_ADFS2, 500),
+    AdfsAuthFailure.HTTP_401: (FaultKind.FAILED_AUTHENTICATION, 401),
+    AdfsAuthFailure.HTTP_401_BARE: (None, 401),
+    AdfsAuthFailure.HTTP_403: (FaultKind.FAILED_AUTHENTICATION, 403),
+    AdfsAuthFailure.HTTP_403_BARE: (None, 403),
+    AdfsAuthFailure.REQUEST_FAILED: (FaultKind.REQUEST_FAILED, 500),
+}
+
+
+def _wrong_password(request: web.Request, version: TrustVersion, relates_to: str | None) -> web.Response:
+    """A wrong password or an unknown user, in the dialect the ``auth_failure`` control chose."""
+    state = request.app[SIM_STATE]
+    state.count(f"fault.{FaultKind.FAILED_AUTHENTICATION.value}")
+    kind, status = _AUTH_FAILURES[state.auth_failure]
+    if kind is None:
+        return web.Response(status=status)
+    return _soap(build_fault(kind, version=version, relates_to=relates_to), status=status)
+
+
 def _trust_handler(version: TrustVersion) -> _Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         return await _trust(request, version)
@@ -166,7 +223,7 @@ async def _trust(request: web.Request, version: TrustVersion) -> web.StreamRespo
     user = config.authenticate(rst.username, rst.password)
     if user is None:
         log.info("failed authentication for %s", rst.username)
-        return _fault(request, FaultKind.FAILED_AUTHENTICATION, version, rst.message_id)
+        return _wrong_password(request, version, rst.message_id)
     if rst.applies_to is None or not config.accepts_scope(rst.applies_to):
         log.info("unknown relying party %r requested by %s", rst.applies_to, user.upn)
         return _fault(request, FaultKind.INVALID_SCOPE, version, rst.message_id)
@@ -180,6 +237,10 @@ async def _trust(request: web.Request, version: TrustVersion) -> web.StreamRespo
         mischief=state.mischief,
         mischief_subject=state.mischief_subject,
     )
+    if state.mischief is Mischief.REPLAY and state.last_rstr is not None:
+        state.count(f"mischief.{Mischief.REPLAY.value}")
+        log.info("replaying the last token issued, to %s", user.upn)
+        return _soap(state.last_rstr)
     now = datetime.now(UTC)
     doctype = DOCTYPE if state.mischief is Mischief.DOCTYPE else None
     try:
@@ -189,6 +250,7 @@ async def _trust(request: web.Request, version: TrustVersion) -> web.StreamRespo
         log.exception("token issuance failed for %s", user.upn)
         return _fault(request, FaultKind.REQUEST_FAILED, version, rst.message_id)
     state.count("issued")
+    state.last_rstr = body
     if state.mischief is not None:
         state.count(f"mischief.{state.mischief.value}")
     log.info("issued %s token for %s to %s", token.kind.value, user.upn, rst.applies_to)

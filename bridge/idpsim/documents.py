@@ -27,6 +27,7 @@ class FaultKind(enum.Enum):
     """The faults the simulator answers with, each worded as AD FS words it."""
 
     FAILED_AUTHENTICATION = "failed_authentication"  # bad password or unknown user
+    FAILED_AUTHENTICATION_ADFS2 = "failed_authentication_adfs2"  # the same, in AD FS 2.0's (WCF's) words
     ACCESS_DENIED = "access_denied"  # authenticated, but issuance authorization refuses
     INVALID_SCOPE = "invalid_scope"  # AppliesTo is not a known relying party
     INVALID_SECURITY = "invalid_security"  # no usable wsse:Security / UsernameToken
@@ -49,6 +50,13 @@ _WORDING = {
         subcode_ns=ns.WSSE,
         subcode="FailedAuthentication",
         reason="ID3242: The security token could not be authenticated or authorized.",
+    ),
+    # The shape of the fault keystoneauth captured from an AD FS 2.0 farm (tests/.../ADFS_fault.xml).
+    FaultKind.FAILED_AUTHENTICATION_ADFS2: _FaultWording(
+        code="Sender",
+        subcode_ns=ns.WSSE,
+        subcode="FailedAuthentication",
+        reason="At least one security token in the message could not be validated.",
     ),
     # AD FS raises MSIS7068 from its issuance pipeline after authentication succeeded,
     # which WIF reports as a trust RequestFailed receiver fault.

@@ -1,4 +1,4 @@
-"""Run-time controls of the simulator: counters, delay, failure and "mischief" modes.
+"""Run-time controls of the simulator: counters, delay, failure and "mischief" modes, wrong-password dialect.
 
 One mutable :class:`SimState` lives in the aiohttp app under :data:`SIM_STATE`;
 tests change it directly, technicians through ``POST /_sim/control``.
@@ -20,6 +20,10 @@ from bridge.errors import RequestError
 log = logging.getLogger(__name__)
 
 DEFAULT_MISCHIEF_SUBJECT = "mallory@example.com"
+ERROR_PAGE_500 = (
+    "<!DOCTYPE html>\n<html><head><title>500 Internal Server Error</title></head>"
+    "<body><h1>Internal Server Error</h1><p>The server encountered an internal error.</p></body></html>\n"
+)
 MAX_DELAY_SECONDS = 600.0
 _E = TypeVar("_E", bound=enum.Enum)
 
@@ -28,8 +32,21 @@ class FailMode(enum.Enum):
     """Transport-level failures, applied to every protocol endpoint."""
 
     HTTP_503 = "http-503"
+    HTTP_500_PAGE = "http-500-page"  # HTTP 500 with an HTML error page, as a crashed container or proxy shows
     DROP_CONNECTION = "drop-connection"
     GARBAGE = "garbage"
+
+
+class AdfsAuthFailure(enum.Enum):
+    """How the AD FS endpoints answer a wrong password: the dialects real farms (and their proxies) speak."""
+
+    ID3242 = "id3242"  # HTTP 500, Sender / wsse:FailedAuthentication, "ID3242: ..." (AD FS 2012 R2 and later)
+    ADFS2_WORDING = "adfs2-wording"  # HTTP 500, same subcode, "At least one security token ... validated."
+    HTTP_401 = "http-401"  # HTTP 401 around the ID3242 fault
+    HTTP_401_BARE = "http-401-bare"  # HTTP 401 with an empty body (a proxy in front of the farm)
+    HTTP_403 = "http-403"  # HTTP 403 around the ID3242 fault
+    HTTP_403_BARE = "http-403-bare"  # HTTP 403 with an empty body
+    REQUEST_FAILED = "request-failed"  # HTTP 500, Receiver / wst:RequestFailed, MSIS3127: says nothing of why
 
 
 class Mischief(enum.Enum):
@@ -43,6 +60,7 @@ class Mischief(enum.Enum):
     COMMENT_INJECTION = "comment-injection"  # signed "<upn>.evil.com", split by a comment after <upn>
     DOCTYPE = "doctype"  # answer starts with a DOCTYPE
     UNSIGNED = "unsigned"  # no signature at all
+    REPLAY = "replay"  # the last RSTR issued, answered again byte for byte (a captured token replayed)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -54,6 +72,8 @@ class SimState:
     fail_mode: FailMode | None = None
     mischief: Mischief | None = None
     mischief_subject: str = DEFAULT_MISCHIEF_SUBJECT
+    auth_failure: AdfsAuthFailure = AdfsAuthFailure.ID3242
+    last_rstr: bytes | None = field(default=None, repr=False)  # what Mischief.REPLAY answers
 
     def count(self, name: str) -> None:
         self.counters[name] += 1
@@ -67,6 +87,7 @@ class SimState:
         self.fail_mode = None
         self.mischief = None
         self.mischief_subject = DEFAULT_MISCHIEF_SUBJECT
+        self.auth_failure = AdfsAuthFailure.ID3242
 
     def snapshot(self) -> dict[str, object]:
         """JSON view for ``GET /_sim/stats``."""
@@ -76,24 +97,28 @@ class SimState:
             "fail_mode": None if self.fail_mode is None else self.fail_mode.value,
             "mischief": None if self.mischief is None else self.mischief.value,
             "mischief_subject": self.mischief_subject,
+            "auth_failure": self.auth_failure.value,
         }
 
     def apply_control(self, body: object) -> None:
         """Apply a ``/_sim/control`` JSON body; all-or-nothing, RequestError on any bad field."""
         if not isinstance(body, dict):
             raise RequestError("control body must be a JSON object")
-        allowed = {"delay_seconds", "fail_mode", "mischief", "mischief_subject", "reset_counters", "reset"}
+        allowed = {"delay_seconds", "fail_mode", "mischief", "mischief_subject", "auth_failure", "reset_counters",
+                   "reset"}
         unknown = sorted(set(body) - allowed)
         if unknown:
             raise RequestError(f"unknown control field(s): {', '.join(map(str, unknown))}")
-        delay, fail_mode, mischief, subject = (
+        delay, fail_mode, mischief, subject, auth_failure = (
             self.delay_seconds,
             self.fail_mode,
             self.mischief,
             self.mischief_subject,
+            self.auth_failure,
         )
         if body.get("reset") is True:
             delay, fail_mode, mischief, subject = 0.0, None, None, DEFAULT_MISCHIEF_SUBJECT
+            auth_failure = AdfsAuthFailure.ID3242
         if "delay_seconds" in body:
             raw = body["delay_seconds"]
             if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw <= MAX_DELAY_SECONDS:
@@ -108,14 +133,18 @@ class SimState:
             if not isinstance(raw_subject, str) or "@" not in raw_subject:
                 raise RequestError("mischief_subject must be an address like name@domain")
             subject = raw_subject
+        if "auth_failure" in body:
+            chosen = _enum_or_none(AdfsAuthFailure, body["auth_failure"], "auth_failure")
+            auth_failure = chosen if chosen is not None else AdfsAuthFailure.ID3242
         reset_counters = body.get("reset_counters", False)
         if not isinstance(reset_counters, bool):
             raise RequestError("reset_counters must be true or false")
-        self.delay_seconds, self.fail_mode, self.mischief, self.mischief_subject = (
+        self.delay_seconds, self.fail_mode, self.mischief, self.mischief_subject, self.auth_failure = (
             delay,
             fail_mode,
             mischief,
             subject,
+            auth_failure,
         )
         if reset_counters:
             self.reset_counters()

@@ -21,16 +21,20 @@ from types import TracebackType
 
 from bridge.config import BridgeConfig, TenantConfig, ThrottleConfig
 from bridge.errors import (
+    AccessDenied,
     BridgeError,
     DeviceThrottled,
+    IdpRefused,
     InvalidCredentials,
+    LoginRefused,
     TemporarilyLocked,
     UnknownDomain,
     UserDisabled,
     UserNotProvisioned,
 )
+from bridge.idp.http import track_idp_contact
 from bridge.logcontext import request_id_var
-from bridge.login.throttle import Actor, Lock, LockKind, LoginThrottle
+from bridge.login.throttle import Actor, Lock, LockKind, LoginThrottle, StaleAnswer
 from bridge.metrics import UNKNOWN_TENANT, BridgeMetrics
 from bridge.state.audit import RESULT_OK, AuditEvent, AuditKind, AuditLog
 from bridge.state.store import Device
@@ -39,7 +43,22 @@ log = logging.getLogger(__name__)
 
 _CLAIMED_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Failures that say "this user is not for you": what a password spray produces.
-_SPRAY_SIGNALS = (InvalidCredentials, UserNotProvisioned, UnknownDomain, UserDisabled)
+_SPRAY_SIGNALS = (InvalidCredentials, AccessDenied, IdpRefused, UserNotProvisioned, UnknownDomain, UserDisabled)
+
+
+def _remembered_as(refusal: LoginRefused) -> StaleAnswer | None:
+    """How the stale-password guard remembers an IdP refusal (None: counted, not remembered).
+
+    A wrong password and a refused account (locked, disabled, denied) are both
+    remembered for the pair, so a device retrying it stops reaching the IdP.
+    A refusal the bridge cannot classify is only counted: remembering it could
+    refuse a right password for the whole TTL.
+    """
+    if isinstance(refusal, InvalidCredentials):
+        return StaleAnswer.WRONG_PASSWORD
+    if isinstance(refusal, AccessDenied):
+        return StaleAnswer.ACCOUNT_REFUSED
+    return None
 
 
 class LoginMode(enum.Enum):
@@ -148,10 +167,13 @@ class Attempt:
         lock = guard.throttle.user_lock(tenant.id, email, tenant.throttle)
         if lock is not None:
             raise self._refuse(lock)
-        if guard.throttle.is_stale(tenant.id, email, password):
+        answer = guard.throttle.stale_answer(tenant.id, email, password)
+        if answer is not None:
             if guard.metrics is not None:
                 guard.metrics.stale_password_hits.labels(tenant=tenant.id).inc()
             # The same answer the IdP gave for this pair, without asking it again.
+            if answer is StaleAnswer.ACCOUNT_REFUSED:
+                raise AccessDenied("stale-password guard: the IdP already refused this account with this password")
             raise InvalidCredentials("stale-password guard: the IdP already rejected this password")
 
     @contextmanager
@@ -164,15 +186,20 @@ class Attempt:
         guard.throttle.idp_started(tenant.id, email)
         started = time.perf_counter()
         try:
-            yield
-        except InvalidCredentials:
-            guard.throttle.idp_rejected(tenant.id, email, password, self.actor, tenant.throttle)
+            with track_idp_contact() as contact:
+                yield
+        except (InvalidCredentials, AccessDenied, IdpRefused) as refusal:
+            # Every refusal of the user by the IdP feeds the throttles (an unclassified one too: fail closed).
+            guard.throttle.idp_rejected(tenant.id, email, password, self.actor, tenant.throttle,
+                                        remember=_remembered_as(refusal))
             raise
         finally:
-            self.idp_seconds = time.perf_counter() - started
             guard.throttle.idp_finished(tenant.id, email)
-            if guard.metrics is not None:
-                guard.metrics.observe_idp_latency(tenant=tenant.id, seconds=self.idp_seconds)
+            # Latency only when a request went to the IdP (not for a whitelist refusal or a remembered outage).
+            if contact.contacted:
+                self.idp_seconds = time.perf_counter() - started
+                if guard.metrics is not None:
+                    guard.metrics.observe_idp_latency(tenant=tenant.id, seconds=self.idp_seconds)
 
     # -- the end ---------------------------------------------------------------
 

@@ -4,13 +4,15 @@ The order of checks is the product's rules in order: an email address is
 required (not a user name); the email's domain picks the tenant (home-realm
 discovery); the account must already exist in the enterprise account and be
 enabled (SSO never creates users); only then does the password go to the
-tenant's IdP, whose signed answer must name the same email.
+tenant's IdP, whose signed answer must name the same email.  "The same" is
+:func:`identity_key`: Unicode NFC and ASCII letter case, nothing more.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -18,6 +20,7 @@ from bridge.config import BridgeConfig, Protocol, TenantConfig
 from bridge.errors import (
     AssertionRejected,
     EmailRequired,
+    InvalidText,
     RequestError,
     UnknownDomain,
     UserDisabled,
@@ -39,6 +42,10 @@ log = logging.getLogger(__name__)
 # directory are the real judges; this only tells a user name from an email.
 _EMAIL = re.compile(r"^[^@\s]{1,128}@([A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+)$")
 MAX_PASSWORD_CHARS = 1024
+# Code points outside XML 1.0's Char production (XML 1.0 fifth edition, section 2.2): NUL and the other C0
+# controls but tab, LF and CR, lone surrogates, U+FFFE and U+FFFF.  They cannot be encoded as UTF-8 (surrogates)
+# or carried in a WS-Trust or ECP envelope, so no IdP could check them.
+NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -49,17 +56,39 @@ class LoginOutcome:
     expires_at: datetime
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def identity_key(text: str) -> str:
+    """The form in which two spellings of one address are equal: Unicode NFC, then ASCII letters lower-cased.
+
+    Nothing else folds.  ``casefold()``, NFKC or a full Unicode ``lower()`` would
+    make U+017F LONG S an ``s`` (a compatibility mapping, not the same text), so
+    another directory entry could pass for the user.  NFC only joins spellings
+    Unicode calls canonically equivalent: composed and decomposed accents, and
+    the few singletons such as U+212A KELVIN SIGN, which *is* ``K`` canonically.
+    """
+    if text.isascii():
+        return text.lower()
+    return unicodedata.normalize("NFC", text).translate(_ASCII_LOWER)
+
+
 def split_email(identifier: str) -> tuple[str, str]:
-    """(normalised email, domain), or :class:`EmailRequired`."""
+    """(normalised email, domain), or :class:`EmailRequired`; the email in its :func:`identity_key` form."""
     text = identifier.strip()
     match = _EMAIL.match(text)
     if match is None:
         raise EmailRequired("the identifier typed is not an email address")
-    return text.lower(), match.group(1).lower()
+    return identity_key(text), match.group(1).lower()
 
 
 class IdpRegistry:
-    """One IdP client (and one connection pool) per tenant, made on first use."""
+    """One IdP client (and one connection pool) per tenant, made on first use.
+
+    The replay cache is not the registry's: :class:`LoginService` hands its
+    store to each ``authenticate`` call, so accepted assertion ids outlive a
+    restart (bridge.idp never imports bridge.state).
+    """
 
     def __init__(self, config: BridgeConfig, sp_keys: SpKeys) -> None:
         self._config = config
@@ -67,7 +96,6 @@ class IdpRegistry:
         self._saml: dict[str, SamlIdp] = {}
         self._http: dict[str, IdpHttp] = {}
         self.sp_keys = sp_keys
-        self.replay = ReplayCache()
 
     def http_for(self, tenant: TenantConfig) -> IdpHttp:
         http = self._http.get(tenant.id)
@@ -88,18 +116,22 @@ class IdpRegistry:
     def wstrust_for(self, tenant: TenantConfig) -> WsTrustIdp:
         idp = self._wstrust.get(tenant.id)
         if idp is None:
-            idp = WsTrustIdp(tenant, self.http_for(tenant), self.replay)
+            idp = WsTrustIdp(tenant, self.http_for(tenant))
             self._wstrust[tenant.id] = idp
         return idp
 
     def saml_for(self, tenant: TenantConfig) -> SamlIdp:
         idp = self._saml.get(tenant.id)
         if idp is None:
-            idp = SamlIdp(tenant, self.http_for(tenant), self.replay, self.sp_keys, self._config.public_url)
+            idp = SamlIdp(tenant, self.http_for(tenant), self.sp_keys, self._config.public_url)
             self._saml[tenant.id] = idp
         return idp
 
     async def close(self) -> None:
+        for wstrust in self._wstrust.values():
+            wstrust.close()
+        for saml in self._saml.values():
+            saml.close()
         for http in self._http.values():
             await http.close()
         self._http.clear()
@@ -112,6 +144,9 @@ class LoginService:
         self.config = config
         self.store = store
         self.idps = idps
+        # Accepted assertion ids live in the store (bridge/state/store.py), so a replay stays refused
+        # after a restart; the store is the IdP clients' ReplayCache.
+        self.replay: ReplayCache = store
         # Throttles, audit and metrics (bridge/login/guard.py); the app sets it, None runs unguarded.
         self.guard: LoginGuard | None = None
 
@@ -157,6 +192,11 @@ class LoginService:
     ) -> tuple[TenantConfig, User]:
         email, domain = split_email(identifier)
         attempt.email = email
+        if NOT_XML_CHAR.search(identifier) or NOT_XML_CHAR.search(password):
+            # Every channel (device API, printer Basic credentials, console test login) ends here: refused before
+            # an envelope is built.  Neither text is answered or logged (it may be a password).
+            raise InvalidText("the email or password holds characters no text can carry (NUL, control characters "
+                              "or lone surrogates)")
         if not password:
             raise RequestError("a password is required", message="Enter your password.")
         if len(password) > MAX_PASSWORD_CHARS:
@@ -168,10 +208,15 @@ class LoginService:
             raise UserNotProvisioned(f"{domain} belongs to tenant {tenant.id}, not to the device's tenant")
         attempt.tenant = tenant
         user = self.provisioned_user(tenant, email)
+        if identity_key(user.email) != email:
+            # The store finds accounts case-insensitively (full Unicode lower()); the address typed must
+            # still be the account's own, up to ASCII case and NFC, before a password goes anywhere.
+            raise UserNotProvisioned(f"no user {email} in tenant {tenant.id} (the closest account differs "
+                                     "beyond ASCII letter case)")
         attempt.check_password_allowed(tenant, email, password)  # locks and stale pairs: before the IdP
         with attempt.at_idp(tenant, email, password):
             subject = await self._check_password(tenant, email, password)
-        if subject.casefold() != email.casefold():
+        if identity_key(subject) != email:
             raise AssertionRejected("subject_mismatch", "the IdP's signed subject is not the email typed")
         return tenant, user
 
@@ -185,9 +230,11 @@ class LoginService:
     async def _check_password(self, tenant: TenantConfig, email: str, password: str) -> str:
         """Check the password at the IdP; return the signed subject."""
         if tenant.protocol is Protocol.WSTRUST:
-            validated = await self.idps.wstrust_for(tenant).authenticate(username=email, password=password)
+            validated = await self.idps.wstrust_for(tenant).authenticate(
+                username=email, password=password, replay=self.replay)
         else:
-            validated = await self.idps.saml_for(tenant).authenticate(username=email, password=password)
+            validated = await self.idps.saml_for(tenant).authenticate(
+                username=email, password=password, replay=self.replay)
         log.debug("IdP accepted the password (assertion %s)", validated.assertion_id)
         return validated.subject
 

@@ -9,7 +9,8 @@ the IdP does:
   each kept below the IdP's lockout threshold (``ThrottleConfig``);
 * a stale-password guard: an (email, password) pair the IdP rejected is kept
   only as ``HMAC(hmac_key, tenant, email, password)`` with a time to live, and
-  refused locally, so the same wrong password never reaches the IdP again;
+  refused locally with the IdP's own answer (a wrong password, or a refused
+  account), so the same pair never reaches the IdP again;
 * spray detection: one device or source failing for many distinct users.
 
 State lives in memory, per process: a restart forgets it (the IdP's own
@@ -19,6 +20,7 @@ grow it without limit.  No I/O here; time comes from an injectable clock.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import math
@@ -84,6 +86,13 @@ class SlidingWindow:
         self._events.pop(key, None)
 
 
+class StaleAnswer(enum.Enum):
+    """What the IdP said about a remembered (email, password) pair: the guard says it again."""
+
+    WRONG_PASSWORD = "wrong_password"  # noqa: S105 (a label)
+    ACCOUNT_REFUSED = "account_refused"
+
+
 class StalePasswords:
     """Keyed hashes of (tenant, email, password) pairs the IdP rejected, with a time to live.
 
@@ -94,7 +103,7 @@ class StalePasswords:
 
     def __init__(self, hmac_key: bytes, *, max_entries: int = MAX_KEYS) -> None:
         self._key = hmac_key
-        self._expiry: OrderedDict[bytes, float] = OrderedDict()
+        self._expiry: OrderedDict[bytes, tuple[float, StaleAnswer]] = OrderedDict()
         self._max = max_entries
 
     def _digest(self, tenant_id: str, email: str, password: str) -> bytes:
@@ -102,22 +111,28 @@ class StalePasswords:
                               password.encode("utf-8", "surrogatepass")])
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
-    def remember(self, tenant_id: str, email: str, password: str, now: float, ttl: float) -> None:
+    def remember(self, tenant_id: str, email: str, password: str, now: float, ttl: float,
+                 answer: StaleAnswer = StaleAnswer.WRONG_PASSWORD) -> None:
         digest = self._digest(tenant_id, email, password)
-        self._expiry[digest] = now + ttl
+        self._expiry[digest] = (now + ttl, answer)
         self._expiry.move_to_end(digest)
         while len(self._expiry) > self._max:
             self._expiry.popitem(last=False)
 
-    def is_stale(self, tenant_id: str, email: str, password: str, now: float) -> bool:
+    def answer_for(self, tenant_id: str, email: str, password: str, now: float) -> StaleAnswer | None:
+        """The IdP's remembered answer for this pair, or None when it is not (or no longer) remembered."""
         digest = self._digest(tenant_id, email, password)
-        expiry = self._expiry.get(digest)
-        if expiry is None:
-            return False
+        entry = self._expiry.get(digest)
+        if entry is None:
+            return None
+        expiry, answer = entry
         if expiry <= now:
             del self._expiry[digest]
-            return False
-        return True
+            return None
+        return answer
+
+    def is_stale(self, tenant_id: str, email: str, password: str, now: float) -> bool:
+        return self.answer_for(tenant_id, email, password, now) is not None
 
     def __len__(self) -> int:
         return len(self._expiry)
@@ -229,6 +244,10 @@ class LoginThrottle:
     def is_stale(self, tenant_id: str, email: str, password: str) -> bool:
         return self.stale.is_stale(tenant_id, email, password, self.clock())
 
+    def stale_answer(self, tenant_id: str, email: str, password: str) -> StaleAnswer | None:
+        """What the IdP answered this pair within the stale-password TTL, if it refused it."""
+        return self.stale.answer_for(tenant_id, email, password, self.clock())
+
     def idp_started(self, tenant_id: str, email: str) -> None:
         key = self._user_key(tenant_id, email)
         self._in_flight[key] = self._in_flight.get(key, 0) + 1
@@ -241,13 +260,20 @@ class LoginThrottle:
         else:
             self._in_flight.pop(key, None)
 
-    def idp_rejected(self, tenant_id: str, email: str, password: str, actor: Actor, limits: ThrottleConfig) -> None:
-        """The IdP said wrong password: count it everywhere and remember the pair."""
+    def idp_rejected(self, tenant_id: str, email: str, password: str, actor: Actor, limits: ThrottleConfig, *,
+                     remember: StaleAnswer | None = StaleAnswer.WRONG_PASSWORD) -> None:
+        """The IdP refused the login: count it for the user and the actor, and remember the pair as ``remember``.
+
+        ``remember=None`` counts without remembering: for a refusal the bridge
+        cannot classify, which must not stop a right password for an hour.
+        """
         now = self.clock()
         window = limits.window.total_seconds()
         self._users.add(self._user_key(tenant_id, email), now, window)
         self._actors.add(actor.key, now, window)
-        self.stale.remember(tenant_id, email, password, now, limits.stale_password_ttl.total_seconds())
+        if remember is not None:
+            self.stale.remember(tenant_id, email, password, now, limits.stale_password_ttl.total_seconds(),
+                                remember)
 
     def succeeded(self, tenant_id: str, email: str) -> None:
         """A good password resets the user's count, as a successful logon does at AD."""

@@ -5,6 +5,12 @@ at once) so an administrator can ``tail -f`` it or ship it to a SIEM; the
 database copy serves ``loginbridge audit tail``.  An event never holds a
 password, a device secret, a session token or an assertion: only who, where,
 how and the result code.
+
+Some of that is what a client sent (the email typed, a claimed device id), so
+an event holds only text every sink can take: control, format and separator
+characters and lone surrogates are written as ``\\uXXXX`` (a line of the file
+stays one line, a terminal running ``audit tail`` gets no escape sequences,
+UTF-8 and SQLite take every row), and each field is capped in length.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import enum
 import json
 import logging
 import os
+import unicodedata
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +28,22 @@ from typing import IO, Protocol
 log = logging.getLogger(__name__)
 
 RESULT_OK = "ok"
+MAX_FIELD_CHARS = 512
+_ESCAPED = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})  # controls, format, lone surrogates, line/paragraph separators
+
+
+def audit_text(value: str) -> str:
+    """``value`` as the audit records it: unsafe code points as ``\\uXXXX`` (``\\UXXXXXXXX``), at most
+    :data:`MAX_FIELD_CHARS` characters (the cut marked with an ellipsis).  Idempotent."""
+    if not value.isprintable():  # the fast path is every ordinary value; this also catches NBSP and friends
+        value = "".join(
+            (f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
+            if unicodedata.category(ch) in _ESCAPED else ch
+            for ch in value
+        )
+    if len(value) > MAX_FIELD_CHARS:
+        value = value[:MAX_FIELD_CHARS - 1] + "\u2026"
+    return value
 
 
 class AuditKind(enum.Enum):
@@ -45,6 +68,14 @@ class AuditEvent:
     request_id: str | None = None
     distinct_users: int | None = None
     id: int | None = None
+
+    def __post_init__(self) -> None:
+        # Frozen: the one place the text fields are made safe, whoever built the event.
+        object.__setattr__(self, "result", audit_text(self.result))
+        for name in ("tenant_id", "device_id", "mode", "email", "source", "request_id"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, audit_text(value))
 
     def to_json(self) -> dict[str, object]:
         body: dict[str, object] = {
@@ -111,6 +142,6 @@ class AuditLog:
             try:
                 self._file.write(event.line() + "\n")
                 self._file.flush()
-            except OSError as exc:
-                log.error("cannot append to the audit file %s: %s", self.path, exc.strerror)
+            except (OSError, ValueError) as exc:  # ValueError: the file was closed under us
+                log.error("cannot append to the audit file %s: %s", self.path, getattr(exc, "strerror", None) or exc)
 

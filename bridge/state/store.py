@@ -29,15 +29,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
-from bridge.state.audit import AuditEvent, AuditKind
 from bridge.config import IPNetwork, TenantConfig
 from bridge.errors import RequestError, StoreError
 from bridge.passwords import hash_password, verify_password
+from bridge.state.audit import AuditEvent, AuditKind
 
 log = logging.getLogger(__name__)
 
 DB_FILENAME = "loginbridge.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SSO_TWOFA_REFUSED = (
     "accounts of an SSO tenant cannot use two-factor authentication on the platform: "
     "2FA is the identity provider's job"
@@ -189,6 +189,22 @@ _SCHEMA_V2 = (
     )""",
     "CREATE INDEX audit_by_tenant ON audit_events(tenant_id, id)",
 )
+# Version 3: the assertion replay cache (Store.check_and_remember).  Keyed by (issuer, assertion id);
+# a row lives until the token's NotOnOrAfter plus the clock skew, and the expiry index lets expired
+# rows be pruned a few at a time without scanning the table.
+_SCHEMA_V3 = (
+    """CREATE TABLE seen_assertions (
+        issuer TEXT NOT NULL,
+        assertion_id TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        PRIMARY KEY (issuer, assertion_id)
+    )""",
+    "CREATE INDEX seen_assertions_by_expiry ON seen_assertions(expires_at)",
+)
+_PRUNE_SEEN = ("DELETE FROM seen_assertions WHERE rowid IN"
+               " (SELECT rowid FROM seen_assertions WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)")
+REPLAY_PRUNE_EVERY = 32  # remembered assertions between two prunes
+REPLAY_PRUNE_BATCH = 128  # expired rows deleted at most per prune (4 per insert: the table cannot grow stale)
 _AUDIT_COLUMNS = ("id, at, kind, result, tenant_id, device_id, mode, email, source, idp_latency_ms, request_id,"
                   " distinct_users")
 
@@ -249,6 +265,7 @@ class Store:
         self.path = path
         # device id -> (last written last_seen_at, address): the in-memory gate of touch_device.
         self._touched: dict[str, tuple[datetime, str]] = {}
+        self._replay_inserts = 0  # since the last prune of seen_assertions
 
     @classmethod
     def open(cls, path: Path | str) -> Store:
@@ -332,6 +349,9 @@ class Store:
                     conn.execute(statement)
             if version < 2:
                 for statement in _SCHEMA_V2:
+                    conn.execute(statement)
+            if version < 3:
+                for statement in _SCHEMA_V3:
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
         log.info("database %s migrated from schema %s to %s", self.path, version, SCHEMA_VERSION)
@@ -756,6 +776,42 @@ class Store:
             cursor = self._conn.execute("DELETE FROM sessions WHERE revoked = 1 OR expires_at <= ?",
                                         (_ts(now),))
         return cursor.rowcount
+
+    # -- assertion replay cache ----------------------------------------------
+
+    def check_and_remember(self, issuer: str, assertion_id: str, expires_at: datetime, *, now: datetime) -> bool:
+        """True, remembering (issuer, assertion id) until ``expires_at``, when it is new; False for a replay.
+
+        The :class:`bridge.idp.assertion.ReplayCache` of the IdP clients.  One
+        statement, atomic across processes sharing the database (the server and a
+        ``loginbridge check``): a row whose expiry has passed counts as absent
+        and is renewed.  Every ``REPLAY_PRUNE_EVERY`` calls, up to
+        ``REPLAY_PRUNE_BATCH`` expired rows are deleted through the expiry index.
+        """
+        now_text = _ts(now)
+        with self._guard():
+            cursor = self._conn.execute(
+                "INSERT INTO seen_assertions (issuer, assertion_id, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (issuer, assertion_id) DO UPDATE SET expires_at = excluded.expires_at"
+                " WHERE seen_assertions.expires_at <= ?",
+                (issuer, assertion_id, _ts(expires_at), now_text))
+        fresh = cursor.rowcount == 1
+        self._replay_inserts += 1
+        if self._replay_inserts >= REPLAY_PRUNE_EVERY:
+            self._replay_inserts = 0
+            self.prune_seen_assertions(now, limit=REPLAY_PRUNE_BATCH)
+        return fresh
+
+    def prune_seen_assertions(self, now: datetime, *, limit: int | None = None) -> int:
+        """Delete remembered assertions that expired by ``now`` (at most ``limit``); returns how many."""
+        bound = -1 if limit is None else max(int(limit), 0)
+        with self._guard():
+            cursor = self._conn.execute(_PRUNE_SEEN, (_ts(now), bound))
+        return cursor.rowcount
+
+    def seen_assertion_count(self) -> int:
+        with self._guard():
+            return int(self._conn.execute("SELECT count(*) FROM seen_assertions").fetchone()[0])
 
     # -- audit trail ----------------------------------------------------------
 

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bridge.config import BridgeConfig, Protocol, TenantConfig
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, SpNotRegistered
 from bridge.idp.http import IdpHttp, make_ssl_context
 from bridge.idp.saml.metadata import parse_idp_metadata
 from bridge.idp.saml.spkeys import ensure_sp_keys
@@ -112,7 +112,11 @@ async def _network_steps(config: BridgeConfig, tenant: TenantConfig,
 
 async def _protocol(config: BridgeConfig, tenant: TenantConfig) -> ProtocolResult:
     client = config.idp_client
-    http = IdpHttp(whitelist=tenant.idp_whitelist, ssl_context=make_ssl_context(ca_file_of(tenant)),
+    try:
+        context = make_ssl_context(ca_file_of(tenant))
+    except BridgeError as exc:  # the ca_file changed since the configuration was checked
+        return ProtocolResult(steps=(error_step("tls trust anchors", exc),), samples=(), signing_not_after=None)
+    http = IdpHttp(whitelist=tenant.idp_whitelist, ssl_context=context,
                    connect_timeout=client.connect_timeout, timeout=client.timeout, max_connections=2)
     try:
         if tenant.wstrust is not None:
@@ -142,10 +146,23 @@ async def login_step(login: LoginService, tenant: TenantConfig, credentials: Cre
         _, user = await login.verify_password(identifier=credentials.email, password=credentials.password,
                                               mode=LoginMode.PASSWORD, source=None)
     except BridgeError as exc:
-        return error_step(name, exc, seconds=time.perf_counter() - started)
+        return error_step(name, exc, hint=_login_hint(login.config, tenant, exc), seconds=time.perf_counter() - started)
     return Step(name=name, status=Status.PASS, seconds=time.perf_counter() - started,
                 summary=f"the IdP accepted the password; its signed subject is {user.email}, an enabled account "
                         f"of tenant {tenant.id}")
+
+
+def _login_hint(config: BridgeConfig, tenant: TenantConfig, exc: BridgeError) -> str:
+    """What to change for a failed login, where this tenant's settings say more than the catalogue ("" if not)."""
+    if isinstance(exc, SpNotRegistered):
+        if tenant.saml2 is not None:
+            return (f"register this bridge at the IdP as a SAML service provider: give it the SP metadata from "
+                    f"{config.public_url}/saml/{tenant.id}/metadata (entity {tenant.saml2.sp_entity_id}); "
+                    "Keycloak: import it as a SAML client and allow the ECP flow")
+        if tenant.wstrust is not None:
+            return (f"add a relying party trust at AD FS whose identifier is {tenant.wstrust.applies_to} "
+                    "(the tenant's wstrust.applies_to), or set applies_to to the identifier of the existing trust")
+    return ""
 
 
 async def run_check(config: BridgeConfig, tenant_id: str, *, login: LoginService | None = None,

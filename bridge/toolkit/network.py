@@ -161,8 +161,13 @@ async def tls_step(target: Target, address: IPAddress, ca_file: Path | None,
     started = time.perf_counter()
     now = datetime.now(UTC)
     try:
-        cert, version = await _peer_certificate(address, target.port, make_ssl_context(ca_file), target.host,
-                                                limit_seconds)
+        context = make_ssl_context(ca_file)
+    except BridgeError as exc:  # the ca_file changed since the configuration was checked
+        return Step(name=name, status=Status.FAIL, summary=exc.detail, code=exc.code,
+                    hint="ca_file must hold the PEM certificate(s) of the CA that issued the IdP's TLS "
+                         "certificate; run loginbridge config check"), None
+    try:
+        cert, version = await _peer_certificate(address, target.port, context, target.host, limit_seconds)
     except ssl.SSLCertVerificationError as exc:
         elapsed = time.perf_counter() - started
         seen = await _unverified_certificate(address, target, limit_seconds)

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from .codec import DEFAULT_LIMITS, Limits, decode, decode_attributes, encode
+from .codec import (
+    DEFAULT_LIMITS,
+    STEP_VALUES,
+    Limits,
+    Steps,
+    decode,
+    decode_attributes,
+    decode_attributes_in_steps,
+    encode,
+)
 from .errors import IppEncodeError, IppIncomplete, IppParseError, IppTooLarge, IppValueTooLong
 from .model import (
     Attribute,
@@ -19,6 +28,7 @@ from .tags import GroupTag, ResolutionUnit, ValueTag
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "STEP_VALUES",
     "Attribute",
     "AttributeGroup",
     "Collection",
@@ -34,10 +44,12 @@ __all__ = [
     "PyValue",
     "Resolution",
     "ResolutionUnit",
+    "Steps",
     "StringWithLanguage",
     "Value",
     "ValueTag",
     "decode",
     "decode_attributes",
+    "decode_attributes_in_steps",
     "encode",
 ]

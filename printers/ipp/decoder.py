@@ -11,10 +11,18 @@ escapes.  Decisions where RFC 8010 leaves room:
   are kept as raw bytes;
 * repeated attribute names in a group are kept as received (the server may
   refuse them); empty groups are kept.
+
+Work is bounded by :class:`Limits`: bytes, attributes (collection members
+included) and values (every value of a 1setOf, of a member, and each
+collection value itself, however deeply nested).  Decoding a capped section
+still runs Python per value, so :func:`decode_attributes_in_steps` pauses
+every ``step_values`` values: the server resumes it from its event loop and
+no single request holds the loop for more than one step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from datetime import datetime, timedelta, timezone
 
 from .errors import IppIncomplete, IppParseError, IppTooLarge, IppValueTooLong
@@ -29,6 +37,7 @@ from .model import (
     Resolution,
     StringWithLanguage,
     Value,
+    value_unchecked,
 )
 from .tags import (
     ASCII_TAGS,
@@ -45,52 +54,105 @@ from .tags import (
 )
 
 _HEADER_SIZE = 8
+STEP_VALUES = 256
+"""Values decoded between two pauses of :func:`decode_attributes_in_steps`."""
+
+Steps = Generator[None, None, tuple[IppMessage, int]]
+"""A decoding in progress: ``next()`` runs one step; StopIteration carries (message, offset)."""
 
 
 class _Reader:
-    """Bounds-checked cursor over the buffer; all reads go through :meth:`take`."""
+    """Bounds-checked cursor over the buffer, counting attributes and values against the limits."""
 
-    __slots__ = ("attributes", "buf", "cap", "limits", "pos")
+    __slots__ = ("attributes", "buf", "cap", "end", "limits", "pause_at", "pos", "step", "values")
 
-    def __init__(self, buf: bytes | bytearray | memoryview, limits: Limits) -> None:
+    def __init__(self, buf: bytes | bytearray | memoryview, limits: Limits, step: int) -> None:
         self.buf = memoryview(buf).cast("B")
         self.limits = limits
         self.cap = limits.max_attributes_bytes
+        self.end = min(self.cap, len(self.buf))
+        """Reads stop here: past it is either the byte cap or the end of what has arrived."""
         self.pos = 0
         self.attributes = 0
+        self.values = 0
+        self.step = step
+        self.pause_at = step
+
+    def _short(self, n: int, what: str) -> None:
+        start = self.pos
+        if start + n > self.cap:
+            raise IppTooLarge(f"attribute section larger than {self.cap} octets reading {what}", offset=start)
+        raise IppIncomplete(f"message ends inside {what}", offset=start)
 
     def take(self, n: int, what: str) -> memoryview:
         start = self.pos
         stop = start + n
-        if stop > self.cap:
-            raise IppTooLarge(f"attribute section larger than {self.cap} octets reading {what}", offset=start)
-        if stop > len(self.buf):
-            raise IppIncomplete(f"message ends inside {what}", offset=start)
+        if stop > self.end:
+            self._short(n, what)
         self.pos = stop
         return self.buf[start:stop]
 
     def u8(self, what: str) -> int:
-        return self.take(1, what)[0]
+        pos = self.pos
+        if pos >= self.end:
+            self._short(1, what)
+        self.pos = pos + 1
+        return self.buf[pos]
 
     def u16(self, what: str) -> int:
-        return int.from_bytes(self.take(2, what), "big")
+        pos = self.pos
+        if pos + 2 > self.end:
+            self._short(2, what)
+        self.pos = pos + 2
+        buf = self.buf
+        return (buf[pos] << 8) | buf[pos + 1]
+
+    def head(self, what: str) -> tuple[int, int]:
+        """The tag and name-length that start every attribute and value (RFC 8010 section 3.1.4/3.1.5)."""
+        pos = self.pos
+        if pos + 3 > self.end:
+            tag = self.u8(what)
+            return tag, self.u16("name-length")
+        self.pos = pos + 3
+        buf = self.buf
+        return buf[pos], (buf[pos + 1] << 8) | buf[pos + 2]
 
     def count_attribute(self, offset: int) -> None:
         self.attributes += 1
         if self.attributes > self.limits.max_attributes:
             raise IppTooLarge(f"more than {self.limits.max_attributes} attributes", offset=offset)
 
-    def name(self, offset: int) -> str:
-        length = self.u16("name-length")
+    def count_value(self, offset: int) -> bool:
+        """Count one value; True when the decoder should pause before the next one."""
+        self.values += 1
+        if self.values > self.limits.max_values:
+            raise IppTooLarge(f"more than {self.limits.max_values} values", offset=offset)
+        if self.values >= self.pause_at:
+            self.pause_at += self.step
+            return True
+        return False
+
+    def name(self, length: int, offset: int) -> str:
+        """The attribute name whose name-length :meth:`head` read."""
         if length > self.limits.max_name_length:
             raise IppValueTooLong(f"attribute name of {length} octets", offset=offset)
         return _ascii(self.take(length, "attribute name"), "attribute name", offset)
 
     def value_bytes(self, offset: int) -> memoryview:
-        length = self.u16("value-length")
+        pos = self.pos
+        if pos + 2 > self.end:
+            self._short(2, "value-length")
+        buf = self.buf
+        length = (buf[pos] << 8) | buf[pos + 1]
         if length > self.limits.max_value_length:
             raise IppValueTooLong(f"value of {length} octets", offset=offset)
-        return self.take(length, "value")
+        start = pos + 2
+        stop = start + length
+        if stop > self.end:
+            self.pos = start
+            self._short(length, "value")
+        self.pos = stop
+        return buf[start:stop]
 
 
 def _ascii(raw: memoryview, what: str, offset: int) -> str:
@@ -151,19 +213,20 @@ def _with_language(raw: memoryview, offset: int) -> StringWithLanguage:
 
 def _scalar(tag: int, raw: memoryview, offset: int) -> PyValue:
     """Python value for every non-collection value tag."""
-    if tag in OUT_OF_BAND_TAGS:
-        return None
+    # the tag sets are disjoint: the commonest syntaxes are tested first
+    if tag in ASCII_TAGS:
+        return _ascii(raw, "keyword/uri/charset/language/mime value", offset)
+    if tag in UTF8_TAGS:
+        return _utf8(raw, "text/name value", offset)
     if tag in INT_TAGS:
         return _int32(_fixed(raw, 4, "integer", offset))
+    if tag in OUT_OF_BAND_TAGS:
+        return None
     if tag == ValueTag.BOOLEAN:
         octet = _fixed(raw, 1, "boolean", offset)[0]
         if octet > 1:
             raise IppParseError("boolean is neither 0 nor 1", offset=offset)
         return octet == 1
-    if tag in UTF8_TAGS:
-        return _utf8(raw, "text/name value", offset)
-    if tag in ASCII_TAGS:
-        return _ascii(raw, "keyword/uri/charset/language/mime value", offset)
     if tag in WITH_LANGUAGE_TAGS:
         return _with_language(raw, offset)
     if tag == ValueTag.DATE_TIME:
@@ -185,19 +248,30 @@ def _scalar(tag: int, raw: memoryview, offset: int) -> PyValue:
     return bytes(raw)
 
 
+def _value(tag: int, raw: memoryview, offset: int) -> Value:
+    """A non-collection value; the commonest syntaxes without the general dispatch of :func:`_scalar`."""
+    if tag in _ASCII_TAGS:
+        try:
+            return value_unchecked(_VALUE_TAGS[tag], str(raw, "ascii"))
+        except UnicodeDecodeError as exc:
+            raise IppParseError("keyword/uri/charset/language/mime value is not US-ASCII", offset=offset) from exc
+    return value_unchecked(value_tag(tag), _scalar(tag, raw, offset))
+
+
+_VALUE_TAGS = {int(t): t for t in ValueTag}
+_BEG_COLLECTION = int(ValueTag.BEG_COLLECTION)
+_ASCII_TAGS = frozenset(int(t) for t in ASCII_TAGS)
+
+
 class _Decoder:
+    """The message grammar (RFC 8010 section 3.1) as generators that pause between steps."""
+
     __slots__ = ("r",)
 
     def __init__(self, r: _Reader) -> None:
         self.r = r
 
-    def value(self, tag: int, offset: int, depth: int) -> Value:
-        raw = self.r.value_bytes(offset)
-        if tag == ValueTag.BEG_COLLECTION:
-            return Value(tag=ValueTag.BEG_COLLECTION, value=self.collection(depth + 1, offset))
-        return Value(tag=value_tag(tag), value=_scalar(tag, raw, offset))
-
-    def collection(self, depth: int, start: int) -> Collection:
+    def collection(self, depth: int, start: int) -> Generator[None, None, Collection]:
         """Members after a begCollection up to its endCollection (RFC 8010 section 3.1.6)."""
         r = self.r
         if depth > r.limits.max_depth:
@@ -208,10 +282,10 @@ class _Decoder:
         name_offset = start
         while True:
             offset = r.pos
-            tag = r.u8("collection member tag")
-            if tag < DELIMITER_LIMIT:
+            if offset < r.end and r.buf[offset] < DELIMITER_LIMIT:
                 raise IppParseError("delimiter tag inside a collection", offset=offset)
-            if r.u16("name-length") != 0:
+            tag, name_length = r.head("collection member tag")
+            if name_length != 0:
                 raise IppParseError("collection member value with a name", offset=offset)
             if tag == ValueTag.MEMBER_ATTR_NAME:
                 if name is not None:
@@ -230,9 +304,16 @@ class _Decoder:
             elif name is None:
                 raise IppParseError("collection value before any memberAttrName", offset=offset)
             else:
-                values.append(self.value(tag, offset, depth))
+                if r.count_value(offset):
+                    yield
+                raw = r.value_bytes(offset)
+                if tag == _BEG_COLLECTION:
+                    nested = yield from self.collection(depth + 1, offset)
+                    values.append(Value(tag=ValueTag.BEG_COLLECTION, value=nested))
+                else:
+                    values.append(_value(tag, raw, offset))
 
-    def message(self) -> tuple[IppMessage, int]:
+    def message(self) -> Generator[None, None, tuple[IppMessage, int]]:
         r = self.r
         header = r.take(_HEADER_SIZE, "message header")
         version = (header[0], header[1])
@@ -244,9 +325,13 @@ class _Decoder:
         attributes: list[Attribute] = []
         name: str | None = None
         values: list[Value] = []
+        buf, end = r.buf, r.end
         while True:
             offset = r.pos
-            tag = r.u8("tag")
+            if offset < end and buf[offset] < DELIMITER_LIMIT:
+                tag, name_length = r.u8("tag"), -1
+            else:
+                tag, name_length = r.head("tag")
             if tag < DELIMITER_LIMIT:
                 if name is not None:
                     attributes.append(Attribute(name=name, values=tuple(values)))
@@ -262,8 +347,8 @@ class _Decoder:
                 continue
             if group is None:
                 raise IppParseError("attribute before any group tag", offset=offset)
-            new_name = r.name(offset)
-            if new_name:
+            if name_length:
+                new_name = r.name(name_length, offset)
                 if name is not None:
                     attributes.append(Attribute(name=name, values=tuple(values)))
                 r.count_attribute(offset)
@@ -271,7 +356,14 @@ class _Decoder:
                 values = []
             elif name is None:
                 raise IppParseError("additional value without an attribute", offset=offset)
-            values.append(self.value(tag, offset, 0))
+            if r.count_value(offset):
+                yield
+            raw = r.value_bytes(offset)
+            if tag == _BEG_COLLECTION:
+                collection = yield from self.collection(1, offset)
+                values.append(Value(tag=ValueTag.BEG_COLLECTION, value=collection))
+            else:
+                values.append(_value(tag, raw, offset))
         msg = IppMessage(version=version, code=code, request_id=request_id, groups=tuple(groups))
         return msg, r.pos
 
@@ -282,6 +374,29 @@ def _member(name: str, values: list[Value], offset: int) -> Attribute:
     return Attribute(name=name, values=tuple(values))
 
 
+def decode_attributes_in_steps(
+    buf: bytes | bytearray | memoryview, *, limits: Limits = DEFAULT_LIMITS, step_values: int = STEP_VALUES
+) -> Steps:
+    """:func:`decode_attributes` as a generator that pauses every ``step_values`` values.
+
+    Drive it with ``next()`` until StopIteration, whose ``value`` is
+    (message, offset); the errors are those of :func:`decode_attributes`.
+    ``buf`` must not change while the generator is alive.
+    """
+    if step_values < 1:
+        raise ValueError("step_values must be at least 1")
+    return _Decoder(_Reader(buf, limits, step_values)).message()
+
+
+def _finish(steps: Steps) -> tuple[IppMessage, int]:
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: tuple[IppMessage, int] = done.value
+            return result
+
+
 def decode_attributes(
     buf: bytes | bytearray | memoryview, *, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[IppMessage, int]:
@@ -289,9 +404,10 @@ def decode_attributes(
 
     Returns the message and the offset where the document starts.  Raises
     :class:`IppIncomplete` while the end-of-attributes tag has not arrived yet,
-    :class:`IppTooLarge` once the attribute section passes the byte cap.
+    :class:`IppTooLarge` once the attribute section passes the byte, attribute
+    or value cap.
     """
-    return _Decoder(_Reader(buf, limits)).message()
+    return _finish(decode_attributes_in_steps(buf, limits=limits, step_values=max(1, limits.max_values)))
 
 
 def decode(buf: bytes | bytearray | memoryview, *, limits: Limits = DEFAULT_LIMITS) -> IppMessage:

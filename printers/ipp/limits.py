@@ -14,6 +14,7 @@ MAX_SHORT = 0x7FFF
 """name-length and value-length are SIGNED-SHORT (RFC 8010 section 3.1.4)."""
 
 MAX_ATTRIBUTES = 10_000
+MAX_VALUES = 10_000
 MAX_VALUE_LENGTH = MAX_SHORT
 MAX_NAME_LENGTH = 1_023
 MAX_DEPTH = 16
@@ -22,9 +23,15 @@ MAX_ATTRIBUTES_BYTES = 1 << 20
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Limits:
-    """Decoder caps. Counts include collection members; bytes cover header + attributes."""
+    """Decoder caps. Bytes cover header + attributes.
+
+    ``max_attributes`` counts attributes and collection members;
+    ``max_values`` counts every value: each value of a 1setOf, of a collection
+    member, and each collection value itself, at any depth.
+    """
 
     max_attributes: int = MAX_ATTRIBUTES
+    max_values: int = MAX_VALUES
     max_value_length: int = MAX_VALUE_LENGTH
     max_name_length: int = MAX_NAME_LENGTH
     max_depth: int = MAX_DEPTH

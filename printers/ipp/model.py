@@ -75,6 +75,19 @@ class Value:
     value: PyValue = None
 
 
+_new = object.__new__
+_set = object.__setattr__
+
+
+def value_unchecked(tag: ValueTag | int, value: PyValue) -> Value:
+    """``Value(tag=tag, value=value)`` for the decoder's loop: the same two stores the frozen
+    dataclass's ``__init__`` makes, without its keyword handling (less than half the time)."""
+    item: Value = _new(Value)
+    _set(item, "tag", tag)
+    _set(item, "value", value)
+    return item
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Attribute:
     """An attribute: a name and one or more values (more than one is a 1setOf)."""

@@ -8,11 +8,13 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 
-from bridge import errors
+from bridge import errors, openapi
 from bridge.app import make_app
 from bridge.config import load_config
 from bridge.errorcatalog import ADMIN_DETAIL, FRAMEWORK_CODES, MISSING_DETAIL, catalogue, error_classes, render_markdown
+from bridge.login.service import MAX_PASSWORD_CHARS
 from bridge.openapi import build_document
+from connectors import http, mfp
 from tests.connectors.openapi_check import check_response, response_schema
 from tests.paths import REPO
 
@@ -81,3 +83,38 @@ def test_catalogue_covers_every_error_class() -> None:
     assert set(ADMIN_DETAIL) == {cls.code for cls in error_classes()}, "ADMIN_DETAIL has stale codes"
     assert entries["device_throttled"].http_status == 429
     assert issubclass(errors.DeviceThrottled, errors.TemporarilyLocked)
+
+
+def test_the_documented_limits_are_the_code_limits() -> None:
+    schemas = build_document()["components"]["schemas"]
+    password_login = schemas["PasswordLoginRequest"]["properties"]
+    assert password_login["email"]["maxLength"] == http.MAX_EMAIL_CHARS
+    assert password_login["password"]["maxLength"] == MAX_PASSWORD_CHARS
+    assert password_login["password"]["minLength"] == 1  # the login service refuses an empty password
+    assert schemas["DeviceLoginRequest"]["properties"]["user"]["maxLength"] == mfp.MAX_REPORTED_USER_CHARS
+    assert openapi.MAX_JSON_BYTES == http.MAX_JSON_BYTES
+
+
+def test_every_operation_names_its_transport_answers() -> None:
+    for path, item in build_document()["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            assert responses["405"]["headers"]["Allow"]["required"] is True, (method, path)
+            if "429" in responses:
+                assert responses["429"]["headers"]["Retry-After"]["required"] is True, (method, path)
+            body = operation.get("requestBody")
+            if body is not None:
+                assert list(body["content"]) == ["application/json"], (method, path)
+                assert {"400", "408", "413", "415", "500"} <= set(responses), (method, path)
+
+
+def test_a_405_is_checked_against_the_paths_methods() -> None:
+    answer = {"error": "method_not_allowed", "message": "Method Not Allowed"}
+    check_response("PUT", "/v1/session", 405, answer, {"Allow": "GET,HEAD,DELETE"})
+    check_response("PATCH", "/saml/example/metadata", 405, answer, {"Allow": "GET, HEAD"})
+    with pytest.raises(AssertionError, match="Allow"):
+        check_response("PUT", "/v1/session", 405, answer, {"Allow": "GET,HEAD"})
+    with pytest.raises(AssertionError, match="no Allow header"):
+        check_response("GET", "/v1/apps/login", 405, answer, {})
+    with pytest.raises(AssertionError, match="no Retry-After header"):
+        check_response("POST", "/v1/apps/login", 429, {"error": "temporarily_locked", "message": "m"}, {})

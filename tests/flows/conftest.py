@@ -89,6 +89,8 @@ class Bridge:
             headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         if bearer is not None:
             headers["Authorization"] = f"Bearer {bearer}"
+        if data is not None:
+            headers["Content-Type"] = "application/json"  # raw bytes meant as JSON (the API takes nothing else)
         async with self.http.request(method, self.url + path, json=json, data=data, headers=headers) as resp:
             body = await resp.json(content_type=None)
             check_response(method, path, resp.status, body)  # every answer must match the OpenAPI document

@@ -6,7 +6,7 @@ import aiohttp
 from pyipp.enums import IppOperation as Op
 from pyipp.enums import IppStatus
 
-from printers.ipp import Attribute, GroupTag, IntRange, ValueTag
+from printers.ipp import Attribute, Collection, GroupTag, IntRange, ValueTag
 from tests.flows.print_support import (
     ALICE,
     PrintBridgeFactory,
@@ -65,7 +65,7 @@ async def test_printer_announces_ipp_everywhere_and_serves_its_icons(make_print_
     assert "image/pwg-raster" in values("document-format-supported")
     assert set(values("pwg-raster-document-type-supported")) == {"black_1", "sgray_8"}
     assert values("page-ranges-supported") == (True,)
-    assert {"pages", "document-number"} <= set(values("overrides-supported"))
+    assert {"pages", "document-numbers"} <= set(values("overrides-supported"))
     assert len(values("printer-supply")) == len(values("printer-supply-description")) == 1
     icons = values("printer-icons")
     assert len(icons) == 3
@@ -77,3 +77,34 @@ async def test_printer_announces_ipp_everywhere_and_serves_its_icons(make_print_
                 assert (await resp.read()).startswith(b"\x89PNG\r\n\x1a\n")
         async with http.get(f"http://127.0.0.1:{bridge.port}/icons/printer-64.png") as resp:
             assert resp.status == 404
+
+
+async def test_page_overrides_on_documents_and_pages_are_honoured_and_reported(
+    make_print_bridge: PrintBridgeFactory,
+) -> None:
+    """PWG 5100.6: an override for document 1, pages 1-2, kept with the job (no ignored-or-substituted)."""
+    bridge = await make_print_bridge()
+    override = Collection(members=(
+        Attribute.of("document-numbers", ValueTag.RANGE_OF_INTEGER, IntRange(lower=1, upper=1)),
+        Attribute.of("pages", ValueTag.RANGE_OF_INTEGER, IntRange(lower=1, upper=2)),
+        Attribute.of("orientation-requested", ValueTag.ENUM, 4),
+    ))
+    overrides = Attribute.of("overrides", ValueTag.BEG_COLLECTION, override)
+    orientation = Attribute.of("orientation-requested", ValueTag.ENUM, 3)
+    _, reply = await ipp_post(bridge, print_job(minimal_pdf(3), "application/pdf", orientation, overrides),
+                              auth=ALICE)
+    assert reply is not None and reply.code == IppStatus.OK, reply
+    assert not reply.groups_of(GroupTag.UNSUPPORTED)
+    job_id = int(job_value(reply, "job-id"))  # type: ignore[call-overload]
+
+    wanted = Attribute.of("requested-attributes", ValueTag.KEYWORD, "job-template")
+    _, reply = await ipp_post(bridge, ipp_request(Op.GET_JOB_ATTRIBUTES, Attribute.of("job-id", ValueTag.INTEGER,
+                                                                                      job_id), wanted), auth=ALICE)
+    assert reply is not None and reply.code == IppStatus.OK
+    reported = reply.find(GroupTag.JOB, "overrides")
+    assert reported is not None and reported.plain_values == (override,)
+    assert reply.find(GroupTag.JOB, "orientation-requested") is not None
+
+    (manifest,) = await bridge.wait_delivered(1)
+    assert manifest["job_attributes"]["overrides"] == {
+        "document-numbers": [1, 1], "pages": [1, 2], "orientation-requested": 4}

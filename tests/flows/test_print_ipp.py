@@ -282,3 +282,17 @@ async def test_delivery_gives_up_after_max_attempts(make_print_bridge: PrintBrid
     assert job_value(reply, "job-state") == JobState.ABORTED
     assert job_value(reply, "job-state-reasons") == "aborted-by-system"
     assert "3 times" in str(job_value(reply, "job-state-message"))
+
+
+async def test_credentials_with_characters_no_text_can_carry_are_refused_before_the_idp(
+    make_print_bridge: PrintBridgeFactory,
+) -> None:
+    """A NUL or control character in a Basic password never reaches an envelope: a clear answer, no IdP call."""
+    bridge = await make_print_bridge()
+    for password in ("alice\x00demo", "alice\x1bdemo"):
+        status, reply = await ipp_post(bridge, print_job(), auth=(ALICE[0], password))
+        assert status < 500, status
+        assert reply is None or reply.code != IppStatus.OK, reply
+    assert bridge.trust_calls() == 0
+    events = bridge.store.audit_events(last=2)
+    assert [(e.result, e.mode, e.email) for e in events] == [("invalid_request", "printer", ALICE[0])] * 2

@@ -102,9 +102,10 @@ async def test_user_disabled_at_the_idp(make_bridge: BridgeFactory) -> None:
 
 
 async def test_wrong_applies_to(make_bridge: BridgeFactory) -> None:
+    # AD FS knows no relying party trust by that identifier (ID3082): the SP is not registered there.
     bridge = await make_bridge(wstrust={"applies_to": "urn:loginbridge:somebody-else"})
     status, body = await bridge.user_prompt(ALICE, ALICE_PASS)
-    assert (status, body["error"]) == (502, "idp_rejected_request")
+    assert (status, body["error"]) == (502, "sp_not_registered")
 
 
 async def test_idp_not_whitelisted(make_bridge: BridgeFactory, caplog: pytest.LogCaptureFixture) -> None:

@@ -31,6 +31,7 @@ from printers.ipp import (
     ValueTag,
     decode,
     decode_attributes,
+    decode_attributes_in_steps,
     encode,
 )
 
@@ -594,6 +595,76 @@ def test_attribute_count_cap_counts_members() -> None:
     with pytest.raises(IppTooLarge):
         decode(members, limits=Limits(max_attributes=5))
     assert decode(members, limits=Limits(max_attributes=6)).groups[0].attributes[0].name == "c"
+
+
+def one_set(name: str, count: int) -> bytes:
+    """A 1setOf keyword: the first value carries the name, the others an empty one (RFC 8010 section 3.1.5)."""
+    return wire_value(0x44, name, b"k") + wire_value(0x44, "", b"k") * (count - 1)
+
+
+def member(name: str, *values: bytes) -> bytes:
+    return wire_value(0x4A, "", name.encode()) + b"".join(values)
+
+
+def test_value_cap_counts_every_value_of_a_1setof() -> None:
+    five = header() + OP + one_set("a", 5) + END
+    assert len(decode(five, limits=Limits(max_values=5)).groups[0].attributes[0].values) == 5
+    with pytest.raises(IppTooLarge) as info:
+        decode(five, limits=Limits(max_values=4))
+    assert info.value.status == 0x0408 and "values" in info.value.detail
+    # one attribute: the attribute cap alone would never have seen these values
+    assert len(decode(five, limits=Limits(max_attributes=1, max_values=5)).groups[0].attributes) == 1
+
+
+def test_value_cap_counts_collections_their_members_and_nested_collections() -> None:
+    # c = { m0: k k, m1: k k, m2: { n: k } }: the collection, 4 member values, the inner collection, its value
+    inner = wire_value(0x34, "", b"") + member("n", wire_value(0x44, "", b"k")) + wire_value(0x37, "", b"")
+    col = (wire_value(0x34, "c", b"")
+           + member("m0", wire_value(0x44, "", b"k"), wire_value(0x44, "", b"k"))
+           + member("m1", wire_value(0x44, "", b"k"), wire_value(0x44, "", b"k"))
+           + member("m2", inner)
+           + wire_value(0x37, "", b""))
+    raw = header() + OP + col + END
+    assert decode(raw, limits=Limits(max_values=7)).groups[0].attributes[0].name == "c"
+    with pytest.raises(IppTooLarge):
+        decode(raw, limits=Limits(max_values=6))
+    # two collections in a 1setOf: twice the values
+    twice = header() + OP + col + col[:1] + b"\x00\x00" + col[4:] + END
+    assert len(decode(twice, limits=Limits(max_values=14)).groups[0].attributes[0].values) == 2
+    with pytest.raises(IppTooLarge):
+        decode(twice, limits=Limits(max_values=13))
+
+
+def test_millions_of_tiny_values_stop_at_the_cap_not_at_the_end() -> None:
+    """Out-of-band values are five octets each: the value cap, not the byte cap, ends the work."""
+    tiny = wire_value(0x13, "", b"")
+    raw = header() + OP + wire_value(0x13, "x", b"") + tiny * 200_000  # 1 MB, no end tag yet
+    with pytest.raises(IppTooLarge) as info:
+        decode_attributes(raw, limits=Limits(max_attributes_bytes=2 << 20, max_values=1000))
+    assert "1000 values" in info.value.detail
+    assert info.value.offset < 10 + 5 * 1001  # refused where the 1001st value starts
+
+
+def test_stepwise_decoding_pauses_every_step_and_decodes_the_same_message() -> None:
+    raw = PRINT_JOB[:-1] + one_set("requested-attributes", 1000) + END
+    steps = decode_attributes_in_steps(raw, step_values=100)
+    pauses = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result = done.value
+            break
+        pauses += 1
+    assert pauses == 10  # 1004 values (4 before the 1setOf): a pause before the 100th, 200th ... 1000th
+    assert result == decode_attributes(raw)
+    # errors come out of the steps unchanged
+    steps = decode_attributes_in_steps(raw, limits=Limits(max_values=150), step_values=100)
+    assert next(steps) is None
+    with pytest.raises(IppTooLarge):
+        next(steps)
+    with pytest.raises(ValueError):
+        decode_attributes_in_steps(raw, step_values=0)
 
 
 def test_value_and_name_length_caps() -> None:

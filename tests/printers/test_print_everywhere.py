@@ -42,10 +42,10 @@ def _override(*members: Attribute) -> Attribute:
 def test_overrides_need_pages_and_take_only_supported_members() -> None:
     pages = Attribute.of("pages", ValueTag.RANGE_OF_INTEGER, IntRange(lower=2, upper=3))
     good = _override(pages, Attribute.of("orientation-requested", ValueTag.ENUM, 4),
-                     Attribute.of("document-number", ValueTag.RANGE_OF_INTEGER, IntRange(lower=1, upper=1)))
+                     Attribute.of("document-numbers", ValueTag.RANGE_OF_INTEGER, IntRange(lower=1, upper=1)))
     kept, unsupported = check_job_template((good,))
     assert kept == (good,) and unsupported == ()
-    assert {"pages", "document-number"} <= set(OVERRIDE_MEMBERS)
+    assert {"pages", "document-numbers"} <= set(OVERRIDE_MEMBERS)
     refused = (
         _override(Attribute.of("orientation-requested", ValueTag.ENUM, 4)),  # no pages
         _override(pages, Attribute.of("copies", ValueTag.INTEGER, 2)),  # not an override member
@@ -54,6 +54,31 @@ def test_overrides_need_pages_and_take_only_supported_members() -> None:
         Attribute.of("overrides", ValueTag.KEYWORD, "pages"),
     )
     for bad in refused:
+        kept, unsupported = check_job_template((bad,))
+        assert kept == () and [a.name for a in unsupported] == ["overrides"], bad
+
+
+def test_overrides_select_documents_with_the_pwg_5100_6_keyword() -> None:
+    """"document-numbers" (PWG 5100.6, IANA) is advertised first and honoured; CUPS 2.4's test-suite spelling
+    "document-number" is advertised last and read as the same selector; "document-copies" is not supported."""
+    assert OVERRIDE_MEMBERS[0] == "document-numbers" and OVERRIDE_MEMBERS[-1] == "document-number"
+    pages = Attribute.of("pages", ValueTag.RANGE_OF_INTEGER, IntRange(lower=1, upper=2), IntRange(lower=5, upper=5))
+    docs = Attribute.of("document-numbers", ValueTag.RANGE_OF_INTEGER, IntRange(lower=1, upper=1))
+    legacy = Attribute.of("document-number", ValueTag.RANGE_OF_INTEGER, IntRange(lower=1, upper=1))
+    two = Attribute(name="overrides", values=(
+        _override(docs, pages, Attribute.of("sides", ValueTag.KEYWORD, "one-sided")).values[0],
+        _override(Attribute.of("pages", ValueTag.RANGE_OF_INTEGER, IntRange(lower=3, upper=4)),
+                  Attribute.of("print-quality", ValueTag.ENUM, 5)).values[0],
+    ))
+    for good in (_override(legacy, pages, Attribute.of("media", ValueTag.KEYWORD, "na_letter_8.5x11in")), two):
+        kept, unsupported = check_job_template((good,))
+        assert kept == (good,) and unsupported == (), good
+    for bad in (
+        _override(docs, legacy, pages),  # the same selector twice
+        _override(pages, Attribute.of("document-copies", ValueTag.RANGE_OF_INTEGER, IntRange(lower=1, upper=1))),
+        _override(pages, Attribute.of("document-numbers", ValueTag.RANGE_OF_INTEGER, IntRange(lower=0, upper=1))),
+        _override(pages, Attribute.of("document-numbers", ValueTag.INTEGER, 1)),
+    ):
         kept, unsupported = check_job_template((bad,))
         assert kept == () and [a.name for a in unsupported] == ["overrides"], bad
 

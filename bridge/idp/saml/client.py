@@ -4,8 +4,11 @@ The bridge is both the SP and the ECP client: it builds the AuthnRequest,
 posts it with HTTP Basic email:password to the IdP's ECP endpoint over the
 tenant's whitelisted, address-pinned TLS connection, checks what pysaml2 does
 not (InResponseTo, Destination, status) and hands the signed assertion to the
-same validator as WS-Trust tokens.  IdP metadata (file or URL) is re-read on
-a schedule, so a new signing certificate is picked up without a restart.
+same validator as WS-Trust tokens.  A Response that carries its own
+signature must have it verify too, also around an encrypted assertion.  IdP
+metadata (file or URL) is re-read on a schedule, so a new signing certificate
+is picked up without a restart; the read is one shared fetch that concurrent
+logins wait on together (:mod:`bridge.idp.lookup`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,9 +30,11 @@ from bridge.idp.assertion import (
     ValidatedAssertion,
     signature_policy,
     validate_assertion,
+    verify_response_signature,
 )
 from bridge.idp.http import IdpHttp
-from bridge.idp.saml.ecp import SOAP_CONTENT_TYPE, build_authn_request, error_for_http_status, parse_ecp_response
+from bridge.idp.lookup import SharedLookup
+from bridge.idp.saml.ecp import SOAP_CONTENT_TYPE, build_authn_request, read_ecp_answer
 from bridge.idp.saml.metadata import IdpMetadata, parse_idp_metadata
 from bridge.idp.saml.spkeys import SpKeys
 
@@ -61,18 +65,20 @@ def _fingerprints(resolved: ResolvedSaml) -> set[bytes]:
 class SamlIdp:
     """One tenant's SAML IdP: metadata (refreshed), and the ECP password check."""
 
-    def __init__(self, tenant: TenantConfig, http: IdpHttp, replay: ReplayCache, sp: SpKeys, public_url: str) -> None:
+    def __init__(self, tenant: TenantConfig, http: IdpHttp, sp: SpKeys, public_url: str) -> None:
         if tenant.saml2 is None:
             raise ValueError(f"tenant {tenant.id} has no saml2 settings")
         self.tenant = tenant
         self.cfg: Saml2Config = tenant.saml2
         self.http = http
-        self.replay = replay
         self.sp = sp
         self.acs_url = acs_url_for(tenant, public_url)
-        self._resolved: ResolvedSaml | None = None
-        self._loaded_at = 0.0
-        self._lock = asyncio.Lock()
+        self._lookup: SharedLookup[ResolvedSaml] = SharedLookup(
+            self._load, max_age=self.cfg.metadata_refresh.total_seconds(), what=f"IdP metadata of {tenant.id}"
+        )
+
+    def close(self) -> None:
+        self._lookup.close()
 
     async def _read_metadata(self) -> IdpMetadata | None:
         cfg = self.cfg
@@ -101,37 +107,31 @@ class SamlIdp:
         certs = _merge(cfg.signing_certificates, meta.signing_certificates if meta is not None else ())
         return ResolvedSaml(ecp_url=ecp_url, entity_id=entity_id, certificates=certs)
 
-    def _stale(self) -> bool:
-        return time.monotonic() - self._loaded_at >= self.cfg.metadata_refresh.total_seconds()
-
     async def resolve(self) -> ResolvedSaml:
         """Current IdP facts; metadata is re-read when older than the refresh interval."""
-        if self._resolved is None or self._stale():
-            async with self._lock:
-                if self._resolved is None or self._stale():
-                    await self._refresh()
-        assert self._resolved is not None
-        return self._resolved
+        return await self._lookup.get()
 
-    async def _refresh(self) -> None:
+    async def _load(self, previous: ResolvedSaml | None) -> ResolvedSaml:
+        """Read and check the metadata; a failed re-read keeps ``previous``, unusable metadata does not."""
         try:
             meta = await self._read_metadata()
         except OSError as exc:
-            if self._resolved is None:
+            if previous is None:
                 raise IdpProtocolError(f"cannot read IdP metadata ({exc.strerror})") from exc
             log.warning("IdP metadata refresh failed, keeping the previous one: %s", exc.strerror)
+            return previous
         except BridgeError as exc:
-            if self._resolved is None:
+            if previous is None:
                 raise
             log.warning("IdP metadata refresh failed, keeping the previous one: %s", exc)
-        else:
-            resolved = self._build(meta)
-            if self._resolved is not None and _fingerprints(resolved) != _fingerprints(self._resolved):
-                log.info("IdP signing certificates changed at metadata refresh (%d now)", len(resolved.certificates))
-            self._resolved = resolved
-        self._loaded_at = time.monotonic()
+            return previous
+        resolved = self._build(meta)
+        if previous is not None and _fingerprints(resolved) != _fingerprints(previous):
+            log.info("IdP signing certificates changed at metadata refresh (%d now)", len(resolved.certificates))
+        return resolved
 
-    async def authenticate(self, *, username: str, password: str) -> ValidatedAssertion:
+    async def authenticate(self, *, username: str, password: str, replay: ReplayCache) -> ValidatedAssertion:
+        """Send the credentials over ECP and return the validated assertion (its id now in ``replay``), or raise."""
         resolved = await self.resolve()
         if resolved.ecp_url is None:
             raise PasswordLoginUnsupported(
@@ -152,11 +152,10 @@ class SamlIdp:
             body=request.envelope,
             headers={"Content-Type": SOAP_CONTENT_TYPE, "Authorization": f"Basic {basic}", "SOAPAction": ""},
         )
-        error = error_for_http_status(resp.status)
-        if error is not None:
-            raise error
-        answer = parse_ecp_response(
-            resp.body, request_id=request.request_id, acs_url=self.acs_url, sp_key_pem=self.sp.key_pem
+        # Every status is read (a refusal may be a SAML status, a SOAP fault, 401/403 or an error page).
+        answer = read_ecp_answer(
+            status=resp.status, body=resp.body, content_type=resp.content_type,
+            request_id=request.request_id, acs_url=self.acs_url, sp_key_pem=self.sp.key_pem,
         )
         expectations = AssertionExpectations(
             issuer=resolved.entity_id or None,
@@ -168,4 +167,9 @@ class SamlIdp:
             recipient=self.acs_url,
             in_response_to=request.request_id,
         )
-        return validate_assertion(answer.response_xml, expectations, now=datetime.now(UTC), replay=self.replay)
+        now = datetime.now(UTC)
+        if answer.encrypted:
+            # validate_assertion sees only the decrypted plaintext: a signature the Response carries
+            # (over the ciphertext) is checked here, on the envelope as received.
+            verify_response_signature(resp.body, expectations, now=now)
+        return validate_assertion(answer.response_xml, expectations, now=now, replay=replay)

@@ -10,12 +10,16 @@ checks ``Destination`` against its endpoint).
 Pure: bytes in, typed values out, no I/O.  pysaml2 does not check
 InResponseTo or Destination on the SOAP path, so this module does, then
 hands :func:`bridge.idp.assertion.validate_assertion` the bytes to verify.
+
+:func:`read_ecp_answer` takes the whole HTTP answer (status, body, content
+type): every refusal an IdP can give, in any dialect (a SAML status, a SOAP
+fault, HTTP 401/403, an error page), becomes one of the classes of
+:mod:`bridge.idp.refusals`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,15 +27,19 @@ from datetime import UTC, datetime
 from lxml import etree
 
 from bridge.errors import (
-    AccessDenied,
     AssertionRejected,
     BridgeError,
     IdpProtocolError,
-    IdpRejectedRequest,
-    IdpTimeout,
-    IdpUnreachable,
-    InvalidCredentials,
     XmlRejected,
+)
+from bridge.idp.refusals import (
+    Refusal,
+    clip,
+    error_for_status,
+    log_unreadable,
+    refusal_error,
+    refusal_from_status,
+    refusal_from_text,
 )
 from bridge.xml.encryption import decrypt_assertion
 from bridge.xml.safe import full_text, parse_untrusted
@@ -49,14 +57,33 @@ MAX_ECP_RESPONSE_BYTES = 512 * 1024  # encrypted assertions grow base64 by a thi
 
 _STATUS = "urn:oasis:names:tc:SAML:2.0:status:"
 STATUS_SUCCESS = f"{_STATUS}Success"
-_CREDENTIAL_STATUSES = frozenset({f"{_STATUS}AuthnFailed", f"{_STATUS}UnknownPrincipal"})
-_DENIED_STATUSES = frozenset({f"{_STATUS}RequestDenied"})
-# Fault texts that mean "wrong user or password" (Keycloak puts its message key in faultstring).
-_FAULT_BAD_CREDENTIALS = re.compile(
-    r"authentication\s+failed|invalid\s+(user|credentials|password)|invalidUserMessage|"
-    r"invalidUserCredentials",
-    re.IGNORECASE,
-)
+# saml-core section 3.2.2.2: what each status code says about a refused login.
+_STATUS_REFUSALS: dict[str, Refusal] = {
+    # AuthnFailed and UnknownPrincipal look the same to the user: never reveal which.
+    f"{_STATUS}AuthnFailed": Refusal.CREDENTIALS,
+    f"{_STATUS}UnknownPrincipal": Refusal.CREDENTIALS,
+    # The bridge never asks for passive authentication; Keycloak forces IsPassive on ECP, so its
+    # NoPassive means the Basic credentials did not authenticate anybody (e.g. an unknown user).
+    f"{_STATUS}NoPassive": Refusal.CREDENTIALS,
+    # "Able to process the request but has chosen not to respond": the IdP refuses this principal
+    # (Shibboleth and the simulator for a disabled account; Keycloak's default for its own errors).
+    f"{_STATUS}RequestDenied": Refusal.ACCOUNT,
+    # The request itself asks for something the IdP will not do: our configuration.
+    f"{_STATUS}VersionMismatch": Refusal.CONFIGURATION,
+    f"{_STATUS}RequestUnsupported": Refusal.CONFIGURATION,
+    f"{_STATUS}UnsupportedBinding": Refusal.CONFIGURATION,
+    f"{_STATUS}NoAuthnContext": Refusal.CONFIGURATION,
+    f"{_STATUS}InvalidNameIDPolicy": Refusal.CONFIGURATION,
+    f"{_STATUS}InvalidAttrNameOrValue": Refusal.CONFIGURATION,
+    f"{_STATUS}UnknownAttrProfile": Refusal.CONFIGURATION,
+    f"{_STATUS}NoAvailableIDP": Refusal.CONFIGURATION,
+    f"{_STATUS}NoSupportedIDP": Refusal.CONFIGURATION,
+    f"{_STATUS}ProxyCountExceeded": Refusal.CONFIGURATION,
+    f"{_STATUS}ResourceNotRecognized": Refusal.CONFIGURATION,
+    f"{_STATUS}RequestVersionDeprecated": Refusal.CONFIGURATION,
+    f"{_STATUS}RequestVersionTooHigh": Refusal.CONFIGURATION,
+    f"{_STATUS}RequestVersionTooLow": Refusal.CONFIGURATION,
+}
 
 _S = f"{{{NS_SOAP11}}}"
 _P = f"{{{NS_SAMLP2}}}"
@@ -64,7 +91,6 @@ _A = f"{{{NS_SAML2}}}"
 _RESPONSE = f"{_P}Response"
 _ASSERTION = f"{_A}Assertion"
 _ENCRYPTED_ASSERTION = f"{_A}EncryptedAssertion"
-_DETAIL_CHARS = 300
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -83,8 +109,10 @@ class EcpAnswer:
     ``response_xml`` is the received envelope untouched when the assertion was
     in the clear (so a signature on the Response or on the assertion can be
     checked), or the decrypted assertion's plaintext octets when it was
-    encrypted; in that case only a signature on the assertion itself can be
-    verified, and this module has already required that one is present.
+    encrypted; in that case the assertion must carry its own signature (this
+    module has already required one), and a signature the Response carries
+    over the ciphertext is verified on the envelope by the caller
+    (:func:`bridge.idp.assertion.verify_response_signature`).
     """
 
     response_xml: bytes
@@ -137,8 +165,47 @@ def build_authn_request(
 
 def parse_ecp_response(raw: bytes, *, request_id: str, acs_url: str, sp_key_pem: bytes | None) -> EcpAnswer:
     """Check the IdP's SOAP answer; return what to validate, or raise a :class:`BridgeError`."""
+    root = parse_untrusted(raw, what="ECP response", max_bytes=MAX_ECP_RESPONSE_BYTES)
+    return _parse_guarded(root, raw, request_id=request_id, acs_url=acs_url, sp_key_pem=sp_key_pem, status=200)
+
+
+def read_ecp_answer(
+    *, status: int, body: bytes, content_type: str, request_id: str, acs_url: str, sp_key_pem: bytes | None
+) -> EcpAnswer:
+    """The whole HTTP answer of the ECP endpoint: what to validate, or the error it stands for.
+
+    200 is read as a SOAP answer (a fault there is a refusal too).  Any other
+    status is read as SOAP when the body is a SOAP envelope (a fault or a SAML
+    error Response, with 401/403 deciding a fault the bridge cannot place);
+    otherwise the status decides (:func:`bridge.idp.refusals.error_for_status`):
+    a 5xx error page is an outage, not a protocol error.  An answer that cannot
+    be read is logged at INFO with its shape (never its content).
+    """
     try:
-        return _parse(raw, request_id=request_id, acs_url=acs_url, sp_key_pem=sp_key_pem)
+        if status == 200:
+            return parse_ecp_response(body, request_id=request_id, acs_url=acs_url, sp_key_pem=sp_key_pem)
+        try:
+            root = parse_untrusted(body, what="ECP response", max_bytes=MAX_ECP_RESPONSE_BYTES)
+        except XmlRejected:
+            root = None
+        if root is not None and root.tag == f"{_S}Envelope":
+            _parse_guarded(root, body, request_id=request_id, acs_url=acs_url, sp_key_pem=sp_key_pem, status=status)
+            raise IdpProtocolError(f"IdP answered HTTP {status} with a successful ECP response")
+        raise error_for_status(status, body, content_type, what="the ECP endpoint")
+    except IdpProtocolError as exc:
+        if not isinstance(exc, AssertionRejected):
+            log_unreadable(log, "ECP", status=status, content_type=content_type, body=body, exc=exc)
+        raise
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+
+def _parse_guarded(
+    root: etree._Element, raw: bytes, *, request_id: str, acs_url: str, sp_key_pem: bytes | None, status: int
+) -> EcpAnswer:
+    try:
+        return _parse(root, raw, request_id=request_id, acs_url=acs_url, sp_key_pem=sp_key_pem, status=status)
     except BridgeError:
         raise
     except Exception as exc:  # a parser of untrusted input lets nothing else escape
@@ -146,32 +213,9 @@ def parse_ecp_response(raw: bytes, *, request_id: str, acs_url: str, sp_key_pem:
         raise IdpProtocolError("ECP response could not be read") from exc
 
 
-def error_for_http_status(status: int) -> BridgeError | None:
-    """The error an ECP endpoint's HTTP status means; None when the body must be read (200, 500 = fault)."""
-    if status in (200, 500):
-        return None
-    if status == 401:  # Shibboleth and Keycloak answer bad Basic credentials with 401
-        return InvalidCredentials("IdP answered 401 to the ECP request")
-    if status == 403:
-        return AccessDenied("IdP answered 403 to the ECP request")
-    if 300 <= status < 400:
-        return IdpProtocolError(f"IdP answered {status} (a redirect): the URL is not an ECP endpoint")
-    if status in (404, 405):
-        return IdpRejectedRequest(f"IdP answered {status}: ECP is not enabled at this URL")
-    if status == 504:
-        return IdpTimeout("IdP answered 504")
-    if status >= 500:
-        return IdpUnreachable(f"IdP answered {status}")
-    if 400 <= status < 500:
-        return IdpRejectedRequest(f"IdP answered {status} to the ECP request")
-    return IdpProtocolError(f"IdP answered unexpected HTTP status {status}")
-
-
-# --- parsing ------------------------------------------------------------------------------------
-
-
-def _parse(raw: bytes, *, request_id: str, acs_url: str, sp_key_pem: bytes | None) -> EcpAnswer:
-    root = parse_untrusted(raw, what="ECP response", max_bytes=MAX_ECP_RESPONSE_BYTES)
+def _parse(
+    root: etree._Element, raw: bytes, *, request_id: str, acs_url: str, sp_key_pem: bytes | None, status: int
+) -> EcpAnswer:
     if root.tag != f"{_S}Envelope":
         raise IdpProtocolError(f"ECP response is not a SOAP 1.1 Envelope ({_name(root)})")
     bodies = root.findall(f"{_S}Body")
@@ -180,7 +224,7 @@ def _parse(raw: bytes, *, request_id: str, acs_url: str, sp_key_pem: bytes | Non
     children = [el for el in bodies[0] if isinstance(el.tag, str)]
     faults = [el for el in children if el.tag == f"{_S}Fault"]
     if faults:
-        raise _fault_error(faults[0])
+        raise _fault_error(faults[0], status)
     responses = [el for el in root.iter(_RESPONSE)]
     if len(responses) != 1 or len(children) != 1 or children[0] is not responses[0]:
         raise AssertionRejected(
@@ -195,7 +239,7 @@ def _parse(raw: bytes, *, request_id: str, acs_url: str, sp_key_pem: bytes | Non
     destination = response.get("Destination")
     if destination is not None and destination != acs_url:
         raise AssertionRejected("destination", "the Response is addressed to another consumer URL")
-    status = _check_status(response)
+    status_code = _check_status(response, status)
 
     plain = [el for el in root.iter(_ASSERTION)]
     encrypted = [el for el in root.iter(_ENCRYPTED_ASSERTION)]
@@ -208,12 +252,12 @@ def _parse(raw: bytes, *, request_id: str, acs_url: str, sp_key_pem: bytes | Non
     if holder.getparent() is not response:
         raise AssertionRejected("wrapped", "the assertion is not a child of the Response")
     if plain:
-        return EcpAnswer(response_xml=bytes(raw), encrypted=False, status=status)
+        return EcpAnswer(response_xml=bytes(raw), encrypted=False, status=status_code)
     if sp_key_pem is None:
         raise AssertionRejected("decryption", "the assertion is encrypted and no SP key is configured")
     decrypted = decrypt_assertion(holder, key_pem=sp_key_pem)
     _require_signed_assertion(decrypted.plaintext)
-    return EcpAnswer(response_xml=decrypted.plaintext, encrypted=True, status=status)
+    return EcpAnswer(response_xml=decrypted.plaintext, encrypted=True, status=status_code)
 
 
 def _check_ecp_header(root: etree._Element, acs_url: str) -> None:
@@ -230,8 +274,16 @@ def _check_ecp_header(root: etree._Element, acs_url: str) -> None:
         raise AssertionRejected("destination", "ecp:Response names another consumer URL")
 
 
-def _check_status(response: etree._Element) -> str:
-    """Success, or the error the SAML status means (saml-core 3.2.2.2)."""
+def _check_status(response: etree._Element, http_status: int) -> str:
+    """Success, or the error the SAML status means (saml-core 3.2.2.2).
+
+    The StatusMessage decides first when it names the failure (SimpleSAMLphp
+    sends a bare Responder with ``WRONGUSERPASS``; an unknown SP is said in
+    words), then the most specific status code.  A refusal that fits no class
+    is :class:`~bridge.errors.IdpRefused` (unless it came with HTTP 401 or 403):
+    the Response answers our request for this user, so it counts toward the
+    throttles all the same.
+    """
     status = response.find(f"{_P}Status")
     code = status.find(f"{_P}StatusCode") if status is not None else None
     if status is None or code is None:
@@ -243,26 +295,28 @@ def _check_status(response: etree._Element) -> str:
         node = node.find(f"{_P}StatusCode")
     if codes[0] == STATUS_SUCCESS:
         return STATUS_SUCCESS
-    message = full_text(status.find(f"{_P}StatusMessage")).strip()
-    detail = _clip(" / ".join(codes) + (f": {message}" if message else ""))
+    message = " ".join(full_text(status.find(f"{_P}StatusMessage")).split())
+    detail = clip(" / ".join(codes) + (f": {message}" if message else ""))
     log.debug("IdP refused the ECP request: %s", detail)
-    if _CREDENTIAL_STATUSES.intersection(codes):
-        # AuthnFailed and UnknownPrincipal look the same to the user: do not reveal which.
-        raise InvalidCredentials(detail)
-    if _DENIED_STATUSES.intersection(codes):
-        raise AccessDenied(detail)
-    raise IdpRejectedRequest(detail)
+    refusal = refusal_from_text(message)
+    if refusal is None:
+        refusal = next((_STATUS_REFUSALS[c] for c in reversed(codes) if c in _STATUS_REFUSALS), None)
+    raise refusal_error(refusal or refusal_from_status(http_status), detail)
 
 
-def _fault_error(fault: etree._Element) -> BridgeError:
-    """SOAP 1.1 Fault (section 4.4): bad credentials when its text says so, else a refused request."""
+def _fault_error(fault: etree._Element, status: int) -> BridgeError:
+    """SOAP 1.1 Fault (section 4.4): classed by its faultstring and detail, else by the HTTP status.
+
+    Keycloak puts its message key in faultstring and the reason in ``detail``
+    ("Client is not allowed to use ECP profile.").
+    """
     code = full_text(fault.find("faultcode")).strip()
-    text = full_text(fault.find("faultstring")).strip()
-    detail = _clip(f"SOAP fault {code}: {text}")
+    text = " ".join(full_text(fault.find("faultstring")).split())
+    extra = " ".join(full_text(fault.find("detail")).split())
+    detail = clip(f"SOAP fault {code}: {text}" + (f" ({extra})" if extra else ""))
     log.debug("IdP answered the ECP request with %s", detail)
-    if _FAULT_BAD_CREDENTIALS.search(text):
-        return InvalidCredentials(detail)
-    return IdpRejectedRequest(detail)
+    refusal = refusal_from_text(f"{text} {extra}") or refusal_from_status(status)
+    return refusal_error(refusal, f"HTTP {status}, {detail}" if status != 200 else detail)
 
 
 def _require_signed_assertion(plaintext: bytes) -> None:
@@ -279,8 +333,4 @@ def _require_signed_assertion(plaintext: bytes) -> None:
 
 
 def _name(element: etree._Element) -> str:
-    return _clip(str(element.tag), 120)
-
-
-def _clip(text: str, limit: int = _DETAIL_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(str(element.tag), 120)

@@ -3,15 +3,16 @@
 Endpoint: explicit, derived from the AD FS base URL and version, or found by
 MEX discovery (``version: auto``).  Signing certificates: pinned files and/or
 the IdP's FederationMetadata.xml, fetched over the same whitelisted TLS
-connection.  Both are looked up once and cached; a failed lookup is retried on
-the next login.  The token is validated on the raw bytes of the answer.
+connection.  Both are looked up by one shared fetch (concurrent logins wait on
+it together, see :mod:`bridge.idp.lookup`) and cached; a lookup that timed out
+or could not connect is retried after a few seconds.  The token is validated
+on the raw bytes of the answer; ``Recipient``, when the token names one, must
+be this relying party.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from yarl import URL
 
 from bridge.config import TenantConfig, TokenTypeSetting, WsTrustConfig, WsTrustVersionSetting
-from bridge.errors import IdpError, IdpProtocolError, IdpUnreachable
+from bridge.errors import IdpError, IdpProtocolError
 from bridge.idp.assertion import (
     AssertionExpectations,
     ReplayCache,
@@ -29,13 +30,14 @@ from bridge.idp.assertion import (
     validate_assertion,
 )
 from bridge.idp.http import IdpHttp
+from bridge.idp.lookup import SharedLookup
 from bridge.idp.wstrust.fedmeta import FederationMetadata, parse_federation_metadata
 from bridge.idp.wstrust.messages import (
     SOAP12_CONTENT_TYPE,
     TokenType,
     WsTrustVersion,
     build_rst,
-    parse_rstr,
+    read_rstr,
     soap_action,
 )
 from bridge.idp.wstrust.mex import parse_mex, pick_endpoint
@@ -75,16 +77,18 @@ def base_url(cfg: WsTrustConfig) -> str:
 class WsTrustIdp:
     """One tenant's AD FS: discovery, metadata, and the username/password exchange."""
 
-    def __init__(self, tenant: TenantConfig, http: IdpHttp, replay: ReplayCache) -> None:
+    def __init__(self, tenant: TenantConfig, http: IdpHttp) -> None:
         if tenant.wstrust is None:
             raise ValueError(f"tenant {tenant.id} has no wstrust settings")
         self.tenant = tenant
         self.cfg: WsTrustConfig = tenant.wstrust
         self.http = http
-        self.replay = replay
-        self._resolved: ResolvedIdp | None = None
-        self._resolved_at = 0.0
-        self._lock = asyncio.Lock()
+        self._lookup: SharedLookup[ResolvedIdp] = SharedLookup(
+            self._load, max_age=self.cfg.metadata_refresh.total_seconds(), what=f"AD FS metadata of {tenant.id}"
+        )
+
+    def close(self) -> None:
+        self._lookup.close()
 
     async def federation_metadata(self) -> FederationMetadata:
         resp = await self.http.request("GET", base_url(self.cfg) + FEDMETA_PATH)
@@ -111,9 +115,6 @@ class WsTrustIdp:
         log.info("MEX discovery chose %s (WS-Trust %s)", chosen.address, chosen.version.value)
         return chosen.address, chosen.version
 
-    def _stale(self) -> bool:
-        return time.monotonic() - self._resolved_at >= self.cfg.metadata_refresh.total_seconds()
-
     async def resolve(self) -> ResolvedIdp:
         """Endpoint and certificates, looked up again when older than the refresh interval.
 
@@ -122,19 +123,16 @@ class WsTrustIdp:
         picks up a rollover without a restart.  A failed refresh keeps the
         previous answer (and is retried at the next interval).
         """
-        if self._resolved is None or self._stale():
-            async with self._lock:
-                if self._resolved is None:
-                    self._resolved = await self._resolve()
-                    self._resolved_at = time.monotonic()
-                elif self._stale():
-                    try:
-                        self._resolved = await self._resolve()
-                    except IdpError as exc:
-                        log.warning("AD FS metadata refresh failed, keeping the previous one: %s", exc)
-                    self._resolved_at = time.monotonic()
-        assert self._resolved is not None
-        return self._resolved
+        return await self._lookup.get()
+
+    async def _load(self, previous: ResolvedIdp | None) -> ResolvedIdp:
+        if previous is None:
+            return await self._resolve()
+        try:
+            return await self._resolve()
+        except IdpError as exc:
+            log.warning("AD FS metadata refresh failed, keeping the previous one: %s", exc)
+            return previous
 
     async def _resolve(self) -> ResolvedIdp:
         cfg = self.cfg
@@ -154,11 +152,14 @@ class WsTrustIdp:
             policy=signature_policy(cfg.signature_algorithms),
             clock_skew=cfg.clock_skew,
             subject_claim=cfg.subject_claim,
+            # AD FS names no Recipient in WS-Trust tokens as a rule; one that does must mean us.
+            recipient=cfg.recipient or cfg.applies_to,
+            recipient_required=False,
         )
         return ResolvedIdp(endpoint=endpoint, version=version, expectations=expectations)
 
-    async def authenticate(self, *, username: str, password: str) -> ValidatedAssertion:
-        """Send the credentials and return the validated assertion, or raise."""
+    async def authenticate(self, *, username: str, password: str, replay: ReplayCache) -> ValidatedAssertion:
+        """Send the credentials and return the validated assertion (its id now in ``replay``), or raise."""
         resolved = await self.resolve()
         now = datetime.now(UTC)
         token_type = TokenType.SAML20 if self.cfg.token_type is TokenTypeSetting.SAML2 else TokenType.SAML11
@@ -177,14 +178,10 @@ class WsTrustIdp:
             body=envelope,
             headers={"Content-Type": SOAP12_CONTENT_TYPE, "SOAPAction": soap_action(resolved.version)},
         )
-        # Faults come with HTTP 500: parse_rstr reads the body whatever the status.
-        try:
-            rstr = parse_rstr(resp.body, version=resolved.version)
-        except IdpProtocolError as exc:
-            if resp.status != 200:
-                raise IdpUnreachable(f"IdP answered HTTP {resp.status} without a SOAP fault") from exc
-            raise
+        # Faults come with HTTP 500; a refusal may also be a bare 401/403, an outage an HTML error page.
+        rstr = read_rstr(status=resp.status, body=resp.body, content_type=resp.content_type,
+                         version=resolved.version)
         return validate_assertion(
-            resp.body, resolved.expectations, now=datetime.now(UTC), replay=self.replay, document=rstr.document
+            resp.body, resolved.expectations, now=datetime.now(UTC), replay=replay, document=rstr.document
         )
 

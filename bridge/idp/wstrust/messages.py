@@ -2,9 +2,11 @@
 
 Pure protocol code: :func:`build_rst` turns credentials into the SOAP 1.2
 request bytes, :func:`parse_rstr` reads the answer into an :class:`RstrResult`
-or raises the project's error.  No I/O happens here.  The RSTR's signature is
-checked elsewhere on the same raw bytes, so nothing here re-serializes the
-answer.
+or raises the project's error, and :func:`read_rstr` does so for a whole HTTP
+answer (status, body, content type), so that a fault, a bare 401/403 or an
+error page each become the class of refusal they are (:mod:`bridge.idp.refusals`).
+No I/O happens here.  The RSTR's signature is checked elsewhere on the same
+raw bytes, so nothing here re-serializes the answer.
 """
 
 from __future__ import annotations
@@ -21,14 +23,21 @@ from datetime import UTC, datetime, timedelta
 from lxml import etree
 
 from bridge.errors import (
-    AccessDenied,
+    AssertionRejected,
     BridgeError,
     IdpProtocolError,
-    IdpRejectedRequest,
-    InvalidCredentials,
     RequestError,
+    XmlRejected,
 )
 from bridge.idp.assertion import SamlVersion
+from bridge.idp.refusals import (
+    Refusal,
+    error_for_status,
+    log_unreadable,
+    refusal_error,
+    refusal_from_status,
+    refusal_from_text,
+)
 from bridge.xml.safe import full_text, parse_untrusted
 
 log = logging.getLogger(__name__)
@@ -241,11 +250,23 @@ def _skeleton(
 
 # --- the answer ----------------------------------------------------------------
 
-_INVALID_CREDENTIAL_TEXTS = (
-    "ID3242",
-    "At least one security token in the message could not be validated",
-)
-_REJECTED_CODES = ("MSIS3127", "ID3082")
+# Fault subcodes with a meaning of their own: WS-Security 1.1 section 12 (wsse:) and WS-Trust 1.3
+# section 11 (wst:).  A bare wst:RequestFailed ("The specified request failed", AD FS's MSIS3127) says
+# nothing about why, so it is not here: such a fault is a refusal the bridge cannot classify.
+_SUBCODE_REFUSALS: dict[str, Refusal] = {
+    "FailedAuthentication": Refusal.CREDENTIALS,
+    "InvalidScope": Refusal.SP_NOT_REGISTERED,
+    "InvalidRequest": Refusal.CONFIGURATION,
+    "BadRequest": Refusal.CONFIGURATION,
+    "InvalidSecurity": Refusal.CONFIGURATION,
+    "InvalidSecurityToken": Refusal.CONFIGURATION,
+    "UnsupportedSecurityToken": Refusal.CONFIGURATION,
+    "UnsupportedAlgorithm": Refusal.CONFIGURATION,
+    "FailedCheck": Refusal.CONFIGURATION,
+    "MessageExpired": Refusal.CONFIGURATION,
+    "InvalidTimeRange": Refusal.CONFIGURATION,
+    "ExpiredData": Refusal.CONFIGURATION,
+}
 
 
 def _elements(parent: etree._Element) -> list[etree._Element]:
@@ -290,13 +311,16 @@ def _read_fault(fault: etree._Element) -> _Fault:
     return _Fault(codes=tuple(c for c in codes if c), reasons=tuple(r for r in reasons if r))
 
 
-def parse_fault(root: etree._Element) -> BridgeError | None:
+def parse_fault(root: etree._Element, *, status: int = 200) -> BridgeError | None:
     """The error a SOAP 1.2 or 1.1 fault in ``root`` (an Envelope) stands for, or None.
 
-    Explicit AD FS message codes decide first (MSIS7068 is access denied even
-    when the subcode says FailedAuthentication); then the wrong-password
-    markers; anything else is a rejected request.  Fault text is not secret,
-    so it goes into the admin detail.
+    The Reason text decides first when it names the failure (MSIS7068 is access
+    denied even under a FailedAuthentication subcode; ID3082 and MSIS7007 are an
+    unknown relying party), then the most specific subcode, then an HTTP 401 or
+    403 around the fault.  A fault that fits none (MSIS3127 "The specified
+    request failed", an unknown code) is :class:`~bridge.errors.IdpRefused`: it
+    answers this user's request, so it counts toward the throttles.  Fault
+    text is not secret, so it goes into the admin detail.
     """
     ns, local = _qname(root)
     if local != "Envelope" or ns not in (NS_SOAP12, NS_SOAP11):
@@ -308,23 +332,46 @@ def parse_fault(root: etree._Element) -> BridgeError | None:
     if not faults:
         return None
     fault = _read_fault(faults[0])
-    reason = " ".join(fault.reasons)
-    detail = fault.detail()
-    if "MSIS7068" in reason:
-        return AccessDenied(detail)
-    if any(marker in reason for marker in _INVALID_CREDENTIAL_TEXTS):
-        return InvalidCredentials(detail)
-    if any(code in reason for code in _REJECTED_CODES):
-        return IdpRejectedRequest(detail)
-    if any(code.rsplit(":", 1)[-1].endswith("FailedAuthentication") for code in fault.codes):
-        return InvalidCredentials(detail)
-    return IdpRejectedRequest(detail)
+    detail = fault.detail() if status == 200 else f"HTTP {status}, {fault.detail()}"
+    refusal = refusal_from_text(" ".join(fault.reasons))
+    if refusal is None:
+        subcodes = [code.rsplit(":", 1)[-1] for code in reversed(fault.codes)]
+        refusal = next((_SUBCODE_REFUSALS[c] for c in subcodes if c in _SUBCODE_REFUSALS), None)
+    return refusal_error(refusal or refusal_from_status(status), detail)
 
 
 def _single(found: list[etree._Element], what: str) -> etree._Element:
     if len(found) != 1:
         raise IdpProtocolError(f"RSTR: expected exactly one {what}, found {len(found)}")
     return found[0]
+
+
+def read_rstr(*, status: int, body: bytes, content_type: str, version: WsTrustVersion) -> RstrResult:
+    """The whole HTTP answer of a usernamemixed endpoint: the token, or the error it stands for.
+
+    AD FS answers faults with HTTP 500, so a SOAP fault is read whatever the
+    status.  An answer with no fault and a status other than 200 - an HTML
+    error page, an empty 401 - is decided by its status
+    (:func:`bridge.idp.refusals.error_for_status`): a 5xx page is an outage,
+    not a protocol error.  An answer that cannot be read is logged at INFO with
+    its shape (never its content).
+    """
+    try:
+        if status == 200:
+            return parse_rstr(body, version=version)
+        try:
+            root = parse_untrusted(body, what="WS-Trust response", max_bytes=RSTR_MAX_BYTES)
+        except XmlRejected:
+            root = None
+        error = parse_fault(root, status=status) if root is not None else None
+        if error is not None:
+            log.debug("AD FS answered HTTP %s with a SOAP fault: %s", status, error.detail)
+            raise error
+        raise error_for_status(status, body, content_type, what="AD FS")
+    except IdpProtocolError as exc:
+        if not isinstance(exc, AssertionRejected):
+            log_unreadable(log, "WS-Trust", status=status, content_type=content_type, body=body, exc=exc)
+        raise
 
 
 def parse_rstr(raw: bytes, *, version: WsTrustVersion) -> RstrResult:

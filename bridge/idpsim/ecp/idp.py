@@ -27,7 +27,7 @@ from lxml import etree
 from saml2 import BINDING_SOAP as PYSAML2_BINDING_SOAP
 from saml2.config import IdPConfig
 from saml2.saml import NAME_FORMAT_URI, NameID
-from saml2.samlp import STATUS_AUTHN_FAILED, STATUS_REQUEST_DENIED
+from saml2.samlp import STATUS_AUTHN_FAILED, STATUS_REQUEST_DENIED, STATUS_RESPONDER
 from saml2.server import Server
 from saml2.sigver import RSA_OAEP_MGF1P, pre_encryption_part
 
@@ -202,22 +202,38 @@ class EcpIdp:
         request: EcpAuthnRequest,
         *,
         acs_url: str,
-        status: str,
-        message: str,
+        codes: tuple[str, ...],
+        message: str | None,
         controls: EcpControls,
     ) -> bytes:
-        """A SOAP-wrapped Response with Responder + ``status`` (pysaml2's error_status_factory shape)."""
-        response = server.create_error_response(request.request_id, acs_url or None, (status, message), sign=False)
+        """A SOAP-wrapped Response whose Status holds ``codes`` (top-level first) and ``message``.
+
+        pysaml2 builds the Response (its error_status_factory always nests one
+        code under Responder); the Status is then written as asked, so every
+        shape real IdPs send can be played (saml-core section 3.2.2).
+        """
+        response = server.create_error_response(
+            request.request_id, acs_url or None, (codes[-1], message or ""), sign=False
+        )
         root = _to_lxml(response)
+        _set_status(root, codes, message)
         if controls.sign_response:
             root = self._sign(root, wrong_key=False)
         return ecp_response_envelope(root, acs_url=acs_url)
 
     def authn_failed(
-        self, server: _SimServer, request: EcpAuthnRequest, *, acs_url: str, controls: EcpControls
+        self,
+        server: _SimServer,
+        request: EcpAuthnRequest,
+        *,
+        acs_url: str,
+        controls: EcpControls,
+        codes: tuple[str, ...] = (STATUS_RESPONDER, STATUS_AUTHN_FAILED),
+        message: str | None = None,
     ) -> bytes:
+        """A refused password as a SAML status (Shibboleth's Responder/AuthnFailed unless told otherwise)."""
         return self.error_envelope(
-            server, request, acs_url=acs_url, status=STATUS_AUTHN_FAILED, message="", controls=controls
+            server, request, acs_url=acs_url, codes=codes, message=message, controls=controls
         )
 
     def request_denied(
@@ -230,7 +246,8 @@ class EcpIdp:
         controls: EcpControls,
     ) -> bytes:
         return self.error_envelope(
-            server, request, acs_url=acs_url, status=STATUS_REQUEST_DENIED, message=reason, controls=controls
+            server, request, acs_url=acs_url, codes=(STATUS_RESPONDER, STATUS_REQUEST_DENIED), message=reason,
+            controls=controls,
         )
 
     async def issue(
@@ -297,6 +314,9 @@ class EcpIdp:
             root = await self._encrypt(server, root, assertion, request.sp_entity_id, controls)
         if signs and controls.sign_response:
             root = self._sign(root, wrong_key=wrong_key)
+            if mischief is EcpMischief.TAMPERED_RESPONSE:
+                # Outside the assertion: only the Response's own signature breaks.
+                root.set("IssueInstant", saml_datetime(when - timedelta(days=1)))
         if forged is not None:
             # After every signature: a forgery the signatures do not cover.
             first = _first_assertion_slot(root)
@@ -399,6 +419,21 @@ def _to_lxml(response: Any) -> etree._Element:
     else:
         text = str(response).encode("utf-8")
     return etree.fromstring(text, parser=_trusted_parser())
+
+
+def _set_status(response: etree._Element, codes: tuple[str, ...], message: str | None) -> None:
+    """Replace the Response's Status with nested StatusCodes ``codes`` and, if given, a StatusMessage."""
+    samlp = f"{{{NS_SAMLP2}}}"
+    status = response.find(f"{samlp}Status")
+    if status is None:
+        raise EcpIssueError("pysaml2 built an error Response without a Status")
+    for child in list(status):
+        status.remove(child)
+    parent = status
+    for code in codes:  # SubElement keeps the Response's own prefix for samlp
+        parent = etree.SubElement(parent, f"{samlp}StatusCode", Value=code)
+    if message:
+        etree.SubElement(status, f"{samlp}StatusMessage").text = message
 
 
 def _the_assertion(root: etree._Element) -> etree._Element:

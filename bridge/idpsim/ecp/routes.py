@@ -8,8 +8,9 @@
 Answers, as Shibboleth gives them: no or undecodable Basic credentials → 401
 with a Basic challenge; unreadable request → SOAP Fault (HTTP 500); unknown
 SP or unregistered ACS → Response with Responder/RequestDenied; wrong password
-→ 401 again, or Responder/AuthnFailed when ``auth_failure`` is "saml-status";
-disabled account → Responder/RequestDenied.
+→ 401 again, or the dialect ``auth_failure`` names (:class:`AuthFailureMode`:
+a SOAP fault with 401/403, a bare 403, or a SAML status as Shibboleth, Keycloak
+or SimpleSAMLphp word it); disabled account → Responder/RequestDenied.
 """
 
 from __future__ import annotations
@@ -28,12 +29,26 @@ from bridge.idpsim.ecp.documents import basic_credentials, idp_metadata, soap_fa
 from bridge.idpsim.ecp.idp import ECP_PATH, ENTITY_PATH, MAX_REQUEST_BYTES, EcpIdp, EcpIssueError
 from bridge.idpsim.ecp.settings import AuthFailureMode, EcpControls, EcpSettings
 from bridge.idpsim.issuance import SigningMaterial
-from bridge.idpsim.state import SIM_STATE, FailMode, refuse_remote
+from bridge.idpsim.state import ERROR_PAGE_500, SIM_STATE, FailMode, refuse_remote
 
 if TYPE_CHECKING:  # config.py imports ecp.settings: keep the cycle type-only
     from bridge.idpsim.config import SimConfig
 
 log = logging.getLogger(__name__)
+
+_STATUS = "urn:oasis:names:tc:SAML:2.0:status:"
+# The SAML Status (codes top-level first, StatusMessage) of each dialect that answers with a Response.
+_STATUS_DIALECTS: dict[AuthFailureMode, tuple[tuple[str, ...], str | None]] = {
+    AuthFailureMode.SAML_STATUS: ((f"{_STATUS}Responder", f"{_STATUS}AuthnFailed"), None),
+    AuthFailureMode.REQUESTER_AUTHN_FAILED: ((f"{_STATUS}Requester", f"{_STATUS}AuthnFailed"), None),
+    AuthFailureMode.UNKNOWN_PRINCIPAL: ((f"{_STATUS}Requester", f"{_STATUS}UnknownPrincipal"), None),
+    AuthFailureMode.NO_PASSIVE: ((f"{_STATUS}Responder", f"{_STATUS}NoPassive"), None),
+    AuthFailureMode.REQUEST_DENIED: ((f"{_STATUS}Responder", f"{_STATUS}RequestDenied"), None),
+    # SimpleSAMLphp: the exception's class and message in the StatusMessage of a bare Responder.
+    AuthFailureMode.WRONGUSERPASS: ((f"{_STATUS}Responder",), "SimpleSAML\\Error\\Error: WRONGUSERPASS"),
+    AuthFailureMode.RESPONDER_ONLY: ((f"{_STATUS}Responder",), None),
+}
+AUTHN_FAILED_FAULT = "Authentication failed"
 
 METADATA_PATH = ENTITY_PATH
 CONTROL_PATH = "/_sim/ecp"
@@ -108,6 +123,19 @@ def _challenge(runtime: EcpRuntime) -> web.Response:
     )
 
 
+def _wrong_password_without_response(runtime: EcpRuntime, mode: AuthFailureMode) -> web.Response:
+    """The dialects that refuse a password with the HTTP status (and maybe a SOAP fault), no SAML Response."""
+    if mode is AuthFailureMode.HTTP_403:
+        return web.Response(status=403, text="Forbidden")
+    if mode in (AuthFailureMode.HTTP_401_FAULT, AuthFailureMode.HTTP_403_FAULT):
+        status = 401 if mode is AuthFailureMode.HTTP_401_FAULT else 403
+        answer = _soap(soap_fault(client_error=True, text=AUTHN_FAILED_FAULT), status=status)
+        if status == 401:
+            answer.headers["WWW-Authenticate"] = f'Basic realm="{runtime.settings.realm}", charset="UTF-8"'
+        return answer
+    return _challenge(runtime)
+
+
 async def _simulated_trouble(request: web.Request, name: str) -> web.StreamResponse | None:
     """The simulator-wide counters, delay and failure modes, as the AD FS endpoints apply them."""
     state = request.app.get(SIM_STATE)
@@ -118,6 +146,8 @@ async def _simulated_trouble(request: web.Request, name: str) -> web.StreamRespo
         await asyncio.sleep(state.delay_seconds)
     if state.fail_mode is FailMode.HTTP_503:
         return web.Response(status=503, text="Service Unavailable", content_type="text/html")
+    if state.fail_mode is FailMode.HTTP_500_PAGE:
+        return web.Response(status=500, text=ERROR_PAGE_500, content_type="text/html")
     if state.fail_mode is FailMode.DROP_CONNECTION:
         if request.transport is not None:
             request.transport.abort()
@@ -169,9 +199,15 @@ async def _ecp(request: web.Request) -> web.StreamResponse:
         if user is None:
             log.info("ECP authentication failed for %s", credentials.login)
             _count(request, "ecp.auth_failed")
-            if controls.auth_failure is AuthFailureMode.HTTP_401:
-                return _challenge(runtime)
-            return _soap(idp.authn_failed(server, authn, acs_url=decision.acs_url, controls=controls))
+            dialect = _STATUS_DIALECTS.get(controls.auth_failure)
+            if dialect is None:
+                return _wrong_password_without_response(runtime, controls.auth_failure)
+            codes, message = dialect
+            return _soap(
+                idp.authn_failed(
+                    server, authn, acs_url=decision.acs_url, controls=controls, codes=codes, message=message
+                )
+            )
         if not user.enabled:
             log.info("ECP login refused for disabled user %s", user.upn)
             _count(request, "ecp.denied")

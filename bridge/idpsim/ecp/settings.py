@@ -35,10 +35,19 @@ _TOGGLES = ("sign_assertion", "sign_response", "encrypt_assertion", "trust_any_s
 
 
 class AuthFailureMode(enum.Enum):
-    """How a wrong password is answered."""
+    """How a wrong password (or an unknown user) is answered: the dialects real ECP IdPs speak."""
 
-    HTTP_401 = "http-401"  # Shibboleth: the container's Basic challenge again
-    SAML_STATUS = "saml-status"  # some IdPs: a Response with Responder/AuthnFailed
+    HTTP_401 = "http-401"  # Shibboleth's container and Keycloak: the Basic challenge again
+    HTTP_401_FAULT = "http-401-fault"  # 401 around a SOAP fault "Authentication failed"
+    HTTP_403 = "http-403"  # 403 with a short text page (a container or proxy refusing the user)
+    HTTP_403_FAULT = "http-403-fault"  # 403 around a SOAP fault "Authentication failed"
+    SAML_STATUS = "saml-status"  # Responder / AuthnFailed (Shibboleth's status mapping)
+    REQUESTER_AUTHN_FAILED = "requester-authn-failed"  # Requester / AuthnFailed
+    UNKNOWN_PRINCIPAL = "unknown-principal"  # Requester / UnknownPrincipal
+    NO_PASSIVE = "no-passive"  # Responder / NoPassive (Keycloak forces IsPassive on ECP)
+    REQUEST_DENIED = "request-denied"  # Responder / RequestDenied (Keycloak's status for untranslated errors)
+    WRONGUSERPASS = "wronguserpass"  # Responder, no second-level code, SimpleSAMLphp's WRONGUSERPASS message
+    RESPONDER_ONLY = "responder-only"  # Responder, no second-level code, no message: nothing to classify by
 
 
 class EncryptionAlgorithm(enum.Enum):
@@ -71,6 +80,7 @@ class EcpMischief(enum.Enum):
     EXPIRED = "expired"  # properly signed, every time in the past
     WRONG_AUDIENCE = "wrong-audience"  # properly signed, Audience is another SP
     WRAP = "wrap"  # unsigned forgery for the user before a signed assertion for mischief_subject
+    TAMPERED_RESPONSE = "tampered-response"  # the Response changed after it was signed; the assertion intact
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -18,11 +18,12 @@ from bridge.errors import AssertionRejected, XmlRejected
 from bridge.idp.assertion import (
     CLAIM_UPN,
     AssertionExpectations,
-    ReplayCache,
+    MemoryReplayCache,
     SamlVersion,
     ValidatedAssertion,
     parse_saml_datetime,
     validate_assertion,
+    verify_response_signature,
 )
 from bridge.idpsim.tokens import TokenClaims, build_saml11_assertion, build_saml20_assertion, signed_token
 from bridge.xml.signature import (
@@ -121,12 +122,12 @@ def sign_after(
 def ok(
     raw: bytes, expectations: AssertionExpectations | None = None, *, now: datetime = NOW
 ) -> ValidatedAssertion:
-    return validate_assertion(raw, expectations or expect(), now=now, replay=ReplayCache())
+    return validate_assertion(raw, expectations or expect(), now=now, replay=MemoryReplayCache())
 
 
 def reason(raw: bytes, expectations: AssertionExpectations | None = None, *, now: datetime = NOW) -> str:
     with pytest.raises(AssertionRejected) as info:
-        validate_assertion(raw, expectations or expect(), now=now, replay=ReplayCache())
+        validate_assertion(raw, expectations or expect(), now=now, replay=MemoryReplayCache())
     assert "<" not in str(info.value)  # the detail never carries the document
     return info.value.reason
 
@@ -200,6 +201,74 @@ def test_saml20_recipient_and_in_response_to() -> None:
     assert ok(raw, expect(recipient="https://bridge.example/acs", in_response_to="_req42")).subject
     assert reason(raw, expect(recipient="https://evil.example/acs")) == "recipient"
     assert reason(raw, expect(in_response_to="_req43")) == "in_response_to"
+
+
+def test_optional_recipient_must_name_us_when_present() -> None:
+    """WS-Trust: AD FS tokens usually name no Recipient; one that does must name this relying party."""
+    wstrust = expect(recipient=AUDIENCE, recipient_required=False)
+    assert ok(rstr(token(assertion_id="_nr")), wstrust).subject == "alice@example.org"
+    assert ok(rstr(token(recipient=AUDIENCE, assertion_id="_ours")), wstrust).subject == "alice@example.org"
+    assert reason(rstr(token(recipient="https://other-rp.example/", assertion_id="_theirs")), wstrust) == "recipient"
+    # Required (ECP): a missing Recipient is refused too.
+    assert reason(rstr(token(assertion_id="_nr2")), expect(recipient=AUDIENCE)) == "recipient"
+
+
+# --- a signed Response around a signed assertion ----------------------------------------------------------
+
+ACS = "https://bridge.example/ecp/acs"
+
+
+def signed_response(*, tamper_response: bool = False, response_key: bytes = KEY,
+                    response_cert: bytes = CERT_PEM) -> bytes:
+    """samlp:Response (signed) around a separately signed assertion, both with real keys."""
+    assertion = token(recipient=ACS, in_response_to="_req7", assertion_id="_inner7")
+    response = etree.Element(
+        f"{{{NS_SAMLP2}}}Response", nsmap={"samlp": NS_SAMLP2}, ID="_resp7", Version="2.0", InResponseTo="_req7"
+    )
+    etree.SubElement(response, f"{{{NS_SAML2}}}Issuer").text = ISSUER
+    response.append(assertion)
+    signed = sign_enveloped(response, key_pem=response_key, cert_pem=response_cert)
+    if tamper_response:
+        # Outside the assertion: its own signature stays intact, the Response's digest does not.
+        signed.find(f"{{{NS_SAML2}}}Issuer").text = "https://evil.example/"  # type: ignore[union-attr]
+    return etree.tostring(signed)
+
+
+def test_both_signatures_verify() -> None:
+    strict = expect(recipient=ACS, in_response_to="_req7")
+    assert ok(signed_response(), strict).assertion_id == "_inner7"
+
+
+def test_tampered_response_signature_is_refused_even_with_an_intact_assertion_signature() -> None:
+    strict = expect(recipient=ACS, in_response_to="_req7")
+    raw = signed_response(tamper_response=True)
+    assert reason(raw, strict) == "signature_invalid"
+    # The assertion's own signature is intact: taken out of the tampered Response, it verifies.
+    inner = etree.fromstring(raw).find(f"{{{NS_SAML2}}}Assertion")
+    assert inner is not None
+    assert ok(rstr(copy.deepcopy(inner)), strict).assertion_id == "_inner7"
+
+
+def test_response_signed_by_an_unpinned_key_is_refused() -> None:
+    strict = expect(recipient=ACS, in_response_to="_req7")
+    raw = signed_response(response_key=OTHER_KEY, response_cert=OTHER_CERT_PEM)
+    assert reason(raw, strict) == "certificate_mismatch"
+
+
+def test_verify_response_signature_on_an_envelope() -> None:
+    strict = expect(recipient=ACS, in_response_to="_req7")
+    assert verify_response_signature(signed_response(), strict, now=NOW) is True
+    with pytest.raises(AssertionRejected) as info:
+        verify_response_signature(signed_response(tamper_response=True), strict, now=NOW)
+    assert info.value.reason == "signature_invalid"
+    unsigned = etree.Element(f"{{{NS_SAMLP2}}}Response", ID="_r", Version="2.0")
+    assert verify_response_signature(etree.tostring(unsigned), strict, now=NOW) is False
+    two = etree.Element("wrapper")
+    two.append(copy.deepcopy(unsigned))
+    two.append(copy.deepcopy(unsigned))
+    with pytest.raises(AssertionRejected) as info:
+        verify_response_signature(etree.tostring(two), strict, now=NOW)
+    assert info.value.reason == "wrapped"
 
 
 # --- signature ------------------------------------------------------------------------------------------
@@ -459,7 +528,7 @@ def test_missing_nameid() -> None:
 
 def test_replay_is_refused() -> None:
     raw = rstr(token())
-    cache = ReplayCache()
+    cache = MemoryReplayCache()
     validate_assertion(raw, expect(), now=NOW, replay=cache)
     with pytest.raises(AssertionRejected) as info:
         validate_assertion(raw, expect(), now=NOW + timedelta(seconds=5), replay=cache)
@@ -468,7 +537,7 @@ def test_replay_is_refused() -> None:
 
 def test_refused_token_does_not_enter_the_replay_cache() -> None:
     raw = rstr(token())
-    cache = ReplayCache()
+    cache = MemoryReplayCache()
     with pytest.raises(AssertionRejected):
         validate_assertion(raw, expect(audience="urn:other"), now=NOW, replay=cache)
     assert len(cache) == 0
@@ -476,19 +545,39 @@ def test_refused_token_does_not_enter_the_replay_cache() -> None:
     assert len(cache) == 1
 
 
+def test_replay_is_remembered_until_not_on_or_after_plus_skew() -> None:
+    class Recorder:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, str, datetime]] = []
+
+        def check_and_remember(self, issuer: str, assertion_id: str, expires_at: datetime, *, now: datetime) -> bool:
+            self.calls.append((issuer, assertion_id, expires_at))
+            return True
+
+    recorder = Recorder()
+    validate_assertion(rstr(token(assertion_id="_r1")), expect(), now=NOW, replay=recorder)
+    # claims(): issued a minute before NOW, TokenClaims' default lifetime (one hour).
+    assert recorder.calls == [(ISSUER, "_r1", NOW - timedelta(minutes=1) + timedelta(hours=1) + SKEW)]
+
+
+def test_replay_cache_is_keyed_by_issuer_and_id() -> None:
+    cache = MemoryReplayCache()
+    assert cache.check_and_remember("https://idp-a", "_same", NOW + timedelta(minutes=5), now=NOW)
+    assert cache.check_and_remember("https://idp-b", "_same", NOW + timedelta(minutes=5), now=NOW)
+    assert not cache.check_and_remember("https://idp-a", "_same", NOW + timedelta(minutes=5), now=NOW)
+
+
 def test_replay_cache_expires_and_is_bounded() -> None:
-    cache = ReplayCache(max_entries=2)
-    cache.check_and_add("_a", NOW + timedelta(minutes=1), now=NOW)
-    with pytest.raises(AssertionRejected):
-        cache.check_and_add("_a", NOW + timedelta(minutes=1), now=NOW + timedelta(seconds=30))
-    cache.check_and_add(
-        "_a", NOW + timedelta(minutes=5), now=NOW + timedelta(minutes=2)
-    )  # expired: free again
-    cache.check_and_add("_b", NOW + timedelta(minutes=9), now=NOW + timedelta(minutes=2))
-    cache.check_and_add("_c", NOW + timedelta(minutes=9), now=NOW + timedelta(minutes=2))
+    cache = MemoryReplayCache(max_entries=2)
+    assert cache.check_and_remember(ISSUER, "_a", NOW + timedelta(minutes=1), now=NOW)
+    assert not cache.check_and_remember(ISSUER, "_a", NOW + timedelta(minutes=1), now=NOW + timedelta(seconds=30))
+    # expired: free again
+    assert cache.check_and_remember(ISSUER, "_a", NOW + timedelta(minutes=5), now=NOW + timedelta(minutes=2))
+    assert cache.check_and_remember(ISSUER, "_b", NOW + timedelta(minutes=9), now=NOW + timedelta(minutes=2))
+    assert cache.check_and_remember(ISSUER, "_c", NOW + timedelta(minutes=9), now=NOW + timedelta(minutes=2))
     assert len(cache) == 2
-    with pytest.raises(AssertionRejected):  # the entry closest to expiry ("_a") made room; the others stay
-        cache.check_and_add("_b", NOW + timedelta(minutes=9), now=NOW + timedelta(minutes=2))
+    # the entry closest to expiry ("_a") made room; the others stay
+    assert not cache.check_and_remember(ISSUER, "_b", NOW + timedelta(minutes=9), now=NOW + timedelta(minutes=2))
 
 
 # --- mutation fuzzing -----------------------------------------------------------------------------------
@@ -510,7 +599,7 @@ def test_mutated_documents_give_a_result_or_a_project_error(edits: list[tuple[in
         position %= max(len(raw), 1)
         raw = raw[:position] + replacement + raw[position + 1 :]
     try:
-        result = validate_assertion(raw, expect(), now=NOW, replay=ReplayCache())
+        result = validate_assertion(raw, expect(), now=NOW, replay=MemoryReplayCache())
     except (AssertionRejected, XmlRejected):
         return
     assert isinstance(result, ValidatedAssertion)

@@ -7,7 +7,15 @@ from datetime import timedelta
 import pytest
 
 from bridge.config import ThrottleConfig
-from bridge.login.throttle import Actor, LockKind, LoginThrottle, SlidingWindow, SprayDetector, StalePasswords
+from bridge.login.throttle import (
+    Actor,
+    LockKind,
+    LoginThrottle,
+    SlidingWindow,
+    SprayDetector,
+    StaleAnswer,
+    StalePasswords,
+)
 
 KEY = b"k" * 32
 LIMITS = ThrottleConfig(user_failures=3, device_failures=5, source_failures=4, window=timedelta(seconds=100),
@@ -129,6 +137,24 @@ def test_stale_pair_is_remembered_on_rejection(throttle: LoginThrottle, clock: C
     assert throttle.is_stale("t", "a@example.com", "Summer2024")
     clock.now += 1000
     assert not throttle.is_stale("t", "a@example.com", "Summer2024")
+
+
+def test_the_stale_guard_remembers_what_the_idp_said(throttle: LoginThrottle, clock: Clock) -> None:
+    throttle.idp_rejected("t", "a@example.com", "Wrong-1", DEVICE, LIMITS)
+    throttle.idp_rejected("t", "a@example.com", "Locked-2", DEVICE, LIMITS, remember=StaleAnswer.ACCOUNT_REFUSED)
+    assert throttle.stale_answer("t", "a@example.com", "Wrong-1") is StaleAnswer.WRONG_PASSWORD
+    assert throttle.stale_answer("t", "a@example.com", "Locked-2") is StaleAnswer.ACCOUNT_REFUSED
+    assert throttle.stale_answer("t", "a@example.com", "Other-3") is None
+    clock.now += 1000
+    assert throttle.stale_answer("t", "a@example.com", "Locked-2") is None
+
+
+def test_an_unclassified_refusal_counts_but_is_not_remembered(throttle: LoginThrottle) -> None:
+    for _ in range(3):
+        throttle.idp_rejected("t", "a@example.com", "Maybe-right", DEVICE, LIMITS, remember=None)
+        assert not throttle.is_stale("t", "a@example.com", "Maybe-right")
+    lock = throttle.user_lock("t", "a@example.com", LIMITS)
+    assert lock is not None and lock.kind == LockKind.USER  # fail closed: the user throttle still holds
 
 
 def test_spray_detector_blocks_after_distinct_users(clock: Clock) -> None:

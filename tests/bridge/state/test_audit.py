@@ -8,16 +8,18 @@ import stat
 import subprocess
 import sys
 import time
+import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from bridge.state.audit import AuditEvent, AuditKind, AuditLog
 from bridge.cli import main
+from bridge.state.audit import MAX_FIELD_CHARS, AuditEvent, AuditKind, AuditLog, audit_text
 from bridge.state.store import Store
 from tests.paths import REPO
-
 
 MAIN = """\
 state_dir: ../state
@@ -161,3 +163,54 @@ def test_devices_enable_and_networks(conf: Path, capsys: pytest.CaptureFixture[s
     assert main(["devices", "enable", "--config", str(conf), "no-such-device"]) == 2
     with Store.open(conf.parent.parent / "state") as store:
         assert store.authenticate_device("lobby-1", secret) is not None
+
+
+# -- no audit write can fail on what a client sent ---------------------------------------------------------------
+
+# Every code point, lone surrogates and NUL included (st.text() alone leaves surrogates out).
+ANY_TEXT = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=600)
+FIELDS = ("result", "tenant_id", "device_id", "mode", "email", "source", "request_id")
+
+
+def _unsafe(ch: str) -> bool:
+    return unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Zl", "Zp"}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.fixed_dictionaries({name: ANY_TEXT for name in FIELDS}))
+def test_any_text_in_any_field_is_written_to_file_and_database(tmp_path: Path, values: dict[str, str]) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.unlink(missing_ok=True)
+    with Store.open(tmp_path) as store:
+        log = AuditLog(path, store)
+        log.open()
+        try:
+            before = store.audit_events(last=1)
+            log.record(AuditEvent(at=datetime(2025, 1, 2, tzinfo=UTC), kind=AuditKind.LOGIN, **values))
+        finally:
+            log.close()
+        (row,) = store.audit_events(after_id=before[0].id if before else 0)
+    (line,) = path.read_text(encoding="utf-8").splitlines()  # one event, one line
+    written = json.loads(line)
+    for name, key in zip(FIELDS, ("result", "tenant", "device", "mode", "email", "source", "request_id"), strict=True):
+        expected = audit_text(values[name])
+        assert getattr(row, name) == expected, name
+        assert written[key] == expected, name
+        assert not any(_unsafe(ch) for ch in expected), name
+        assert len(expected) <= MAX_FIELD_CHARS
+
+
+def test_unsafe_code_points_are_escaped_not_dropped() -> None:
+    assert audit_text("\ud800@example.com") == "\\ud800@example.com"
+    assert audit_text("a\x00b\x1b[31m\u202ec\u2028") == "a\\u0000b\\u001b[31m\\u202ec\\u2028"
+    assert audit_text("\U000e0041") == "\\U000e0041"  # an astral format character (a tag)
+    assert audit_text("Zoë née Ünal@exämple.com") == "Zoë née Ünal@exämple.com"  # ordinary text untouched
+
+
+def test_long_values_are_cut_with_a_marker_and_escaping_is_idempotent() -> None:
+    cut = audit_text("\x00" * 200)
+    assert len(cut) == MAX_FIELD_CHARS and cut.endswith("\u2026")
+    assert audit_text(cut) == cut
+    event = AuditEvent(at=datetime(2025, 1, 2, tzinfo=UTC), kind=AuditKind.LOGIN, result="ok", email="\ud800@x.example")
+    assert event.email == "\\ud800@x.example"
+    assert AuditEvent(at=event.at, kind=event.kind, result=event.result, email=event.email) == event

@@ -307,3 +307,86 @@ def test_sqlite_errors_become_store_errors(tmp_path: Path) -> None:
     (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError):
         Store.open(tmp_path / "junk.db")
+
+
+# -- the assertion replay cache ------------------------------------------------------
+
+
+IDP_A = "http://adfs.example.com/adfs/services/trust"
+IDP_B = "https://idp.example.org/idp/shibboleth"
+
+
+def test_replay_cache_refuses_a_known_assertion_per_issuer(store: Store) -> None:
+    expires = T0 + timedelta(minutes=65)
+    assert store.check_and_remember(IDP_A, "_a1", expires, now=T0) is True
+    assert store.check_and_remember(IDP_A, "_a1", expires, now=T0 + timedelta(seconds=1)) is False
+    assert store.check_and_remember(IDP_B, "_a1", expires, now=T0) is True  # ids are unique per issuer only
+    # Until the expiry it stays refused; after it, the id counts as new again (and is renewed).
+    assert store.check_and_remember(IDP_A, "_a1", expires, now=expires - timedelta(microseconds=1)) is False
+    assert store.check_and_remember(IDP_A, "_a1", expires + timedelta(hours=1), now=expires) is True
+    assert store.check_and_remember(IDP_A, "_a1", expires, now=expires + timedelta(minutes=1)) is False
+
+
+def test_replay_cache_survives_a_restart(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as s:
+        assert s.check_and_remember(IDP_A, "_r1", T0 + timedelta(hours=1), now=T0)
+    with Store.open(tmp_path) as s:
+        assert s.check_and_remember(IDP_A, "_r1", T0 + timedelta(hours=1), now=T0 + timedelta(minutes=5)) is False
+
+
+def test_replay_cache_is_shared_by_two_connections(tmp_path: Path) -> None:
+    """The server and a `loginbridge check` process open the same file: one insert wins."""
+    with Store.open(tmp_path) as first, Store.open(tmp_path) as second:
+        assert first.check_and_remember(IDP_A, "_s1", T0 + timedelta(hours=1), now=T0)
+        assert second.check_and_remember(IDP_A, "_s1", T0 + timedelta(hours=1), now=T0) is False
+
+
+def test_schema_2_database_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
+    from bridge.state import store as store_module
+
+    db = tmp_path / "loginbridge.db"
+    conn = sqlite3.connect(db)
+    for statement in (*store_module._SCHEMA_V1, *store_module._SCHEMA_V2):
+        conn.execute(statement)
+    conn.execute("INSERT INTO users (tenant_id, email, email_lc, username, created_at)"
+                 " VALUES ('example', 'Old@example.com', 'old@example.com', 'old', ?)", (T0.isoformat(),))
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    with Store.open(tmp_path) as s:
+        assert s.get_user("example", "old@example.com") is not None
+        assert s.check_and_remember(IDP_A, "_m1", T0 + timedelta(hours=1), now=T0)
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    indexes = {row[1] for row in conn.execute("PRAGMA index_list(seen_assertions)")}
+    assert "seen_assertions_by_expiry" in indexes
+    conn.close()
+
+
+def test_expired_assertions_are_pruned_a_bounded_batch_at_a_time(store: Store) -> None:
+    from bridge.state.store import REPLAY_PRUNE_BATCH, REPLAY_PRUNE_EVERY
+
+    for index in range(REPLAY_PRUNE_BATCH + 50):  # live at T0, expired by T0 + 1 h
+        store.check_and_remember(IDP_A, f"_old{index}", T0 + timedelta(minutes=5), now=T0)
+    assert store.seen_assertion_count() == REPLAY_PRUNE_BATCH + 50  # the prunes so far found nothing expired
+    live = T0 + timedelta(hours=3)
+    later = T0 + timedelta(hours=1)
+    # The login path prunes every REPLAY_PRUNE_EVERY inserts, at most REPLAY_PRUNE_BATCH rows, never a live one.
+    pruned_before = store.seen_assertion_count()
+    for index in range(REPLAY_PRUNE_EVERY):
+        store.check_and_remember(IDP_A, f"_new{index}", live, now=later)
+    count = store.seen_assertion_count()
+    assert count >= pruned_before + REPLAY_PRUNE_EVERY - REPLAY_PRUNE_BATCH  # one bounded prune at most
+    assert count < pruned_before + REPLAY_PRUNE_EVERY  # but a prune did run
+    assert store.prune_seen_assertions(later) == count - REPLAY_PRUNE_EVERY  # the rest, on demand
+    assert store.seen_assertion_count() == REPLAY_PRUNE_EVERY  # every live row is still there
+    assert all(store.check_and_remember(IDP_A, f"_new{index}", live, now=later) is False
+               for index in range(REPLAY_PRUNE_EVERY))
+
+
+def test_prune_reads_the_expiry_index_not_the_table(store: Store) -> None:
+    from bridge.state import store as store_module
+
+    plan = store._conn.execute("EXPLAIN QUERY PLAN " + store_module._PRUNE_SEEN, ("2030-01-01", 10)).fetchall()
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "seen_assertions_by_expiry" in details and "SCAN seen_assertions" not in details

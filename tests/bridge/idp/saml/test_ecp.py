@@ -7,6 +7,7 @@ fed on to ``validate_assertion``, which must accept it.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,13 +21,15 @@ from bridge.errors import (
     AssertionRejected,
     BridgeError,
     IdpProtocolError,
+    IdpRefused,
     IdpRejectedRequest,
     IdpTimeout,
     IdpUnreachable,
     InvalidCredentials,
+    SpNotRegistered,
     XmlRejected,
 )
-from bridge.idp.assertion import AssertionExpectations, ReplayCache, SamlVersion, validate_assertion
+from bridge.idp.assertion import AssertionExpectations, MemoryReplayCache, SamlVersion, validate_assertion
 from bridge.idp.saml.ecp import (
     BINDING_PAOS,
     NS_ECP,
@@ -34,8 +37,8 @@ from bridge.idp.saml.ecp import (
     STATUS_SUCCESS,
     EcpAnswer,
     build_authn_request,
-    error_for_http_status,
     parse_ecp_response,
+    read_ecp_answer,
 )
 from bridge.idpsim.tokens import TokenClaims, build_saml20_assertion, saml_datetime, signed_token
 from bridge.xml.signature import NS_SAML2, NS_SAMLP2, SignaturePolicy, sign_enveloped
@@ -130,7 +133,7 @@ def _validate(answer: EcpAnswer, request_id: str) -> str:
         recipient=ACS,
         in_response_to=request_id,
     )
-    return validate_assertion(answer.response_xml, expectations, now=datetime.now(UTC), replay=ReplayCache()).subject
+    return validate_assertion(answer.response_xml, expectations, now=datetime.now(UTC), replay=MemoryReplayCache()).subject
 
 
 def _parse(raw: bytes, request_id: str, *, key: bytes | None = None) -> EcpAnswer:
@@ -317,26 +320,46 @@ def test_success_without_assertion() -> None:
 
 
 @pytest.mark.parametrize(
-    ("codes", "expected"),
+    ("codes", "message", "expected"),
     [
-        ((f"{ST}Responder", f"{ST}AuthnFailed"), InvalidCredentials),  # Shibboleth's wording
-        ((f"{ST}AuthnFailed",), InvalidCredentials),
-        ((f"{ST}Requester", f"{ST}UnknownPrincipal"), InvalidCredentials),
-        ((f"{ST}Responder", f"{ST}RequestDenied"), AccessDenied),
-        ((f"{ST}Responder", f"{ST}NoPassive"), IdpRejectedRequest),
-        ((f"{ST}Requester", f"{ST}RequestUnsupported"), IdpRejectedRequest),
-        ((f"{ST}Responder", f"{ST}NoAuthnContext"), IdpRejectedRequest),
-        ((f"{ST}VersionMismatch",), IdpRejectedRequest),
+        # saml-core 3.2.2.2, as Shibboleth, Keycloak and pysaml2-based IdPs send them
+        ((f"{ST}Responder", f"{ST}AuthnFailed"), "said the IdP", InvalidCredentials),  # Shibboleth's wording
+        ((f"{ST}Requester", f"{ST}AuthnFailed"), None, InvalidCredentials),
+        ((f"{ST}AuthnFailed",), None, InvalidCredentials),  # a second-level code at the top: tolerated
+        ((f"{ST}Requester", f"{ST}UnknownPrincipal"), "said the IdP", InvalidCredentials),
+        # Keycloak forces IsPassive on ECP: NoPassive means the Basic credentials authenticated nobody.
+        ((f"{ST}Responder", f"{ST}NoPassive"), "said the IdP", InvalidCredentials),
+        ((f"{ST}Responder", f"{ST}RequestDenied"), "said the IdP", AccessDenied),
+        ((f"{ST}Requester", f"{ST}RequestDenied"), None, AccessDenied),
+        # SimpleSAMLphp: a bare Responder, the failure named in the StatusMessage
+        ((f"{ST}Responder",), "SimpleSAML\\Error\\Error: WRONGUSERPASS", InvalidCredentials),
+        ((f"{ST}Responder", f"{ST}AuthnFailed"), "AccountLocked", AccessDenied),
+        ((f"{ST}Responder", f"{ST}RequestDenied"), "account disabled", AccessDenied),
+        ((f"{ST}Responder",), "SimpleSAML\\Error\\Error: METADATANOTFOUND", SpNotRegistered),
+        ((f"{ST}Requester", f"{ST}RequestDenied"), "unknown service provider", SpNotRegistered),
+        ((f"{ST}Responder", f"{ST}RequestDenied"), "AssertionConsumerServiceURL not in the SP's metadata",
+         SpNotRegistered),
+        ((f"{ST}Requester", f"{ST}RequestUnsupported"), "said the IdP", IdpRejectedRequest),
+        ((f"{ST}Requester", f"{ST}UnsupportedBinding"), None, IdpRejectedRequest),
+        ((f"{ST}Responder", f"{ST}NoAuthnContext"), "said the IdP", IdpRejectedRequest),
+        ((f"{ST}Requester", f"{ST}InvalidNameIDPolicy"), None, IdpRejectedRequest),
+        ((f"{ST}VersionMismatch",), "said the IdP", IdpRejectedRequest),
+        # Nothing to classify by: counted as a refusal all the same (fail closed), not called a wrong password.
+        ((f"{ST}Responder",), None, IdpRefused),
+        ((f"{ST}Requester",), "said the IdP", IdpRefused),
+        ((f"{ST}Responder", f"{ST}PartialLogout"), None, IdpRefused),
+        (("urn:example:made-up",), None, IdpRefused),
     ],
 )
-def test_saml_status_mapping(codes: tuple[str, ...], expected: type[BridgeError]) -> None:
+def test_saml_status_mapping(codes: tuple[str, ...], message: str | None, expected: type[BridgeError]) -> None:
     rid = "_req12"
-    raw = _envelope(_response(rid, payload=None, codes=codes, message="said the IdP"))
+    raw = _envelope(_response(rid, payload=None, codes=codes, message=message))
     with pytest.raises(expected) as info:
         _parse(raw, rid)
     assert type(info.value) is expected
-    if expected is IdpRejectedRequest:
-        assert codes[-1] in info.value.detail and "said the IdP" in info.value.detail
+    assert codes[-1] in info.value.detail
+    if message is not None:
+        assert message in info.value.detail
 
 
 def test_unknown_principal_and_bad_password_look_the_same() -> None:
@@ -350,26 +373,46 @@ def test_unknown_principal_and_bad_password_look_the_same() -> None:
     assert errors[0].to_json() == errors[1].to_json()
 
 
-def _fault(code: str, text: str) -> etree._Element:
+def test_a_refusal_for_another_request_is_not_believed() -> None:
+    raw = _envelope(_response("_someone-else", payload=None, codes=(f"{ST}Responder", f"{ST}AuthnFailed")))
+    with pytest.raises(AssertionRejected) as info:
+        _parse(raw, "_req13b")
+    assert info.value.reason == "in_response_to"
+
+
+def _fault(code: str, text: str, detail: str | None = None) -> etree._Element:
     fault = etree.Element(f"{S}Fault")
     etree.SubElement(fault, "faultcode").text = code
     etree.SubElement(fault, "faultstring").text = text
+    if detail is not None:
+        etree.SubElement(fault, "detail").text = detail
     return fault
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("code", "text", "detail", "expected"),
     [
-        ("Authentication failed", InvalidCredentials),
-        ("invalidUserMessage", InvalidCredentials),
-        ("Some error occurred while processing the AuthnRequest.", IdpRejectedRequest),
-        ("Client is not allowed to use ECP profile.", IdpRejectedRequest),
+        ("soap11:Client", "Authentication failed", None, InvalidCredentials),
+        ("soap11:Client", "invalidUserMessage", None, InvalidCredentials),
+        # Keycloak: its catch-all reason, the cause in <detail>
+        ("error", "Some error occurred while processing the AuthnRequest.",
+         "Client is not allowed to use ECP profile.", IdpRejectedRequest),
+        ("soap11:Client", "Client is not allowed to use ECP profile.", None, IdpRejectedRequest),
+        # Keycloak's untranslated message keys: an issuer that is no client, a disabled client
+        ("error", "invalidRequestMessage", None, SpNotRegistered),
+        ("error", "loginRequesterNotEnabledMessage", None, IdpRejectedRequest),
+        ("soap11:Client", "Unable to locate metadata for 'urn:loginbridge:example.org'", None, SpNotRegistered),
+        # a fault that names no cause: a refusal that counts, not a wrong password
+        ("error", "Some error occurred while processing the AuthnRequest.", None, IdpRefused),
+        ("soap11:Server", "The IdP could not process the request.", None, IdpRefused),
     ],
 )
-def test_soap_fault(text: str, expected: type[BridgeError]) -> None:
+def test_soap_fault(code: str, text: str, detail: str | None, expected: type[BridgeError]) -> None:
     with pytest.raises(expected) as info:
-        _parse(_envelope(_fault("soap11:Client", text), ecp_acs=None), "_req14")
+        _parse(_envelope(_fault(code, text, detail), ecp_acs=None), "_req14")
     assert type(info.value) is expected and text in info.value.detail
+    if detail is not None:
+        assert detail in info.value.detail
 
 
 # --- hostile or broken input ----------------------------------------------------------------
@@ -427,16 +470,110 @@ def test_captured_paos_request_is_not_an_answer() -> None:
     assert info.value.reason == "wrapped"
 
 
-def test_http_status_mapping() -> None:
-    assert error_for_http_status(200) is None
-    assert error_for_http_status(500) is None  # SOAP 1.1 faults come with 500: read the body
-    assert isinstance(error_for_http_status(401), InvalidCredentials)
-    assert isinstance(error_for_http_status(403), AccessDenied)
-    assert isinstance(error_for_http_status(302), IdpProtocolError)
-    assert isinstance(error_for_http_status(404), IdpRejectedRequest)
-    assert isinstance(error_for_http_status(400), IdpRejectedRequest)
-    assert isinstance(error_for_http_status(503), IdpUnreachable)
-    assert isinstance(error_for_http_status(504), IdpTimeout)
+def _read(status: int, body: bytes, content_type: str = "text/html; charset=utf-8",
+          request_id: str = "_req20") -> EcpAnswer:
+    return read_ecp_answer(status=status, body=body, content_type=content_type, request_id=request_id, acs_url=ACS,
+                           sp_key_pem=None)
+
+
+HTML_500 = b"<!DOCTYPE html>\n<html><head><title>Error</title></head><body><h1>Internal Server Error</h1></body></html>"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "expected"),
+    [
+        # an error page, not a SOAP answer: the IdP is in trouble (an outage), not the protocol
+        (500, HTML_500, "text/html", IdpUnreachable),
+        (500, b"500 Internal Server Error\n\nServer got itself in trouble", "text/plain", IdpUnreachable),
+        (500, b'{"error":"unknown_error"}', "application/json", IdpUnreachable),  # Keycloak's error handler
+        (500, b"", "", IdpUnreachable),
+        (502, b"<html><body>Bad Gateway</body></html>", "text/html", IdpUnreachable),
+        (503, b"Service Unavailable", "text/html", IdpUnreachable),
+        (504, b"Gateway Timeout", "text/html", IdpTimeout),
+        # the status alone refuses the user (Shibboleth's container and Keycloak: 401 with a Basic challenge)
+        (401, b"", "", InvalidCredentials),
+        (401, b"<html><body>Unauthorized</body></html>", "text/html", InvalidCredentials),
+        (403, b"Forbidden", "text/plain", AccessDenied),
+        # error pages that name an SP the IdP does not know
+        (400, b"<html><body><p>Unknown login requester.</p></body></html>", "text/html", SpNotRegistered),
+        (500, b"<html><body><h2>Metadata not found</h2><p>Unable to locate metadata for "
+              b"urn:loginbridge:example.org</p></body></html>", "text/html", SpNotRegistered),
+        # our request or URL: configuration
+        (404, b"Not Found", "text/html", IdpRejectedRequest),
+        (405, b"", "", IdpRejectedRequest),
+        (400, b"<html>Bad Request</html>", "text/html", IdpRejectedRequest),
+        (302, b"", "", IdpProtocolError),
+        (204, b"", "", IdpProtocolError),
+    ],
+)
+def test_answers_without_a_soap_document_are_decided_by_their_status(
+    status: int, body: bytes, content_type: str, expected: type[BridgeError]
+) -> None:
+    with pytest.raises(expected) as info:
+        _read(status, body, content_type)
+    assert type(info.value) is expected
+    assert f"HTTP {status}" in info.value.detail
+
+
+def test_an_error_page_names_status_type_and_size_not_its_text() -> None:
+    with pytest.raises(IdpUnreachable) as info:
+        _read(500, HTML_500, "text/html; charset=utf-8")
+    assert info.value.detail == (f"the ECP endpoint answered HTTP 500 (text/html, {len(HTML_500)} bytes), "
+                                 "an error page, not a SOAP answer")
+
+
+@pytest.mark.parametrize(
+    ("status", "fault", "expected"),
+    [
+        (500, _fault("soap11:Client", "Authentication failed"), InvalidCredentials),
+        (401, _fault("soap11:Client", "Authentication failed"), InvalidCredentials),
+        (401, _fault("soap11:Client", "Nope."), InvalidCredentials),  # the fault names nothing: 401 decides
+        (403, _fault("soap11:Client", "Nope."), AccessDenied),
+        (403, _fault("soap11:Client", "Authentication failed"), InvalidCredentials),  # the words are more specific
+        (500, _fault("soap11:Server", "Nope."), IdpRefused),
+        (400, _fault("error", "invalidRequestMessage"), SpNotRegistered),
+    ],
+)
+def test_soap_faults_are_read_whatever_the_status(status: int, fault: etree._Element,
+                                                 expected: type[BridgeError]) -> None:
+    with pytest.raises(expected) as info:
+        _read(status, _envelope(fault, ecp_acs=None), SOAP_TYPE)
+    assert type(info.value) is expected
+
+
+SOAP_TYPE = "text/xml; charset=utf-8"
+
+
+def test_a_saml_refusal_with_an_error_status_is_read() -> None:
+    rid = "_req21"
+    denied = _envelope(_response(rid, payload=None, codes=(f"{ST}Responder", f"{ST}RequestDenied")))
+    with pytest.raises(AccessDenied):
+        _read(500, denied, SOAP_TYPE, request_id=rid)
+    bare = _envelope(_response(rid, payload=None, codes=(f"{ST}Responder",)))
+    with pytest.raises(InvalidCredentials):
+        _read(401, bare, SOAP_TYPE, request_id=rid)  # the status decides what the Response does not say
+    with pytest.raises(IdpRefused):
+        _read(500, bare, SOAP_TYPE, request_id=rid)
+
+
+def test_a_success_with_an_error_status_is_not_believed() -> None:
+    rid = "_req22"
+    raw = _envelope(_response(rid, payload=_signed_assertion(rid)))
+    assert _read(200, raw, SOAP_TYPE, request_id=rid).status == STATUS_SUCCESS
+    with pytest.raises(IdpProtocolError, match="HTTP 500 with a successful ECP response"):
+        _read(500, raw, SOAP_TYPE, request_id=rid)
+
+
+def test_an_unreadable_answer_is_logged_by_its_shape(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.idp.saml.ecp")
+    page = b"<!DOCTYPE html><html><body>Sign in to continue: secret-looking-text</body></html>"
+    with pytest.raises(IdpProtocolError):
+        _read(200, page, "text/html; charset=utf-8")
+    (record,) = [r for r in caplog.records if r.name == "bridge.idp.saml.ecp" and r.levelno == logging.INFO]
+    line = record.getMessage()
+    assert "HTTP 200" in line and "text/html; charset=utf-8" in line and f"{len(page)} bytes" in line
+    assert "first element html" in line and "idp_protocol_error" in line
+    assert "secret-looking-text" not in line
 
 
 # --- fuzz -------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -15,9 +16,13 @@ from bridge.errors import (
     AccessDenied,
     BridgeError,
     IdpProtocolError,
+    IdpRefused,
     IdpRejectedRequest,
+    IdpTimeout,
+    IdpUnreachable,
     InvalidCredentials,
     RequestError,
+    SpNotRegistered,
     XmlRejected,
 )
 from bridge.idp.wstrust.messages import (
@@ -37,6 +42,7 @@ from bridge.idp.wstrust.messages import (
     WsTrustVersion,
     build_rst,
     parse_rstr,
+    read_rstr,
     soap_action,
 )
 from bridge.xml.safe import full_text, parse_untrusted
@@ -477,24 +483,48 @@ FAULTS: list[tuple[str, bytes, type[BridgeError]]] = [
     ),
     ("MSIS7068", fault12("MSIS7068: Access denied.", "a:RequestFailed"), AccessDenied),
     ("MSIS7068 beats subcode", fault12("MSIS7068: Access denied."), AccessDenied),
+    ("account locked", fault12("The referenced account is currently locked out.", "a:RequestFailed"), AccessDenied),
+    # MSIS3127 is WS-Trust's generic RequestFailed: it names no cause, so it is a refusal the bridge cannot
+    # classify (it counts toward the throttles), not a configuration problem.
     (
         "MSIS3127",
         fault12("MSIS3127: The specified request failed.", "a:RequestFailed", "s:Receiver"),
-        IdpRejectedRequest,
+        IdpRefused,
     ),
+    # The relying party is unknown: WIF's ID3082 (WS-Trust 1.3 section 11 InvalidScope), AD FS MSIS7007.
     (
         "ID3082",
         fault12("ID3082: The request scope is not valid or is unsupported.", "a:InvalidRequest"),
+        SpNotRegistered,
+    ),
+    ("InvalidScope", fault12("The request scope is not valid.", "a:InvalidScope"), SpNotRegistered),
+    (
+        "MSIS7007",
+        fault12("MSIS7007: The requested relying party trust 'urn:loginbridge:x' is unspecified or unsupported.",
+                "a:RequestFailed", "s:Receiver"),
+        SpNotRegistered,
+    ),
+    (
+        "MSIS3127 with an unknown relying party",
+        fault12("MSIS3127: The specified request failed. The relying party trust 'urn:x' was not found.",
+                "a:RequestFailed", "s:Receiver"),
+        SpNotRegistered,
+    ),
+    ("InvalidRequest", fault12("MSIS3127: The specified request failed.", "a:InvalidRequest"), IdpRejectedRequest),
+    (
+        "security header (clock)",
+        fault12("An error occurred when verifying security for the message.", "a:InvalidSecurity"),
         IdpRejectedRequest,
     ),
-    ("unknown", fault12("MSIS9999: Something new.", "a:Weird"), IdpRejectedRequest),
-    ("no code at all", fault12("", None, ""), IdpRejectedRequest),
+    ("MessageExpired", fault12("The message has expired.", "a:MessageExpired"), IdpRejectedRequest),
+    ("unknown", fault12("MSIS9999: Something new.", "a:Weird"), IdpRefused),
+    ("no code at all", fault12("", None, ""), IdpRefused),
     (
         "SOAP 1.1 bad password",
         fault11("wsse:FailedAuthentication", "The security token could not be authenticated"),
         InvalidCredentials,
     ),
-    ("SOAP 1.1 other", fault11("soap:Server", "MSIS3127: The specified request failed."), IdpRejectedRequest),
+    ("SOAP 1.1 other", fault11("soap:Server", "MSIS3127: The specified request failed."), IdpRefused),
 ]
 
 
@@ -516,10 +546,89 @@ def test_rejected_request_detail_has_subcode_and_reason() -> None:
 
 
 def test_fault_detail_is_truncated() -> None:
-    with pytest.raises(IdpRejectedRequest) as info:
+    with pytest.raises(IdpRefused) as info:
         parse_rstr(fault12("MSIS3127: " + "x" * 2000, "a:RequestFailed"), version=WsTrustVersion.V13)
-    assert 0 < len(info.value.detail) <= 300
+    assert 0 < len(info.value.detail) <= 400
     assert info.value.detail.count("x") > 100
+
+
+# --- the whole HTTP answer ------------------------------------------------------------------------
+
+HTML_500 = b"<!DOCTYPE html>\n<html><head><title>Runtime Error</title></head><body>Server Error in '/' Application."\
+           b"</body></html>"
+SOAP_TYPE = "application/soap+xml; charset=utf-8"
+
+
+def read(status: int, body: bytes, content_type: str = SOAP_TYPE) -> RstrResult:
+    return read_rstr(status=status, body=body, content_type=content_type, version=WsTrustVersion.V13)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "expected"),
+    [
+        # AD FS answers faults with HTTP 500: the fault decides
+        (500, fault12("ID3242: The security token could not be authenticated or authorized."), SOAP_TYPE,
+         InvalidCredentials),
+        (500, fault12("MSIS7068: Access denied.", "a:RequestFailed", "s:Receiver"), SOAP_TYPE, AccessDenied),
+        (500, fault12("MSIS3127: The specified request failed.", "a:RequestFailed", "s:Receiver"), SOAP_TYPE,
+         IdpRefused),
+        # a proxy or another STS refusing with the status, with or without the fault
+        (401, b"", "", InvalidCredentials),
+        (401, fault12("ID3242: The security token could not be authenticated or authorized."), SOAP_TYPE,
+         InvalidCredentials),
+        (401, fault12("Nope.", "a:RequestFailed"), SOAP_TYPE, InvalidCredentials),
+        (403, b"", "", AccessDenied),
+        (403, b"<html><body>403 - Forbidden: Access is denied.</body></html>", "text/html", AccessDenied),
+        (403, fault12("ID3242: The security token could not be authenticated or authorized."), SOAP_TYPE,
+         InvalidCredentials),
+        # error pages: an outage, whatever their markup
+        (500, HTML_500, "text/html", IdpUnreachable),
+        (500, b"Internal Server Error", "text/plain", IdpUnreachable),
+        (500, b"", "", IdpUnreachable),
+        (503, b"<html><body>Service Unavailable</body></html>", "text/html", IdpUnreachable),
+        (500, b'<?xml version="1.0"?><error>busy</error>', "text/xml", IdpUnreachable),
+        (500, fault12("x").replace(b"Fault", b"Oops"), SOAP_TYPE, IdpUnreachable),  # a SOAP body without a fault
+        (504, b"Gateway Timeout", "text/html", IdpTimeout),
+        (404, b"Not Found", "text/html", IdpRejectedRequest),
+        (302, b"", "", IdpProtocolError),
+    ],
+)
+def test_every_status_is_read(status: int, body: bytes, content_type: str, expected: type[BridgeError]) -> None:
+    with pytest.raises(expected) as info:
+        read(status, body, content_type)
+    assert type(info.value) is expected
+    if status != 500 or expected is IdpUnreachable:
+        assert f"HTTP {status}" in info.value.detail
+
+
+def test_an_html_500_is_an_outage_with_its_status_in_the_detail() -> None:
+    with pytest.raises(IdpUnreachable) as info:
+        read(500, HTML_500, "text/html; charset=utf-8")
+    assert info.value.detail == f"AD FS answered HTTP 500 (text/html, {len(HTML_500)} bytes), an error page, not a "\
+                                "SOAP answer"
+
+
+def test_a_token_needs_http_200() -> None:
+    assert read(200, VALID).assertion_id
+    with pytest.raises(IdpUnreachable):
+        read(500, VALID)
+
+
+def test_an_unreadable_200_is_logged_by_its_shape(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.idp.wstrust.messages")
+    page = b"<html><body>Please sign in: not-to-be-logged</body></html>"
+    with pytest.raises(IdpProtocolError):
+        read(200, page, "text/html")
+    (record,) = [r for r in caplog.records if r.name == "bridge.idp.wstrust.messages" and r.levelno == logging.INFO]
+    line = record.getMessage()
+    assert "HTTP 200" in line and "content type text/html" in line and f"{len(page)} bytes" in line
+    assert "first element html" in line and "not-to-be-logged" not in line
+
+
+@pytest.mark.parametrize("version", list(WsTrustVersion))
+def test_real_adfs_fault_with_http_500(version: WsTrustVersion) -> None:
+    with pytest.raises(InvalidCredentials):
+        read_rstr(status=500, body=vector("keystone-ADFS_fault.xml"), content_type=SOAP_TYPE, version=version)
 
 
 # --- robustness --------------------------------------------------------------------------
