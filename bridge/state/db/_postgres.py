@@ -1,0 +1,283 @@
+"""PostgreSQL: psycopg 3 (async) through a psycopg_pool pool that never blocks the event loop.
+
+- Connections are in autocommit: a single statement is its own transaction;
+  :meth:`PostgresDatabase.transaction` sends ``BEGIN``/``COMMIT``/``ROLLBACK`` itself on one
+  pooled connection. psycopg prepares a statement after it ran 5 times on a connection
+  (``prepare_threshold``), so the store's hot statements run prepared.
+- Every checkout is checked (``AsyncConnectionPool.check_connection``, one empty-query round
+  trip): connections broken by a server restart are replaced, never handed out.
+- Failing fast: a checkout waits at most ``pool_timeout`` (2 s) and a new connection at most
+  libpq's ``connect_timeout`` (the same, at least 2 s, libpq's floor); a statement with its
+  checkout at most ``command_timeout`` (10 s). Then StoreError, with the last connection
+  error in its detail (``password authentication failed``, ``No such file or directory``...).
+- Recovering by itself: the pool's reconnection back-off is capped by ``reconnect_timeout``
+  (3 s, instead of psycopg_pool's 5 minutes, whose doubling delays would leave a pool idle
+  for a minute or more after the server came back); after that the next call that needs a
+  connection starts a new attempt. Measured: the first call after the server is back
+  succeeds, in 12-26 ms, after outages of 0.5, 6 and 12 s with calls failing meanwhile and
+  after an idle 10 s outage.
+
+Cost per call (PostgreSQL 15 on its Unix socket, the same loaded 2-core VM as the SQLite
+figures): a single statement 0.55-0.9 ms p50 (p99 1.4-3 ms), of which the checked checkout
+is one round trip (0.48 ms without the check; a bare psycopg round trip on one connection
+0.35-0.37 ms); a two-statement transaction (BEGIN, 2 statements, COMMIT) 1.0-1.8 ms.
+About 20-30x SQLite's inline call: the store should not add round trips per login.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any, Self, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
+
+from bridge.errors import StoreConflict, StoreError
+from bridge.state.db._common import (
+    DEFAULT_COMMAND_TIMEOUT,
+    Connection,
+    Database,
+    DbValue,
+    Row,
+    TransactionBase,
+    to_pyformat,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+PgConnection = psycopg.AsyncConnection[TupleRow]
+DEFAULT_MIN_SIZE = 1
+DEFAULT_MAX_SIZE = 10
+DEFAULT_POOL_TIMEOUT = 2.0
+DEFAULT_RECONNECT_TIMEOUT = 3.0
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class _ConnectFailures:
+    """The last error of a new connection (the pool only says "couldn't get a connection")."""
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+
+
+def _connection_class(failures: _ConnectFailures) -> type[PgConnection]:
+    class _RecordingConnection(psycopg.AsyncConnection[TupleRow]):
+        @classmethod
+        async def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
+            try:
+                conn = await super().connect(conninfo, **kwargs)
+            except psycopg.Error as exc:
+                failures.last = _one_line(exc)
+                raise
+            failures.last = None
+            return conn
+
+    return _RecordingConnection
+
+
+# -- the database ---------------------------------------------------------------------------------
+
+
+async def _execute(conn: PgConnection, query: str, params: tuple[DbValue, ...]) -> int:
+    async with conn.cursor() as cursor:
+        await cursor.execute(query, params)
+        if cursor.description is not None:  # a SELECT, or DML with RETURNING: the rows it gave
+            return len(await cursor.fetchall())
+        return max(cursor.rowcount, 0)
+
+
+async def _executemany(conn: PgConnection, query: str, seq: list[tuple[DbValue, ...]]) -> int:
+    async with conn.cursor() as cursor:
+        await cursor.executemany(query, seq)
+        return max(cursor.rowcount, 0)
+
+
+async def _fetch(conn: PgConnection, query: str, params: tuple[DbValue, ...], one: bool) -> list[Row]:
+    async with conn.cursor() as cursor:
+        await cursor.execute(query, params)
+        if cursor.description is None:  # no result set (as SQLite: no rows)
+            return []
+        if one:
+            row = await cursor.fetchone()
+            return [] if row is None else [row]
+        return await cursor.fetchall()
+
+
+class _PostgresTransaction(TransactionBase):
+    def __init__(self, db: PostgresDatabase, conn: PgConnection) -> None:
+        super().__init__()
+        self._db = db
+        self._conn = conn
+
+    async def _tx_execute(self, sql: str, params: tuple[DbValue, ...]) -> int:
+        return await self._db._on(self._conn, sql, lambda conn: _execute(conn, to_pyformat(sql), params))
+
+    async def _tx_executemany(self, sql: str, seq: list[tuple[DbValue, ...]]) -> int:
+        return await self._db._on(self._conn, sql, lambda conn: _executemany(conn, to_pyformat(sql), seq))
+
+    async def _tx_fetch(self, sql: str, params: tuple[DbValue, ...], *, one: bool) -> list[Row]:
+        return await self._db._on(self._conn, sql, lambda conn: _fetch(conn, to_pyformat(sql), params, one))
+
+
+class PostgresDatabase(Database):
+    """A PostgreSQL database through an :class:`AsyncConnectionPool` (see the module docstring)."""
+
+    dialect = "postgres"
+
+    def __init__(self, pool: AsyncConnectionPool[PgConnection], *, url: str, pool_timeout: float,
+                 command_timeout: float, failures: _ConnectFailures) -> None:
+        self.pool = pool
+        self._url = url
+        self.pool_timeout = pool_timeout
+        self.command_timeout = command_timeout
+        self._failures = failures
+
+    @classmethod
+    async def open(cls, conninfo: str, *, url: str, min_size: int = DEFAULT_MIN_SIZE,
+                   max_size: int = DEFAULT_MAX_SIZE, pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+                   command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
+                   reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT) -> PostgresDatabase:
+        """Open the pool and wait (``pool_timeout``) for its first ``min_size`` connections.
+
+        ``conninfo`` is any libpq URL or key=value string; ``url`` its display form (no password).
+        """
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(conninfo):
+            kwargs["connect_timeout"] = max(2, math.ceil(pool_timeout))  # libpq: whole seconds, at least 2
+        failures = _ConnectFailures()
+        pool: AsyncConnectionPool[PgConnection] = AsyncConnectionPool(
+            conninfo, connection_class=_connection_class(failures), kwargs=kwargs, min_size=min_size,
+            max_size=max_size, open=False, check=AsyncConnectionPool.check_connection, timeout=pool_timeout,
+            reconnect_timeout=reconnect_timeout, name=f"store {url}",
+        )
+        try:
+            await pool.open(wait=True, timeout=pool_timeout)
+        except PoolTimeout as exc:
+            await pool.close()
+            raise StoreError(f"cannot connect to {url} within {pool_timeout:g} s: "
+                             f"{failures.last or _one_line(exc)}") from exc
+        except psycopg.Error as exc:
+            await pool.close()
+            raise StoreError(f"cannot open the pool for {url}: {_one_line(exc)}") from exc
+        return cls(pool, url=url, pool_timeout=pool_timeout, command_timeout=command_timeout, failures=failures)
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def _store_error(self, exc: BaseException, sql: str) -> StoreError:
+        where = " ".join(sql.split())[:120]
+        if isinstance(exc, pg_errors.UniqueViolation):
+            return StoreConflict(f"duplicate key: {_one_line(exc)} (in: {where})")
+        if isinstance(exc, PoolTimeout):
+            last = self._failures.last
+            why = f"; last connection error: {last}" if last else " (all connections busy)"
+            return StoreError(f"database unavailable: no connection within {self.pool_timeout:g} s{why}")
+        if isinstance(exc, PoolClosed):
+            return StoreError(f"the database {self._url} is closed")
+        if isinstance(exc, TimeoutError):
+            return StoreError(f"the database did not answer within {self.command_timeout:g} s (in: {where})")
+        state = getattr(exc, "sqlstate", None)
+        return StoreError(f"database error{f' {state}' if state else ''}: {_one_line(exc)} (in: {where})")
+
+    # -- running statements ---------------------------------------------------------------------
+
+    async def _single(self, sql: str, work: Callable[[PgConnection], Awaitable[T]]) -> T:
+        """Check a connection out, run ``work`` on it (autocommit), give it back; all within command_timeout."""
+        try:
+            async with asyncio.timeout(self.command_timeout):
+                conn = await self.pool.getconn(timeout=self.pool_timeout)
+                try:
+                    return await work(conn)
+                finally:
+                    await self.pool.putconn(conn)
+        except (psycopg.Error, TimeoutError) as exc:
+            raise self._store_error(exc, sql) from exc
+
+    async def _on(self, conn: PgConnection, sql: str, work: Callable[[PgConnection], Awaitable[T]]) -> T:
+        """Run ``work`` on a connection already checked out (a transaction's), within command_timeout."""
+        try:
+            async with asyncio.timeout(self.command_timeout):
+                return await work(conn)
+        except (psycopg.Error, TimeoutError) as exc:
+            raise self._store_error(exc, sql) from exc
+
+    async def _execute(self, sql: str, params: tuple[DbValue, ...]) -> int:
+        query = to_pyformat(sql)
+        return await self._single(sql, lambda conn: _execute(conn, query, params))
+
+    async def _executemany(self, sql: str, seq: list[tuple[DbValue, ...]]) -> int:
+        query = to_pyformat(sql)
+        return await self._single(sql, lambda conn: _executemany(conn, query, seq))
+
+    async def _fetch(self, sql: str, params: tuple[DbValue, ...], *, one: bool) -> list[Row]:
+        query = to_pyformat(sql)
+        return await self._single(sql, lambda conn: _fetch(conn, query, params, one))
+
+    # -- transactions -----------------------------------------------------------------------------
+
+    async def _begin(self) -> PgConnection:
+        try:
+            async with asyncio.timeout(self.command_timeout):
+                conn = await self.pool.getconn(timeout=self.pool_timeout)
+                try:
+                    await conn.execute("BEGIN")
+                except BaseException:
+                    await self.pool.putconn(conn)
+                    raise
+                return conn
+        except (psycopg.Error, TimeoutError) as exc:
+            raise self._store_error(exc, "BEGIN") from exc
+
+    async def _rollback(self, conn: PgConnection) -> None:
+        # A broken connection fails here at once; the pool discards it when it comes back.
+        with suppress(psycopg.Error, TimeoutError):
+            async with asyncio.timeout(self.command_timeout):
+                await conn.execute("ROLLBACK")
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        conn = await self._begin()
+        tx = _PostgresTransaction(self, conn)
+        try:
+            try:
+                yield tx
+            except BaseException:
+                await self._rollback(conn)
+                raise
+            if tx.failed is not None:
+                await self._rollback(conn)
+                raise StoreError(f"transaction rolled back: a statement in it failed ({tx.failed})") from tx.failed
+            try:
+                await self._on(conn, "COMMIT", lambda c: c.execute("COMMIT"))
+            except BaseException:
+                await self._rollback(conn)
+                raise
+        finally:
+            tx.closed = True
+            await self.pool.putconn(conn)
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(self.pool_timeout + 1.0):
+                await self.fetchval("SELECT 1")
+        except (StoreError, TimeoutError):
+            return False
+        return True
+
+    async def close(self) -> None:
+        await self.pool.close(timeout=5.0)
