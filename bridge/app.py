@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -96,7 +97,7 @@ async def readyz(request: web.Request) -> web.Response:
         checks["state_dir"] = "ok"
     except OSError as exc:
         checks["state_dir"] = f"not writable: {exc.strerror}"
-    checks["database"] = "ok" if request.app[STORE].ping() else "unavailable"
+    checks["database"] = "ok" if await request.app[STORE].ping() else "unavailable"
     ready = all(v == "ok" for v in checks.values())
     body = {"status": "ready" if ready else "not_ready", "checks": checks, "warnings": list(config.warnings)}
     return web.json_response(body, status=200 if ready else 503)
@@ -109,7 +110,7 @@ def make_app(config: BridgeConfig) -> web.Application:
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        store = Store.open(config.state_dir / "loginbridge.db")
+        store = await Store.open(config.store_url)
         idps = IdpRegistry(config, await asyncio.to_thread(ensure_sp_keys, config.state_dir))
         app[STORE] = store
         app[IDPS] = idps
@@ -117,13 +118,13 @@ def make_app(config: BridgeConfig) -> web.Application:
         audit = AuditLog(config.audit_file, store)
         audit.open()
         app[AUDIT] = audit
-        # Lockout protection state is in memory, per process (bridge/login/throttle.py).
-        app[GUARD] = LoginGuard(config, LoginThrottle(config.hmac_key), audit=audit, metrics=app[METRICS])
+        # Lockout protection state is in the store, shared by every instance (bridge/login/throttle.py).
+        app[GUARD] = LoginGuard(config, LoginThrottle(store, config.hmac_key), audit=audit, metrics=app[METRICS])
         app[LOGIN].guard = app[GUARD]
         yield
         audit.close()
         await idps.close()
-        store.close()
+        await store.close()
 
     app.cleanup_ctx.append(resources)
     if config.printer is not None and config.printer.enabled:
@@ -137,6 +138,15 @@ def make_app(config: BridgeConfig) -> web.Application:
     app.router.add_routes(saml.routes())
     mount_console(app, config)  # the technician console at /console
     return app
+
+
+def with_ports(config: BridgeConfig, *, port: int | None, printer_port: int | None) -> BridgeConfig:
+    """The configuration with the listen ports of ``serve --port/--printer-port`` (one config, several instances)."""
+    if port is not None:
+        config = dataclasses.replace(config, listen_port=port)
+    if printer_port is not None and config.printer is not None:
+        config = dataclasses.replace(config, printer=dataclasses.replace(config.printer, port=printer_port))
+    return config
 
 
 def make_runner(app: web.Application, config: BridgeConfig, **kwargs: Any) -> ListenerRunner:
@@ -157,9 +167,9 @@ async def serve(config: BridgeConfig, *, access_log: logging.Logger | None = Non
         await runner.cleanup()
 
 
-def run(config_path: str | Path) -> int:
-    """Load the configuration once, then serve until interrupted."""
-    config = load_config(config_path)
+def run(config_path: str | Path, *, port: int | None = None, printer_port: int | None = None) -> int:
+    """Load the configuration once, then serve until interrupted; ``port``/``printer_port`` override it."""
+    config = with_ports(load_config(config_path), port=port, printer_port=printer_port)
     setup_logging(config.log_level)
     for warning in config.warnings:
         log.warning("%s", warning)

@@ -7,12 +7,12 @@ people running this are administrators fixing a file or a typo.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from bridge.config import BridgeConfig, TenantConfig, load_config, summarize
@@ -52,6 +52,11 @@ def _build_parser() -> _Parser:
     config = commands.add_parser("config", help="configuration tools").add_subparsers(
         dest="action", required=True, parser_class=_Parser)
     config.add_parser("check", parents=[common], help="validate the configuration and summarise it")
+
+    db = commands.add_parser("db", help="the store's database").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    db.add_parser("upgrade", parents=[common],
+                  help="apply the schema migrations (also done at start, under a lock) and print the version")
 
     users = commands.add_parser("users", help="manage user accounts").add_subparsers(
         dest="action", required=True, parser_class=_Parser)
@@ -105,7 +110,10 @@ def _build_parser() -> _Parser:
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new events as they arrive")
     tail.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
 
-    commands.add_parser("serve", parents=[common], help="run the bridge service")
+    serve = commands.add_parser("serve", parents=[common], help="run the bridge service")
+    # Several instances on one configuration (behind a load balancer) each take their own ports.
+    serve.add_argument("--port", type=_port, help="listen on this port instead of listen.port")
+    serve.add_argument("--printer-port", type=_port, help="the printer listens on this port instead of printer.port")
     commands.add_parser("idp-sim", help="run the identity-provider simulator (arguments passed on)")
     commands.add_parser("demo", help="run the demonstration (arguments passed on)")
     toolkit.register(commands, common)  # check, device-test, print-test, console
@@ -153,7 +161,13 @@ def _device_json(device: Device) -> dict[str, object]:
     }
 
 
-def _cmd_users(args: argparse.Namespace, config: BridgeConfig, store: Store) -> int:
+async def _cmd_db_upgrade(args: argparse.Namespace, config: BridgeConfig, store: Store) -> int:
+    """``db upgrade``: opening the store migrated it (one transaction per step, under the database's lock)."""
+    print(f"{store.url}: schema version {await store.schema_version()}")
+    return EXIT_OK
+
+
+async def _cmd_users(args: argparse.Namespace, config: BridgeConfig, store: Store) -> int:
     tenant = _tenant(config, args.tenant)
     if args.action == "add":
         password: str | None = None
@@ -161,13 +175,13 @@ def _cmd_users(args: argparse.Namespace, config: BridgeConfig, store: Store) -> 
             password = sys.stdin.readline().rstrip("\r\n")
             if not password:
                 raise RequestError("no password on standard input")
-        user = store.add_user(tenant, email=args.email, username=args.username,
+        user = await store.add_user(tenant, email=args.email, username=args.username,
                               display_name=args.display_name, group=args.group, password=password,
                               twofa=args.twofa)
         print(f"added {user.email} to tenant {tenant.id}"
               + (" (with a platform password)" if user.has_password else " (no platform password)"))
     elif args.action == "list":
-        users = store.list_users(tenant.id)
+        users = await store.list_users(tenant.id)
         if args.json:
             print(json.dumps([_user_json(u) for u in users], indent=2))
         else:
@@ -177,10 +191,10 @@ def _cmd_users(args: argparse.Namespace, config: BridgeConfig, store: Store) -> 
                       f"\t{'password' if u.has_password else 'no-password'}")
             print(f"{len(users)} users in tenant {tenant.id}")
     elif args.action == "disable":
-        revoked = store.disable_user(tenant.id, args.email)
+        revoked = await store.disable_user(tenant.id, args.email)
         print(f"disabled {args.email} in tenant {tenant.id}; {revoked} sessions ended")
     else:  # import
-        report = store.import_users_csv(tenant, args.file, skip_invalid=args.skip_invalid)
+        report = await store.import_users_csv(tenant, args.file, skip_invalid=args.skip_invalid)
         for error in report.errors:
             print(f"line {error.line}: {error.reason}")
         print(f"imported {len(report.imported)} users into tenant {tenant.id}"
@@ -192,10 +206,10 @@ def _cmd_users(args: argparse.Namespace, config: BridgeConfig, store: Store) -> 
     return EXIT_OK
 
 
-def _cmd_devices(args: argparse.Namespace, config: BridgeConfig, store: Store) -> int:
+async def _cmd_devices(args: argparse.Namespace, config: BridgeConfig, store: Store) -> int:
     if args.action == "add":
         tenant = _tenant(config, args.tenant)
-        device, secret = store.add_device(tenant.id, name=args.name, mode=args.mode,
+        device, secret = await store.add_device(tenant.id, name=args.name, mode=args.mode,
                                           shared_user_email=args.shared_user,
                                           allowed_networks=args.allow_network, device_id=args.device_id)
         print(f"device id: {device.device_id}")
@@ -204,7 +218,7 @@ def _cmd_devices(args: argparse.Namespace, config: BridgeConfig, store: Store) -
               "(use rotate-secret if it is lost)")
     elif args.action == "list":
         tenant_id = None if args.tenant is None else _tenant(config, args.tenant).id
-        devices = store.list_devices(tenant_id)
+        devices = await store.list_devices(tenant_id)
         if args.json:
             print(json.dumps([_device_json(d) for d in devices], indent=2))
         else:
@@ -219,52 +233,66 @@ def _cmd_devices(args: argparse.Namespace, config: BridgeConfig, store: Store) -
                       f"{'enabled' if d.enabled else 'disabled'}\t{d.name}\tlast seen {seen}{extra}")
             print(f"{len(devices)} devices")
     elif args.action == "disable":
-        store.disable_device(args.device_id)
+        await store.disable_device(args.device_id)
         print(f"disabled device {args.device_id}; its sessions are ended")
     elif args.action == "enable":
-        store.enable_device(args.device_id)
+        await store.enable_device(args.device_id)
         print(f"enabled device {args.device_id}")
     else:  # rotate-secret
-        secret = store.rotate_device_secret(args.device_id)
+        secret = await store.rotate_device_secret(args.device_id)
         print(f"device id: {args.device_id}")
         print(f"secret:    {secret}")
         print("warning: the secret is shown only this once; the old secret no longer works")
     return EXIT_OK
 
 
-def _cmd_audit(args: argparse.Namespace, config: BridgeConfig, store: Store) -> int:
+async def _cmd_audit(args: argparse.Namespace, config: BridgeConfig, store: Store) -> int:
     """``audit tail``: the last events from the database, then (``--follow``) new ones as they come."""
     tenant_id = None if args.tenant is None else _tenant(config, args.tenant).id
     if args.lines < 0:
         raise RequestError("--lines must be 0 or more")
     last_id = 0
-    for event in store.audit_events(tenant_id=tenant_id, last=args.lines):
+    for event in await store.audit_events(tenant_id=tenant_id, last=args.lines):
         print(event.line(), flush=True)
         last_id = event.id or last_id
     if not args.follow:
         return EXIT_OK
     if last_id == 0:
-        newest = store.audit_events(last=1)
+        newest = await store.audit_events(last=1)
         last_id = (newest[0].id or 0) if newest else 0
     while True:
-        time.sleep(max(0.05, args.interval))
-        for event in store.audit_events(tenant_id=tenant_id, after_id=last_id):
+        await asyncio.sleep(max(0.05, args.interval))
+        for event in await store.audit_events(tenant_id=tenant_id, after_id=last_id):
             print(event.line(), flush=True)
             last_id = event.id or last_id
 
 
-def _with_store(handler: Callable[[argparse.Namespace, BridgeConfig, Store], int],
+def _with_store(handler: Callable[[argparse.Namespace, BridgeConfig, Store], Awaitable[int]],
                 args: argparse.Namespace) -> int:
     # Managing accounts must work before the IdP's certificate files exist.
     config = _config(args, require_files=False)
-    with Store.open(config.state_dir) as store:
-        return handler(args, config, store)
+
+    async def run() -> int:
+        async with await Store.open(config.store_url) as store:
+            return await handler(args, config, store)
+
+    return asyncio.run(run())
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r} (0-65535)")
+    return port
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from bridge.app import run  # type: ignore[import-not-found, unused-ignore]
 
-    return int(run(Path(args.config or _default_config())))
+    return int(run(Path(args.config or _default_config()), port=args.port, printer_port=args.printer_port))
 
 
 def _delegate(command: str, rest: list[str]) -> int:
@@ -288,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         if args.command == "config":
             return _cmd_config_check(args)
+        if args.command == "db":
+            return _with_store(_cmd_db_upgrade, args)
         if args.command == "users":
             return _with_store(_cmd_users, args)
         if args.command == "devices":

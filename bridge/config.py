@@ -215,6 +215,9 @@ class BridgeConfig:
     public_url: str = ""  # how IdPs and admins reach the bridge (SP metadata, ACS URLs)
     console: ConsoleConfig | None = None
     listener_timeouts: ListenerTimeouts = field(default_factory=ListenerTimeouts)
+    # Where the shared state lives: sqlite:///ABS/PATH (default: loginbridge.db in state_dir) or
+    # postgresql://... ; LOGINBRIDGE_STORE_URL overrides it.  May hold a password (from the environment only).
+    store_url: str = field(default="", repr=False)
 
     def tenant(self, tenant_id: str) -> TenantConfig:
         """The tenant with this id; an unknown id is a request error listing the known ones."""
@@ -426,7 +429,9 @@ def _read_yaml(src: _Src) -> yaml.Node:
 # Main file.
 
 _MAIN_KEYS = ("listen", "state_dir", "tenants_dir", "secrets", "sessions", "idp_client", "logging", "printer",
-              "audit", "public_url", "console")
+              "audit", "public_url", "console", "store")
+STORE_URL_ENV = "LOGINBRIDGE_STORE_URL"
+_STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
 _PRINTER_KEYS = ("enabled", "host", "port", "name", "location", "info", "max_job_mb",
                  "verification_cache_seconds", "spool_dir", "delivery")
 _DELIVERY_KEYS = ("url", "outbox_dir", "max_attempts", "backoff_seconds", "ca_file")
@@ -501,7 +506,10 @@ def load_config(path: Path | str, *, require_files: bool = True) -> BridgeConfig
         if urlsplit(public_url).scheme not in ("http", "https") or not urlsplit(public_url).netloc:
             raise src.err("must be an http(s) URL such as https://bridge.example.com", "public_url", node)
 
+    store_url = _store_url(root.sub("store", ("url",)), state_dir)
+
     return BridgeConfig(
+        store_url=store_url,
         public_url=public_url,
         printer=printer,
         audit_file=audit_file,
@@ -518,6 +526,32 @@ def load_config(path: Path | str, *, require_files: bool = True) -> BridgeConfig
         console=_console(root.sub("console", ("users",))),
         listener_timeouts=timeouts,
     )
+
+
+def _store_url(m: _Map | None, state_dir: Path) -> str:
+    """``store.url``, or ``LOGINBRIDGE_STORE_URL`` when set; SQLite in the state directory by default.
+
+    A password never stands in the file (secrets come from the environment or a
+    file): put it in ``LOGINBRIDGE_STORE_URL``, ``PGPASSWORD`` or a ``PGPASSFILE``.
+    """
+    from_env = os.environ.get(STORE_URL_ENV, "").strip()
+    if from_env:
+        if urlsplit(from_env).scheme not in _STORE_SCHEMES:
+            raise ConfigError(f"{STORE_URL_ENV} must be a sqlite:/// or postgresql:// URL")
+        return from_env
+    if m is None or (node := m.get("url")) is None:
+        return f"sqlite://{_absolute(state_dir / 'loginbridge.db')}"
+    url = _str(m, "url", node).strip()
+    parts = urlsplit(url)
+    if parts.scheme not in _STORE_SCHEMES:
+        raise m.src.err("must be a sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST/DB URL", "store.url", node)
+    if parts.password is not None or "password=" in parts.query:
+        raise m.src.err(f"holds a password: set it in {STORE_URL_ENV}, PGPASSWORD or a PGPASSFILE, not in this file",
+                        "store.url", node)
+    if parts.scheme == "sqlite" and not parts.path.startswith("/"):
+        raise m.src.err("a SQLite URL names an absolute path: sqlite:///var/lib/loginbridge/loginbridge.db",
+                        "store.url", node)
+    return url
 
 
 _CONSOLE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -998,6 +1032,16 @@ def fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex(":").upper()
 
 
+def _shown_store_url(url: str) -> str:
+    """The store URL without a password (one can come from LOGINBRIDGE_STORE_URL)."""
+    parts = urlsplit(url)
+    if parts.password is None and "password=" not in parts.query:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username
+    return parts._replace(netloc=f"{user}:***@{netloc}" if user else netloc, query="").geturl()
+
+
 def summarize(config: BridgeConfig) -> str:
     """A human summary: tenants, endpoints, pinned certificates; never secrets."""
     lines = [
@@ -1005,6 +1049,7 @@ def summarize(config: BridgeConfig) -> str:
         f"listen: {config.listen_host}:{config.listen_port} (request head within "
         f"{config.listener_timeouts.header:g} s, idle connections closed after {config.listener_timeouts.idle:g} s)",
         f"state_dir: {config.state_dir}",
+        f"store: {_shown_store_url(config.store_url)}",
         f"session ttl: {int(config.session_ttl.total_seconds())} s",
         f"idp client: connect {config.idp_client.connect_timeout:g} s, "
         f"total {config.idp_client.timeout:g} s, "

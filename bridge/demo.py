@@ -60,20 +60,20 @@ DEMO_DEVICES = (
 DEMO_DISABLED_USERS = (("example", "disabled@example.com"),)
 
 
-def seed(config: BridgeConfig, store: Store, seed_dir: Path) -> None:
+async def seed(config: BridgeConfig, store: Store, seed_dir: Path) -> None:
     """Idempotently load the demo users and devices."""
     for tenant in config.tenants:
         csv_file = seed_dir / f"users-{tenant.id}.csv"
         if csv_file.is_file():
-            store.import_users_csv(tenant, csv_file, skip_invalid=True)  # existing rows are skipped
+            await store.import_users_csv(tenant, csv_file, skip_invalid=True)  # existing rows are skipped
     for tenant_id, email in DEMO_DISABLED_USERS:
-        user = store.get_user(tenant_id, email)
+        user = await store.get_user(tenant_id, email)
         if user is not None and user.enabled:
-            store.disable_user(tenant_id, email)
+            await store.disable_user(tenant_id, email)
     known = {t.id for t in config.tenants}
     for device in DEMO_DEVICES:
-        if device.tenant_id in known and store.get_device(device.device_id) is None:
-            store.add_device(
+        if device.tenant_id in known and await store.get_device(device.device_id) is None:
+            await store.add_device(
                 device.tenant_id,
                 name=device.name,
                 mode=device.mode,
@@ -126,8 +126,8 @@ async def serve_demo(config_path: Path, sim_users: Path, seed_dir: Path, sim_por
         config = load_config(config_path)  # now the simulator's CA exists: full validation
         for warning in config.warnings:
             log.warning("%s", warning)
-        with Store.open(config.state_dir) as store:
-            seed(config, store, seed_dir)
+        async with await Store.open(config.store_url) as store:
+            await seed(config, store, seed_dir)
         runner = make_runner(make_app(config), config)
         await runner.setup()
         site = web.TCPSite(runner, config.listen_host, config.listen_port)

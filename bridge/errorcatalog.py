@@ -68,7 +68,10 @@ ADMIN_DETAIL: dict[str, str] = {
     "idp_protocol_error": "The IdP's answer could not be read (malformed, DOCTYPE, too large).",
     "assertion_invalid": "The signed token failed validation (signature, issuer, audience, time, subject); "
                          "the log says which check.",
-    "store_error": "The SQLite database failed (disk full, permissions); see the log.",
+    "store_error": ("The database failed (SQLite: disk full, permissions; PostgreSQL: a refused statement); "
+                    "see the log."),
+    "service_unavailable": ("The database cannot be reached or does not answer: logins are refused with 503 until "
+                            "it is back (fail closed, no IdP call). Check the database and the network to it."),
 }
 
 MISSING_DETAIL = "(no administrator's note yet)"

@@ -42,7 +42,8 @@ into these at one boundary each, with ``raise ... from exc``.
     │       ├── XmlRejected             502 idp_protocol_error
     │       └── AssertionRejected       502 assertion_invalid
     └── StoreError                      500 store_error
-        └── StoreConflict               500 store_error  (a unique key already taken)
+        ├── StoreConflict               500 store_error  (a unique key already taken)
+        └── StoreUnavailable            503 service_unavailable
 """
 
 from __future__ import annotations
@@ -309,6 +310,20 @@ class StoreConflict(StoreError):
     Raised by ``bridge.state.db`` on both engines, so the store can tell "already exists"
     from a failing database; the store normally answers with its own error instead.
     """
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached (no connection in time, connection lost, no answer in time).
+
+    Fail closed: nothing that needs the store (a user lookup, the throttles, a
+    session) is skipped, so no password reaches an IdP and no session is handed
+    out that was not recorded.  Service resumes by itself when the database is back.
+    """
+
+    code = "service_unavailable"
+    http_status = 503
+    ipp_status = IPP_SERVER_UNAVAILABLE
+    panel_message = "Sign-in is temporarily unavailable. Try again in a minute."
 
 
 class DeviceThrottled(TemporarilyLocked):

@@ -52,6 +52,7 @@ _ERROR_TEXT = {
     429: "Throttled (temporarily_locked, device_throttled); see Retry-After.",
     500: "Internal error.",
     502: "The IdP failed, refused the request or answered something untrustworthy.",
+    503: "The store (database) cannot be reached: nothing was checked at the IdP (`service_unavailable`); retry.",
     504: "The IdP did not answer in time.",
 }
 
@@ -68,9 +69,9 @@ def _json_response(description: str, schema: Schema) -> Schema:
 
 
 def _errors(*statuses: int, internal: bool = True) -> dict[str, Schema]:
-    """Error answers, in status order; every operation also has 405, and the device API 500."""
+    """Error answers, in status order; every operation also has 405, and the device API 500 and 503 (store down)."""
     out: dict[str, Schema] = {}
-    for status in sorted({*statuses, 405, *((500,) if internal else ())}):
+    for status in sorted({*statuses, 405, *((500, 503) if internal else ())}):
         response = _json_response(_ERROR_TEXT[status], _ref("Error"))
         if status in _HEADERS:
             response["headers"] = _HEADERS[status]

@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 
 async def app_login(request: web.Request) -> web.Response:
     login = request.app[LOGIN]
-    with login.attempt(mode=LoginMode.APP, source=source_address(request)) as attempt:
-        attempt.check_actor()
+    async with login.attempt(mode=LoginMode.APP, source=source_address(request)) as attempt:
+        await attempt.check_actor()
         body = await read_json_object(request)
         email, password = password_fields(body, attempt)
         outcome = await login.password_login(identifier=email, password=password, device=None, attempt=attempt)

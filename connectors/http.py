@@ -67,7 +67,7 @@ def _in_networks(address: str, networks: tuple[IPNetwork, ...]) -> bool:
     return any(ip.version == net.version and ip in net for net in networks)
 
 
-def authenticate_device(request: web.Request, attempt: Attempt | None = None) -> Device:
+async def authenticate_device(request: web.Request, attempt: Attempt | None = None) -> Device:
     """The device named by the request's Basic credentials, checked against its networks.
 
     Only headers are read: a device calling from outside the tenant's device
@@ -81,13 +81,13 @@ def authenticate_device(request: web.Request, attempt: Attempt | None = None) ->
     if attempt is not None:
         attempt.claim_device(device_id)
     store = request.app[STORE]
-    device = store.authenticate_device(device_id, secret)
+    device = await store.authenticate_device(device_id, secret)
     if device is None or not device.enabled:
         raise DeviceAuthError("unknown device, wrong secret or disabled device")
     if attempt is not None:
         attempt.device = device
     address = source_address(request)
-    store.touch_device(device.device_id, address, datetime.now(UTC))
+    await store.touch_device(device.device_id, address, datetime.now(UTC))
     tenant = next((t for t in request.app[CONFIG].tenants if t.id == device.tenant_id), None)
     if tenant is None:
         raise DeviceAuthError(f"device {device.device_id} belongs to tenant {device.tenant_id}, "
@@ -179,12 +179,12 @@ def iso(when: datetime) -> str:
     return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def enrolled_device(request: web.Request, attempt: Attempt, mode: DeviceMode) -> Device:
+async def enrolled_device(request: web.Request, attempt: Attempt, mode: DeviceMode) -> Device:
     """Authenticate the device, check its networks, its mode and its throttles (headers only)."""
-    device = authenticate_device(request, attempt)
+    device = await authenticate_device(request, attempt)
     if device.mode is not mode:
         raise WrongMode(f"device {device.device_id} is enrolled as {device.mode.value}, not {mode.value}")
-    attempt.check_actor()
+    await attempt.check_actor()
     return device
 
 

@@ -40,15 +40,15 @@ MAX_REPORTED_USER_CHARS = 256
 async def shared_account(request: web.Request) -> web.Response:
     """Device credentials alone: a session for the device's shared account."""
     login = request.app[LOGIN]
-    with login.attempt(mode=LoginMode.SHARED_ACCOUNT, source=source_address(request)) as attempt:
-        device = enrolled_device(request, attempt, DeviceMode.SHARED_ACCOUNT)
+    async with login.attempt(mode=LoginMode.SHARED_ACCOUNT, source=source_address(request)) as attempt:
+        device = await enrolled_device(request, attempt, DeviceMode.SHARED_ACCOUNT)
         tenant = login.config.tenant(device.tenant_id)
         tenant_id_var.set(tenant.id)
         if device.shared_user_email is None:
             raise DeviceAuthError(f"shared-account device {device.device_id} has no shared user")
         attempt.identified(tenant, device.shared_user_email)
-        user = login.provisioned_user(tenant, device.shared_user_email)
-        outcome = login.open_session(tenant, user, device)
+        user = await login.provisioned_user(tenant, device.shared_user_email)
+        outcome = await login.open_session(tenant, user, device)
     log.info("shared-account session opened on device %s", device.device_id)
     return login_response(outcome)
 
@@ -56,8 +56,8 @@ async def shared_account(request: web.Request) -> web.Response:
 async def device_login(request: web.Request) -> web.Response:
     """The device vouches for the user it authenticated; the bridge maps the identity to a tenant user."""
     login = request.app[LOGIN]
-    with login.attempt(mode=LoginMode.DEVICE_LOGIN, source=source_address(request)) as attempt:
-        device = enrolled_device(request, attempt, DeviceMode.DEVICE_LOGIN)
+    async with login.attempt(mode=LoginMode.DEVICE_LOGIN, source=source_address(request)) as attempt:
+        device = await enrolled_device(request, attempt, DeviceMode.DEVICE_LOGIN)
         tenant = login.config.tenant(device.tenant_id)
         tenant_id_var.set(tenant.id)
         attempt.tenant = tenant
@@ -68,16 +68,16 @@ async def device_login(request: web.Request) -> web.Response:
         if tenant.device_login_identity is DeviceLoginIdentity.EMAIL:
             email, _ = split_email(reported)
             attempt.email = email
-            user = store.get_user(tenant.id, email)
+            user = await store.get_user(tenant.id, email)
         else:
-            user = store.get_user_by_username(tenant.id, reported)
+            user = await store.get_user_by_username(tenant.id, reported)
         if user is None:
             raise UserNotProvisioned(f"device {device.device_id} reported a user unknown in tenant {tenant.id} "
                                      f"(matched by {tenant.device_login_identity.value})")
         attempt.identified(tenant, user.email)
         if not user.enabled:
             raise UserDisabled(f"user {user.email} is disabled in tenant {tenant.id}")
-        outcome = login.open_session(tenant, user, device)
+        outcome = await login.open_session(tenant, user, device)
     log.info("device-login session opened on device %s", device.device_id)
     return login_response(outcome)
 
@@ -85,8 +85,8 @@ async def device_login(request: web.Request) -> web.Response:
 async def user_prompt(request: web.Request) -> web.Response:
     """The panel sends the email and password the user typed."""
     login = request.app[LOGIN]
-    with login.attempt(mode=LoginMode.USER_PROMPT, source=source_address(request)) as attempt:
-        device = enrolled_device(request, attempt, DeviceMode.USER_PROMPT)
+    async with login.attempt(mode=LoginMode.USER_PROMPT, source=source_address(request)) as attempt:
+        device = await enrolled_device(request, attempt, DeviceMode.USER_PROMPT)
         body = await read_json_object(request)
         email, password = password_fields(body, attempt)
         outcome = await login.password_login(identifier=email, password=password, device=device, attempt=attempt)

@@ -27,18 +27,18 @@ SESSION_TOKEN_HEADER = "X-Session-Token"  # noqa: S105 (a header name)
 MAX_TOKEN_CHARS = 256
 
 
-def _live_session(request: web.Request) -> tuple[Session, bytes]:
+async def _live_session(request: web.Request) -> tuple[Session, bytes]:
     """The live session the request names, with its token hash; SessionError otherwise."""
     device = None
     if parse_basic(request.headers.get("Authorization")) is not None:
-        device = authenticate_device(request)
+        device = await authenticate_device(request)
         token = request.headers.get(SESSION_TOKEN_HEADER, "").strip() or None
     else:
         token = bearer_token(request)
     if token is None or len(token) > MAX_TOKEN_CHARS:
         raise SessionError("no session token")
     digest = token_hash(token)
-    session = request.app[STORE].get_session(digest, datetime.now(UTC))
+    session = await request.app[STORE].get_session(digest, datetime.now(UTC))
     if session is None:
         raise SessionError("unknown, expired or revoked session")
     if device is not None and session.tenant_id != device.tenant_id:
@@ -49,7 +49,7 @@ def _live_session(request: web.Request) -> tuple[Session, bytes]:
 
 
 async def get_session(request: web.Request) -> web.Response:
-    session, _ = _live_session(request)
+    session, _ = await _live_session(request)
     return web.json_response(
         {
             "session": {
@@ -64,8 +64,8 @@ async def get_session(request: web.Request) -> web.Response:
 
 async def end_session(request: web.Request) -> web.Response:
     """Logout: the token stops working at once."""
-    session, digest = _live_session(request)
-    request.app[STORE].revoke_session(digest)
+    session, digest = await _live_session(request)
+    await request.app[STORE].revoke_session(digest)
     log.info("session of tenant %s ended by logout", session.tenant_id)
     return web.json_response({"status": "logged_out"})
 

@@ -82,7 +82,7 @@ class PrintAuthenticator:
         cached = self._cache.get(key)
         if cached is not None:
             if cached.expires_at > time.monotonic():
-                return self._still_allowed(key, cached)
+                return await self._still_allowed(key, cached)
             del self._cache[key]
         pending = self._inflight.get(key)
         if pending is not None:
@@ -116,12 +116,12 @@ class PrintAuthenticator:
         log.info("print credentials verified for %s", user.email)
         return Owner(tenant_id=tenant.id, email=user.email)
 
-    def _still_allowed(self, key: bytes, cached: _Verified) -> Owner:
+    async def _still_allowed(self, key: bytes, cached: _Verified) -> Owner:
         """A cache hit: the user must still exist and be enabled."""
         try:
             tenant = self._login.config.tenant(cached.tenant_id)
             tenant_id_var.set(tenant.id)
-            self._login.provisioned_user(tenant, cached.email)
+            await self._login.provisioned_user(tenant, cached.email)
         except BridgeError:
             self._cache.pop(key, None)
             self.forget(cached.email)

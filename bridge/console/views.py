@@ -128,8 +128,8 @@ async def login_form(request: web.Request, *, error: str = "", status: int = 200
     return response
 
 
-def _audit_sign_in(request: web.Request, name: str, result: str) -> None:
-    request.config_dict[AUDIT].record(AuditEvent(at=datetime.now(UTC), kind=AuditKind.LOGIN, result=result,
+async def _audit_sign_in(request: web.Request, name: str, result: str) -> None:
+    await request.config_dict[AUDIT].record(AuditEvent(at=datetime.now(UTC), kind=AuditKind.LOGIN, result=result,
                                                  mode=CONSOLE_MODE, email=name[:64], source=request.remote))
 
 
@@ -152,11 +152,11 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     user = await asyncio.to_thread(check_console_login, _config(request).console, name.strip(), password)
     if user is None:
         limiter.failed(source)
-        _audit_sign_in(request, name.strip(), InvalidCredentials.code)
+        await _audit_sign_in(request, name.strip(), InvalidCredentials.code)
         log.info("console sign-in refused for %r from %s", name.strip()[:64], source)
         return await login_form(request, status=401, error="Wrong console user or password.")
     limiter.succeeded(source)
-    _audit_sign_in(request, user.name, RESULT_OK)
+    await _audit_sign_in(request, user.name, RESULT_OK)
     log.info("console user %s signed in from %s", user.name, source)
     cookie, _ = signer.issue(user.name)
     response = _see_other(f"{BASE}/tenants")
@@ -252,7 +252,7 @@ async def devices(request: web.Request) -> web.Response:
     session = _session(request)
     rows = [{"id": d.device_id, "name": d.name, "tenant": d.tenant_id, "mode": d.mode.value, "enabled": d.enabled,
              "shared": d.shared_user_email, "seen": _when(d.last_seen_at), "addr": d.last_seen_addr}
-            for d in request.config_dict[STORE].list_devices()]
+            for d in await request.config_dict[STORE].list_devices()]
     return _render(request, "devices.html", {"title": "Devices", "page": "devices", "devices": rows},
                    session=session)
 
@@ -262,15 +262,15 @@ async def set_device(request: web.Request) -> web.StreamResponse:
     await _form(request, session)
     device_id, action = request.match_info["device"], request.match_info["action"]
     store = request.config_dict[STORE]
-    if store.get_device(device_id) is None:
+    if await store.get_device(device_id) is None:
         raise web.HTTPNotFound(text="No such device.")
-    device = store.get_device(device_id)
+    device = await store.get_device(device_id)
     if action == "disable":
-        store.disable_device(device_id)
+        await store.disable_device(device_id)
     else:
-        store.enable_device(device_id)
+        await store.enable_device(device_id)
     log.info("console user %s: device %s %sd", session.user, device_id, action)
-    request.config_dict[AUDIT].record(AuditEvent(
+    await request.config_dict[AUDIT].record(AuditEvent(
         at=datetime.now(UTC), kind=AuditKind.DEVICE_CHANGED, result=f"{action}d", mode=CONSOLE_MODE,
         email=session.user[:64], device_id=device_id, tenant_id=device.tenant_id if device else None,
         source=request.remote))
@@ -305,7 +305,7 @@ async def attempts(request: web.Request) -> web.Response:
     user = request.query.get("user", "").strip().lower()
     known = [t.id for t in config.tenants]
     try:
-        events = request.config_dict[STORE].audit_events(tenant_id=tenant if tenant in known else None,
+        events = await request.config_dict[STORE].audit_events(tenant_id=tenant if tenant in known else None,
                                                          last=ATTEMPTS_SCANNED)
     except StoreError:
         log.exception("console: cannot read the audit events")

@@ -107,7 +107,8 @@ class ReplayCache(Protocol):
     unique per issuer (saml-core 1.3.4).
     """
 
-    def check_and_remember(self, issuer: str, assertion_id: str, expires_at: datetime, *, now: datetime) -> bool:
+    async def check_and_remember(self, issuer: str, assertion_id: str, expires_at: datetime, *,
+                                 now: datetime) -> bool:
         """True, and remember the pair until ``expires_at``, when it is not known (or its entry has
         expired by ``now``); False when it is a replay."""
         ...
@@ -131,7 +132,8 @@ class MemoryReplayCache:
     def __len__(self) -> int:
         return len(self._expiry)
 
-    def check_and_remember(self, issuer: str, assertion_id: str, expires_at: datetime, *, now: datetime) -> bool:
+    async def check_and_remember(self, issuer: str, assertion_id: str, expires_at: datetime, *,
+                                 now: datetime) -> bool:
         key = (issuer, assertion_id)
         with self._lock:
             self._purge(now)
@@ -158,10 +160,12 @@ def validate_assertion(
     expectations: AssertionExpectations,
     *,
     now: datetime,
-    replay: ReplayCache,
     document: etree._Element | None = None,
 ) -> ValidatedAssertion:
     """Validate the one assertion inside ``raw`` (the whole document, bytes as received).
+
+    Pure: no replay check here (it needs the store); the IdP clients call
+    :func:`remember_once` with the result before they trust it.
 
     ``document`` may be the tree :func:`bridge.xml.safe.parse_untrusted` already
     made from exactly these bytes (the RSTR reader's), so they are parsed once;
@@ -200,9 +204,6 @@ def validate_assertion(
         facts = _read_saml11(assertion, expectations, now)
     else:
         facts = _read_saml20(assertion, expectations, now)
-    expires = facts.not_on_or_after + expectations.clock_skew
-    if not replay.check_and_remember(facts.issuer, assertion_id, expires, now=now):
-        raise AssertionRejected("replayed", "assertion id already used")
     log.debug("assertion accepted: version=%s issuer=%s", version.value, facts.issuer)
     return ValidatedAssertion(
         assertion_id=assertion_id,
@@ -222,6 +223,16 @@ class _Facts:
     not_on_or_after: datetime
     authn_instant: datetime | None
     attributes: dict[str, tuple[str, ...]]
+
+
+async def remember_once(
+    replay: ReplayCache, validated: ValidatedAssertion, expectations: AssertionExpectations, *, now: datetime
+) -> ValidatedAssertion:
+    """The replay check of a validated assertion: remembered until NotOnOrAfter plus skew, refused if seen."""
+    expires = validated.not_on_or_after + expectations.clock_skew
+    if not await replay.check_and_remember(validated.issuer, validated.assertion_id, expires, now=_aware(now)):
+        raise AssertionRejected("replayed", "assertion id already used")
+    return validated
 
 
 def _find_assertion(root: etree._Element) -> etree._Element:

@@ -14,8 +14,8 @@ import enum
 import logging
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from types import TracebackType
 
@@ -93,7 +93,7 @@ class LoginGuard:
 
 
 class Attempt:
-    """One login attempt; use as ``with guard.attempt(...) as attempt:``.
+    """One login attempt; use as ``async with guard.attempt(...) as attempt:`` (its audit row is written at the end).
 
     A guard of ``None`` makes every method a no-op, so the login service works
     unguarded (unit tests, tools).
@@ -111,6 +111,9 @@ class Attempt:
         self.reported_user: str | None = None  # a device-login user name, for spray detection only
         self.idp_seconds: float | None = None
         self._at = datetime.now(UTC)
+        self._actor_checked: ThrottleConfig | None = None  # the limits the actor passed under
+        # The IdP-attempt ticket of check_password_allowed, until at_idp or finish gives it back.
+        self._ticket: tuple[str, str, int] | None = None
 
     # -- what the connectors and the login service learn -------------------
 
@@ -149,52 +152,85 @@ class Attempt:
 
     # -- checks before anything reaches the IdP ------------------------------
 
-    def check_actor(self) -> None:
-        """Refuse a device or source that is spray-blocked or over its failure budget."""
-        if self._guard is None:
+    async def check_actor(self) -> None:
+        """Refuse a device or source that is spray-blocked or over its failure budget.
+
+        Once per attempt and limits: a connector checks before the tenant is known, and the
+        password check again under the tenant's limits only when they differ.
+        """
+        limits = self._limits()
+        if self._guard is None or self._actor_checked == limits:
             return
-        lock = self._guard.throttle.actor_lock(self.actor, self._limits())
+        lock = await self._guard.throttle.actor_lock(self.actor, limits)
         if lock is not None:
             raise self._refuse(lock)
+        self._actor_checked = limits
 
-    def check_password_allowed(self, tenant: TenantConfig, email: str, password: str) -> None:
-        """Per-actor and per-user throttles, then the stale-password guard; all without the IdP."""
+    async def check_password_allowed(self, tenant: TenantConfig, email: str, password: str) -> None:
+        """Per-actor and per-user throttles, then the stale-password guard; all without the IdP.
+
+        The user check is an admission, atomic across instances: when it passes, this attempt holds
+        an in-flight ticket (counted against the user) until :meth:`at_idp` or :meth:`finish` ends it.
+        A store error propagates: the login fails rather than reach the IdP unthrottled.
+        """
         self.identified(tenant, email)
         guard = self._guard
         if guard is None:
             return
-        self.check_actor()
-        lock = guard.throttle.user_lock(tenant.id, email, tenant.throttle)
-        if lock is not None:
-            raise self._refuse(lock)
-        answer = guard.throttle.stale_answer(tenant.id, email, password)
-        if answer is not None:
+        await self.check_actor()
+        await self._release()
+        admission = await guard.throttle.admit(tenant.id, email, password, tenant.throttle)
+        if admission.lock is not None:
+            raise self._refuse(admission.lock)
+        if admission.stale is not None:
             if guard.metrics is not None:
                 guard.metrics.stale_password_hits.labels(tenant=tenant.id).inc()
             # The same answer the IdP gave for this pair, without asking it again.
-            if answer is StaleAnswer.ACCOUNT_REFUSED:
+            if admission.stale is StaleAnswer.ACCOUNT_REFUSED:
                 raise AccessDenied("stale-password guard: the IdP already refused this account with this password")
             raise InvalidCredentials("stale-password guard: the IdP already rejected this password")
+        if admission.ticket is not None:
+            self._ticket = (tenant.id, email, admission.ticket)
 
-    @contextmanager
-    def at_idp(self, tenant: TenantConfig, email: str, password: str) -> Iterator[None]:
-        """Wrap the IdP call: in-flight count, latency, and what a rejection teaches the throttles."""
+    async def _release(self) -> None:
+        """Give back a ticket still held (the IdP was not asked after all)."""
+        held, self._ticket = self._ticket, None
+        if held is not None and self._guard is not None:
+            await self._guard.throttle.idp_finished(held[0], held[1], held[2])
+
+    @asynccontextmanager
+    async def at_idp(self, tenant: TenantConfig, email: str, password: str) -> AsyncIterator[None]:
+        """Wrap the IdP call: in-flight ticket, latency, and what a rejection teaches the throttles.
+
+        Without a ticket from :meth:`check_password_allowed` for this user, the checks run here first.
+        """
         guard = self._guard
         if guard is None:
             yield
             return
-        guard.throttle.idp_started(tenant.id, email)
+        held = self._ticket
+        if held is None or held[:2] != (tenant.id, email):
+            await self.check_password_allowed(tenant, email, password)
+            held = self._ticket
+        if held is None:  # pragma: no cover (check_password_allowed raises or leaves a ticket)
+            raise TemporarilyLocked("user throttle: no admission", retry_after=1)
+        ticket = held[2]
         started = time.perf_counter()
+        released = False
         try:
             with track_idp_contact() as contact:
                 yield
         except (InvalidCredentials, AccessDenied, IdpRefused) as refusal:
             # Every refusal of the user by the IdP feeds the throttles (an unclassified one too: fail closed).
-            guard.throttle.idp_rejected(tenant.id, email, password, self.actor, tenant.throttle,
-                                        remember=_remembered_as(refusal))
+            self._ticket = None
+            released = True
+            await guard.throttle.idp_rejected(tenant.id, email, password, self.actor, tenant.throttle,
+                                              remember=_remembered_as(refusal), ticket=ticket)
             raise
         finally:
-            guard.throttle.idp_finished(tenant.id, email)
+            if not released:
+                self._ticket = None
+                await guard.throttle.idp_finished(tenant.id, email, ticket)
             # Latency only when a request went to the IdP (not for a whitelist refusal or a remembered outage).
             if contact.contacted:
                 self.idp_seconds = time.perf_counter() - started
@@ -203,14 +239,14 @@ class Attempt:
 
     # -- the end ---------------------------------------------------------------
 
-    def __enter__(self) -> Attempt:
+    async def __aenter__(self) -> Attempt:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.finish(exc)
+        await self.finish(exc)
 
-    def finish(self, exc: BaseException | None) -> None:
+    async def finish(self, exc: BaseException | None) -> None:
         guard = self._guard
         if guard is None:
             return
@@ -222,26 +258,32 @@ class Attempt:
             result = "cancelled"  # the client went away mid-attempt
         else:
             result = BridgeError.code
+        try:
+            await self._feed_throttles(guard, exc)
+        finally:
+            if guard.metrics is not None:
+                guard.metrics.count_login(tenant=self._tenant_label(), mode=self.mode.value, result=result)
+            if guard.audit is not None:
+                await guard.audit.record(self._event(AuditKind.LOGIN, result))
+
+    async def _feed_throttles(self, guard: LoginGuard, exc: BaseException | None) -> None:
+        await self._release()
         if exc is None and self.tenant is not None and self.email is not None:
-            guard.throttle.succeeded(self.tenant.id, self.email)
+            await guard.throttle.succeeded(self.tenant.id, self.email)
         user_key = self.email or self.reported_user
         if isinstance(exc, _SPRAY_SIGNALS) and user_key:
-            tripped = guard.throttle.failed_for_user(self.actor, user_key, self._limits())
+            tripped = await guard.throttle.failed_for_user(self.actor, user_key, self._limits())
             if tripped is not None:
-                self._spray_detected(guard, tripped)
-        if guard.metrics is not None:
-            guard.metrics.count_login(tenant=self._tenant_label(), mode=self.mode.value, result=result)
-        if guard.audit is not None:
-            guard.audit.record(self._event(AuditKind.LOGIN, result))
+                await self._spray_detected(guard, tripped)
 
-    def _spray_detected(self, guard: LoginGuard, distinct: int) -> None:
+    async def _spray_detected(self, guard: LoginGuard, distinct: int) -> None:
         log.warning("password spray: %s failed for %s distinct users; blocked for %s s", self.actor.key, distinct,
                     int(self._limits().spray_window.total_seconds()))
         if guard.metrics is not None:
             guard.metrics.spray_detections.labels(tenant=self._tenant_label()).inc()
         if guard.audit is not None:
             event = self._event(AuditKind.SPRAY_DETECTED, DeviceThrottled.code)
-            guard.audit.record(AuditEvent(at=datetime.now(UTC), kind=event.kind, result=event.result,
+            await guard.audit.record(AuditEvent(at=datetime.now(UTC), kind=event.kind, result=event.result,
                                           tenant_id=event.tenant_id, device_id=event.device_id, mode=event.mode,
                                           source=event.source, request_id=event.request_id,
                                           distinct_users=distinct))

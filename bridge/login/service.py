@@ -160,8 +160,8 @@ class LoginService:
             raise UnknownDomain(f"no tenant owns the domain {domain}")
         return tenant
 
-    def provisioned_user(self, tenant: TenantConfig, email: str) -> User:
-        user = self.store.get_user(tenant.id, email)
+    async def provisioned_user(self, tenant: TenantConfig, email: str) -> User:
+        user = await self.store.get_user(tenant.id, email)
         if user is None:
             raise UserNotProvisioned(f"no user {email} in tenant {tenant.id}")
         if not user.enabled:
@@ -182,8 +182,8 @@ class LoginService:
         if attempt is not None:
             return await self._verify_password(identifier=identifier, password=password, device=device,
                                                attempt=attempt)
-        with self.attempt(mode=mode, source=source, device=device) as own:
-            own.check_actor()
+        async with self.attempt(mode=mode, source=source, device=device) as own:
+            await own.check_actor()
             return await self._verify_password(identifier=identifier, password=password, device=device,
                                                attempt=own)
 
@@ -207,14 +207,14 @@ class LoginService:
             # A device only serves its own enterprise account.
             raise UserNotProvisioned(f"{domain} belongs to tenant {tenant.id}, not to the device's tenant")
         attempt.tenant = tenant
-        user = self.provisioned_user(tenant, email)
+        user = await self.provisioned_user(tenant, email)
         if identity_key(user.email) != email:
             # The store finds accounts case-insensitively (full Unicode lower()); the address typed must
             # still be the account's own, up to ASCII case and NFC, before a password goes anywhere.
             raise UserNotProvisioned(f"no user {email} in tenant {tenant.id} (the closest account differs "
                                      "beyond ASCII letter case)")
-        attempt.check_password_allowed(tenant, email, password)  # locks and stale pairs: before the IdP
-        with attempt.at_idp(tenant, email, password):
+        await attempt.check_password_allowed(tenant, email, password)  # locks and stale pairs: before the IdP
+        async with attempt.at_idp(tenant, email, password):
             subject = await self._check_password(tenant, email, password)
         if identity_key(subject) != email:
             raise AssertionRejected("subject_mismatch", "the IdP's signed subject is not the email typed")
@@ -225,7 +225,7 @@ class LoginService:
                              attempt: Attempt | None = None) -> LoginOutcome:
         tenant, user = await self.verify_password(identifier=identifier, password=password, device=device,
                                                   mode=mode, source=source, attempt=attempt)
-        return self.open_session(tenant, user, device)
+        return await self.open_session(tenant, user, device)
 
     async def _check_password(self, tenant: TenantConfig, email: str, password: str) -> str:
         """Check the password at the IdP; return the signed subject."""
@@ -238,10 +238,10 @@ class LoginService:
         log.debug("IdP accepted the password (assertion %s)", validated.assertion_id)
         return validated.subject
 
-    def open_session(self, tenant: TenantConfig, user: User, device: Device | None) -> LoginOutcome:
+    async def open_session(self, tenant: TenantConfig, user: User, device: Device | None) -> LoginOutcome:
         token, digest = new_token()
         expires_at = datetime.now(UTC) + tenant.session_ttl
-        self.store.create_session(
+        await self.store.create_session(
             token_hash=digest,
             tenant_id=tenant.id,
             user_email=user.email,

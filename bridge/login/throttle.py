@@ -6,16 +6,24 @@ that keeps retrying a stale password.  The bridge therefore gives up *before*
 the IdP does:
 
 * per-user, per-device and per-source failure counters over a sliding window,
-  each kept below the IdP's lockout threshold (``ThrottleConfig``);
+  each kept below the IdP's lockout threshold (``ThrottleConfig``); attempts
+  still at the IdP count against the user;
 * a stale-password guard: an (email, password) pair the IdP rejected is kept
   only as ``HMAC(hmac_key, tenant, email, password)`` with a time to live, and
   refused locally with the IdP's own answer (a wrong password, or a refused
   account), so the same pair never reaches the IdP again;
 * spray detection: one device or source failing for many distinct users.
 
-State lives in memory, per process: a restart forgets it (the IdP's own
-lockout stays the backstop).  Every table is bounded so an attacker cannot
-grow it without limit.  No I/O here; time comes from an injectable clock.
+State lives in the store (:class:`bridge.state.store.Store`, migration 4), so
+every instance of a cluster sees the same counters: a user's admission to the
+IdP (failures + attempts in flight below the limit, pair not stale) and the
+spray detector's trip are atomic across instances.  Only keyed HMACs reach
+the store (user, actor and spray-user keys, stale-pair digests), never an
+email, address or password.  Times are wall-clock ``datetime`` from an
+injectable clock (the instances share them).  A store error propagates: the
+login fails, it never goes to the IdP unthrottled.  On PostgreSQL the tables
+are UNLOGGED: a database crash forgets them (the IdP's own lockout stays the
+backstop).  The window arithmetic is the pure functions below.
 """
 
 from __future__ import annotations
@@ -24,66 +32,42 @@ import enum
 import hashlib
 import hmac
 import math
-import time
-from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from bridge.config import ThrottleConfig
+from bridge.state.store import Store
 
-Clock = Callable[[], float]
+Clock = Callable[[], datetime]
 
-MAX_KEYS = 100_000
+# How long an attempt counts as in flight when its instance never says it ended (a crash): longer
+# than any IdP call (connect + read timeouts), short enough not to lock a user out for long.
+IN_FLIGHT_TTL = timedelta(minutes=2)
 
 
-def _retry_after(seconds: float) -> int:
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- the pure window logic ---------------------------------------------------------------------------
+
+
+def retry_after_seconds(seconds: float) -> int:
+    """A Retry-After value: whole seconds, at least 1."""
     return max(1, math.ceil(seconds))
 
 
-class SlidingWindow:
-    """Event times per key over the last ``window`` seconds."""
+def window_retry_after(newest: Sequence[datetime], now: datetime, window: timedelta, limit: int) -> int:
+    """Seconds until fewer than ``limit`` events remain in the window (0: not over).
 
-    def __init__(self, *, max_keys: int = MAX_KEYS) -> None:
-        self._events: OrderedDict[str, deque[float]] = OrderedDict()
-        self._max_keys = max_keys
-
-    def _live(self, key: str, now: float, window: float) -> deque[float] | None:
-        events = self._events.get(key)
-        if events is None:
-            return None
-        while events and events[0] <= now - window:
-            events.popleft()
-        if not events:
-            del self._events[key]
-            return None
-        return events
-
-    def add(self, key: str, now: float, window: float) -> int:
-        """Record one event; returns how many are in the window now."""
-        events = self._live(key, now, window)
-        if events is None:
-            events = self._events[key] = deque()
-            while len(self._events) > self._max_keys:
-                self._events.popitem(last=False)
-        events.append(now)
-        self._events.move_to_end(key)
-        return len(events)
-
-    def count(self, key: str, now: float, window: float) -> int:
-        events = self._live(key, now, window)
-        return 0 if events is None else len(events)
-
-    def retry_after(self, key: str, now: float, window: float, limit: int) -> int:
-        """Seconds until fewer than ``limit`` events remain in the window (0: not over)."""
-        events = self._live(key, now, window)
-        if events is None or len(events) < limit:
-            return 0
-        # The event that must leave the window for the count to drop below the limit.
-        pivot = events[len(events) - limit]
-        return _retry_after(pivot + window - now)
-
-    def clear(self, key: str) -> None:
-        self._events.pop(key, None)
+    ``newest`` are the events still in the window, newest first (at least the ``limit`` newest).
+    """
+    if limit < 1 or len(newest) < limit:
+        return 0
+    # The event that must leave the window for the count to drop below the limit.
+    pivot = newest[limit - 1]
+    return retry_after_seconds((pivot + window - now).total_seconds())
 
 
 class StaleAnswer(enum.Enum):
@@ -93,89 +77,32 @@ class StaleAnswer(enum.Enum):
     ACCOUNT_REFUSED = "account_refused"
 
 
-class StalePasswords:
-    """Keyed hashes of (tenant, email, password) pairs the IdP rejected, with a time to live.
+class ThrottleKeys:
+    """The keyed HMACs the store sees instead of emails, addresses and passwords.
 
-    Only an HMAC under the server's secret is kept: the table cannot be turned
-    back into passwords, and a lookup is a dict probe on a keyed digest (no
-    timing signal about any stored value).
+    Only digests under the server's secret are kept: the tables cannot be
+    turned back into passwords or addresses, and a lookup is an index probe on
+    a keyed digest (no timing signal about any stored value).
     """
 
-    def __init__(self, hmac_key: bytes, *, max_entries: int = MAX_KEYS) -> None:
+    def __init__(self, hmac_key: bytes) -> None:
         self._key = hmac_key
-        self._expiry: OrderedDict[bytes, tuple[float, StaleAnswer]] = OrderedDict()
-        self._max = max_entries
 
-    def _digest(self, tenant_id: str, email: str, password: str) -> bytes:
-        message = b"\0".join([b"loginbridge-stale-password-v1", tenant_id.encode(), email.casefold().encode(),
-                              password.encode("utf-8", "surrogatepass")])
-        return hmac.new(self._key, message, hashlib.sha256).digest()
+    def _mac(self, *parts: bytes) -> bytes:
+        return hmac.new(self._key, b"\0".join(parts), hashlib.sha256).digest()
 
-    def remember(self, tenant_id: str, email: str, password: str, now: float, ttl: float,
-                 answer: StaleAnswer = StaleAnswer.WRONG_PASSWORD) -> None:
-        digest = self._digest(tenant_id, email, password)
-        self._expiry[digest] = (now + ttl, answer)
-        self._expiry.move_to_end(digest)
-        while len(self._expiry) > self._max:
-            self._expiry.popitem(last=False)
+    def user(self, tenant_id: str, email: str) -> bytes:
+        return self._mac(b"loginbridge-user-v1", tenant_id.encode(), email.casefold().encode())
 
-    def answer_for(self, tenant_id: str, email: str, password: str, now: float) -> StaleAnswer | None:
-        """The IdP's remembered answer for this pair, or None when it is not (or no longer) remembered."""
-        digest = self._digest(tenant_id, email, password)
-        entry = self._expiry.get(digest)
-        if entry is None:
-            return None
-        expiry, answer = entry
-        if expiry <= now:
-            del self._expiry[digest]
-            return None
-        return answer
+    def actor(self, actor: Actor) -> bytes:
+        return self._mac(b"loginbridge-actor-v1", actor.key.encode("utf-8", "surrogatepass"))
 
-    def is_stale(self, tenant_id: str, email: str, password: str, now: float) -> bool:
-        return self.answer_for(tenant_id, email, password, now) is not None
+    def stale(self, tenant_id: str, email: str, password: str) -> bytes:
+        return self._mac(b"loginbridge-stale-password-v1", tenant_id.encode(), email.casefold().encode(),
+                         password.encode("utf-8", "surrogatepass"))
 
-    def __len__(self) -> int:
-        return len(self._expiry)
-
-
-class SprayDetector:
-    """One actor (device or source) failing for many distinct users in a short window."""
-
-    def __init__(self, hmac_key: bytes, *, max_keys: int = MAX_KEYS) -> None:
-        self._key = hmac_key
-        self._users: OrderedDict[str, dict[bytes, float]] = OrderedDict()
-        self._blocked: dict[str, float] = {}
-        self._max_keys = max_keys
-
-    def _user_digest(self, user: str) -> bytes:
-        return hmac.new(self._key, b"loginbridge-spray-v1\0" + user.casefold().encode(), hashlib.sha256).digest()
-
-    def blocked_for(self, actor: str, now: float) -> int:
-        """Seconds the actor stays blocked (0: not blocked)."""
-        until = self._blocked.get(actor)
-        if until is None:
-            return 0
-        if until <= now:
-            del self._blocked[actor]
-            return 0
-        return _retry_after(until - now)
-
-    def record_failure(self, actor: str, user: str, now: float, *, window: float, distinct: int) -> int | None:
-        """Note a failed attempt; returns the distinct-user count when this one trips the detector."""
-        users = self._users.get(actor)
-        if users is None:
-            users = self._users[actor] = {}
-            while len(self._users) > self._max_keys:
-                self._users.popitem(last=False)
-        self._users.move_to_end(actor)
-        for digest in [d for d, seen in users.items() if seen <= now - window]:
-            del users[digest]
-        users[self._user_digest(user)] = now
-        if len(users) >= distinct and self.blocked_for(actor, now) == 0:
-            self._blocked[actor] = now + window
-            users.clear()
-            return distinct
-        return None
+    def spray_user(self, user: str) -> bytes:
+        return self._mac(b"loginbridge-spray-v1", user.casefold().encode("utf-8", "surrogatepass"))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -205,81 +132,111 @@ class Lock:
     retry_after: int
 
 
+def user_lock(failures: Sequence[datetime], in_flight: int, now: datetime, limits: ThrottleConfig) -> Lock | None:
+    """The user throttle: ``failures`` in the window (newest first, at least ``user_failures`` of them when there
+    are that many) plus attempts in flight must stay below ``user_failures``."""
+    if len(failures) + in_flight < limits.user_failures:
+        return None
+    wait = window_retry_after(failures, now, limits.window, max(1, limits.user_failures - in_flight))
+    return Lock(kind=LockKind.USER, retry_after=wait or 1)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Admission:
+    """The answer to "may this password go to the IdP?": a ticket (yes), a lock, or the stale answer."""
+
+    ticket: int | None = None
+    lock: Lock | None = None
+    stale: StaleAnswer | None = None
+
+
 class LoginThrottle:
-    """The counters of one bridge process; callers pass each tenant's limits."""
+    """The counters of the whole cluster, in the store; callers pass each tenant's limits."""
 
-    def __init__(self, hmac_key: bytes, *, clock: Clock = time.monotonic, max_keys: int = MAX_KEYS) -> None:
+    def __init__(self, store: Store, hmac_key: bytes, *, clock: Clock = wall_clock,
+                 in_flight_ttl: timedelta = IN_FLIGHT_TTL) -> None:
+        self.store = store
         self.clock = clock
-        self._users = SlidingWindow(max_keys=max_keys)
-        self._actors = SlidingWindow(max_keys=max_keys)
-        self._in_flight: dict[str, int] = {}
-        self.stale = StalePasswords(hmac_key, max_entries=max_keys)
-        self.spray = SprayDetector(hmac_key, max_keys=max_keys)
+        self.keys = ThrottleKeys(hmac_key)
+        self.in_flight_ttl = in_flight_ttl
 
-    @staticmethod
-    def _user_key(tenant_id: str, email: str) -> str:
-        return f"{tenant_id}\0{email.casefold()}"
-
-    def actor_lock(self, actor: Actor, limits: ThrottleConfig) -> Lock | None:
-        """A spray block or too many IdP-rejected passwords from this device/source."""
+    async def actor_lock(self, actor: Actor, limits: ThrottleConfig) -> Lock | None:
+        """A spray block or too many IdP-rejected passwords from this device/source (one statement)."""
         now = self.clock()
-        if (wait := self.spray.blocked_for(actor.key, now)) > 0:
-            return Lock(kind=LockKind.SPRAY, retry_after=wait)
         limit = limits.device_failures if actor.device_id is not None else limits.source_failures
         kind = LockKind.DEVICE if actor.device_id is not None else LockKind.SOURCE
-        wait = self._actors.retry_after(actor.key, now, limits.window.total_seconds(), limit)
+        blocked_until, wait = await self.store.throttle_actor_state(self.keys.actor(actor), now=now,
+                                                                    window=limits.window, limit=limit)
+        if blocked_until is not None:
+            return Lock(kind=LockKind.SPRAY, retry_after=retry_after_seconds((blocked_until - now).total_seconds()))
         return Lock(kind=kind, retry_after=wait) if wait > 0 else None
 
-    def user_lock(self, tenant_id: str, email: str, limits: ThrottleConfig) -> Lock | None:
-        """Too many IdP-rejected passwords for this user, counting attempts still at the IdP."""
-        key = self._user_key(tenant_id, email)
+    async def user_lock(self, tenant_id: str, email: str, limits: ThrottleConfig) -> Lock | None:
+        """Too many IdP-rejected passwords for this user, counting attempts still at the IdP (a read only)."""
         now = self.clock()
-        window = limits.window.total_seconds()
-        failures = self._users.count(key, now, window)
-        if failures + self._in_flight.get(key, 0) < limits.user_failures:
-            return None
-        wait = self._users.retry_after(key, now, window, max(1, limits.user_failures - self._in_flight.get(key, 0)))
-        return Lock(kind=LockKind.USER, retry_after=wait or 1)
+        in_flight, newest = await self.store.throttle_user_state(self.keys.user(tenant_id, email), now=now,
+                                                                 window=limits.window, limit=limits.user_failures)
+        return user_lock(newest, in_flight, now, limits)
 
-    def is_stale(self, tenant_id: str, email: str, password: str) -> bool:
-        return self.stale.is_stale(tenant_id, email, password, self.clock())
+    async def admit(self, tenant_id: str, email: str, password: str, limits: ThrottleConfig) -> Admission:
+        """Atomically across instances: a ticket for one IdP attempt, or the user lock, or the stale answer.
 
-    def stale_answer(self, tenant_id: str, email: str, password: str) -> StaleAnswer | None:
+        The user lock wins over the stale answer (as when they were two checks).  A ticket must be
+        given back: :meth:`idp_rejected` or :meth:`idp_finished`.
+        """
+        now = self.clock()
+        found = await self.store.throttle_admit(
+            self.keys.user(tenant_id, email), self.keys.stale(tenant_id, email, password), now=now,
+            window=limits.window, limit=limits.user_failures, expires_at=now + self.in_flight_ttl)
+        if found.ticket is not None:
+            return Admission(ticket=found.ticket)
+        lock = user_lock(found.newest, found.in_flight, now, limits)
+        if lock is not None:
+            return Admission(lock=lock)
+        if found.stale_answer is not None:
+            return Admission(stale=StaleAnswer(found.stale_answer))
+        # Refused, yet under the limit and not stale: the store's state changed meanwhile; fail closed.
+        return Admission(lock=Lock(kind=LockKind.USER, retry_after=1))
+
+    async def is_stale(self, tenant_id: str, email: str, password: str) -> bool:
+        return await self.stale_answer(tenant_id, email, password) is not None
+
+    async def stale_answer(self, tenant_id: str, email: str, password: str) -> StaleAnswer | None:
         """What the IdP answered this pair within the stale-password TTL, if it refused it."""
-        return self.stale.answer_for(tenant_id, email, password, self.clock())
+        answer = await self.store.throttle_stale_answer(self.keys.stale(tenant_id, email, password),
+                                                        now=self.clock())
+        return None if answer is None else StaleAnswer(answer)
 
-    def idp_started(self, tenant_id: str, email: str) -> None:
-        key = self._user_key(tenant_id, email)
-        self._in_flight[key] = self._in_flight.get(key, 0) + 1
+    async def idp_started(self, tenant_id: str, email: str) -> int:
+        """One more attempt at the IdP for the user, unconditionally (:meth:`admit` checks first); its ticket."""
+        return await self.store.throttle_in_flight_start(self.keys.user(tenant_id, email),
+                                                         expires_at=self.clock() + self.in_flight_ttl)
 
-    def idp_finished(self, tenant_id: str, email: str) -> None:
-        key = self._user_key(tenant_id, email)
-        left = self._in_flight.get(key, 0) - 1
-        if left > 0:
-            self._in_flight[key] = left
-        else:
-            self._in_flight.pop(key, None)
+    async def idp_finished(self, tenant_id: str, email: str, ticket: int | None = None) -> None:
+        await self.store.throttle_in_flight_end(self.keys.user(tenant_id, email), ticket)
 
-    def idp_rejected(self, tenant_id: str, email: str, password: str, actor: Actor, limits: ThrottleConfig, *,
-                     remember: StaleAnswer | None = StaleAnswer.WRONG_PASSWORD) -> None:
+    async def idp_rejected(self, tenant_id: str, email: str, password: str, actor: Actor, limits: ThrottleConfig, *,
+                           remember: StaleAnswer | None = StaleAnswer.WRONG_PASSWORD,
+                           ticket: int | None = None) -> None:
         """The IdP refused the login: count it for the user and the actor, and remember the pair as ``remember``.
 
         ``remember=None`` counts without remembering: for a refusal the bridge
         cannot classify, which must not stop a right password for an hour.
+        ``ticket`` (from :meth:`admit`) is given back in the same transaction.
         """
         now = self.clock()
-        window = limits.window.total_seconds()
-        self._users.add(self._user_key(tenant_id, email), now, window)
-        self._actors.add(actor.key, now, window)
-        if remember is not None:
-            self.stale.remember(tenant_id, email, password, now, limits.stale_password_ttl.total_seconds(),
-                                remember)
+        user = self.keys.user(tenant_id, email)
+        stale = None if remember is None else (self.keys.stale(tenant_id, email, password), remember.value,
+                                               now + limits.stale_password_ttl)
+        await self.store.throttle_rejected([(user, limits.window), (self.keys.actor(actor), limits.window)], now=now,
+                                           stale=stale, release=None if ticket is None else (user, ticket))
 
-    def succeeded(self, tenant_id: str, email: str) -> None:
+    async def succeeded(self, tenant_id: str, email: str) -> None:
         """A good password resets the user's count, as a successful logon does at AD."""
-        self._users.clear(self._user_key(tenant_id, email))
+        await self.store.throttle_clear(self.keys.user(tenant_id, email))
 
-    def failed_for_user(self, actor: Actor, user: str, limits: ThrottleConfig) -> int | None:
+    async def failed_for_user(self, actor: Actor, user: str, limits: ThrottleConfig) -> int | None:
         """Feed spray detection; returns the distinct-user count when the actor just got blocked."""
-        return self.spray.record_failure(actor.key, user, self.clock(), window=limits.spray_window.total_seconds(),
-                                         distinct=limits.spray_distinct_users)
+        return await self.store.throttle_spray_failure(self.keys.actor(actor), self.keys.spray_user(user),
+                                                       now=self.clock(), window=limits.spray_window,
+                                                       distinct=limits.spray_distinct_users)

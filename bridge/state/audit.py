@@ -103,7 +103,7 @@ class AuditEvent:
 class AuditSink(Protocol):
     """Where the database copy goes: the store implements it, so this module never imports the store."""
 
-    def add_audit_event(self, event: AuditEvent) -> int: ...
+    async def add_audit_event(self, event: AuditEvent) -> int: ...
 
 
 class AuditLog:
@@ -130,10 +130,10 @@ class AuditLog:
             self._file.close()
             self._file = None
 
-    def record(self, event: AuditEvent) -> None:
+    async def record(self, event: AuditEvent) -> None:
         if self._store is not None:
             try:
-                event_id = self._store.add_audit_event(event)
+                event_id = await self._store.add_audit_event(event)
             except Exception:
                 log.exception("cannot write the audit event to the database")
             else:

@@ -237,21 +237,21 @@ def load_report(state_dir: Path, tenant_id: str) -> Report | None:
 async def standalone_login(config: BridgeConfig) -> AsyncIterator[LoginService]:
     """A LoginService like the server's (same store, SP keys, audit file) for a command-line run.
 
-    Throttle state is per process: the command starts with a clean one, so
-    the server's current locks are not seen here (its audit trail is).
+    Throttle state is the store's: the command sees (and feeds) the server's
+    current locks, as any instance of the cluster does.
     """
-    store = Store.open(config.state_dir)
+    store = await Store.open(config.store_url)
     idps = IdpRegistry(config, await asyncio.to_thread(ensure_sp_keys, config.state_dir))
     audit = AuditLog(config.audit_file, store)
     audit.open()
     login = LoginService(config, store, idps)
-    login.guard = LoginGuard(config, LoginThrottle(config.hmac_key), audit=audit)
+    login.guard = LoginGuard(config, LoginThrottle(store, config.hmac_key), audit=audit)
     try:
         yield login
     finally:
         audit.close()
         await idps.close()
-        store.close()
+        await store.close()
 
 
 async def check_command(config: BridgeConfig, tenant_id: str, credentials: Credentials | None) -> Report:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -48,6 +53,13 @@ def conf(tmp_path: Path) -> Path:
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def arun(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """The command from an async test: in a thread, as from a shell (it runs its own event loop)."""
+    code = await asyncio.to_thread(main, list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -96,15 +108,15 @@ def test_users_add_list_disable(conf: Path, capsys: pytest.CaptureFixture[str]) 
     assert "alice@example.com".lower() in out.lower() and "disabled" in out
 
 
-def test_users_add_password_from_stdin(conf: Path, capsys: pytest.CaptureFixture[str],
+async def test_users_add_password_from_stdin(conf: Path, capsys: pytest.CaptureFixture[str],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("p@ss<word>\n"))
-    code, out, err = run(capsys, "users", "add", "--config", str(conf), "--tenant", "example", "--email",
+    code, out, err = await arun(capsys, "users", "add", "--config", str(conf), "--tenant", "example", "--email",
                          "bob@example.com", "--username", "bob", "--password-stdin")
     assert code == 0, err
     assert "p@ss" not in out + err
-    with Store.open(conf.parent.parent / "state") as store:
-        assert store.check_user_password("example", "bob@example.com", "p@ss<word>")
+    async with await Store.open(conf.parent.parent / "state") as store:
+        assert await store.check_user_password("example", "bob@example.com", "p@ss<word>")
 
 
 def test_users_errors_are_one_line(conf: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -133,9 +145,9 @@ def test_users_import(conf: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
     assert code == 2 and "cannot read" in err
 
 
-def test_devices_add_rotate_disable(conf: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_devices_add_rotate_disable(conf: Path, capsys: pytest.CaptureFixture[str]) -> None:
     c = ("--config", str(conf))
-    code, out, err = run(capsys, "devices", "add", *c, "--tenant", "example", "--name", "MFP 3F",
+    code, out, err = await arun(capsys, "devices", "add", *c, "--tenant", "example", "--name", "MFP 3F",
                          "--mode", "user-prompt", "--allow-network", "10.0.0.0/24",
                          "--allow-network", "10.0.1.0/24")
     assert code == 0, err
@@ -143,26 +155,26 @@ def test_devices_add_rotate_disable(conf: Path, capsys: pytest.CaptureFixture[st
     device_id, secret = fields["device id"].strip(), fields["secret"].strip()
     assert "shown only this once" in out
     state = conf.parent.parent / "state"
-    with Store.open(state) as store:
-        device = store.authenticate_device(device_id, secret)
+    async with await Store.open(state) as store:
+        device = await store.authenticate_device(device_id, secret)
         assert device is not None
         assert [str(n) for n in device.allowed_networks] == ["10.0.0.0/24", "10.0.1.0/24"]
 
-    code, out, _ = run(capsys, "devices", "list", *c, "--json")
+    code, out, _ = await arun(capsys, "devices", "list", *c, "--json")
     assert [d["device_id"] for d in json.loads(out)] == [device_id]
     assert secret not in out
 
-    code, out, _ = run(capsys, "devices", "rotate-secret", device_id, *c)
+    code, out, _ = await arun(capsys, "devices", "rotate-secret", device_id, *c)
     new_secret = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("secret"))
-    with Store.open(state) as store:
-        assert store.authenticate_device(device_id, secret) is None
-        assert store.authenticate_device(device_id, new_secret) is not None
+    async with await Store.open(state) as store:
+        assert await store.authenticate_device(device_id, secret) is None
+        assert await store.authenticate_device(device_id, new_secret) is not None
 
-    code, out, _ = run(capsys, "devices", "disable", device_id, *c)
+    code, out, _ = await arun(capsys, "devices", "disable", device_id, *c)
     assert code == 0
-    with Store.open(state) as store:
-        assert store.authenticate_device(device_id, new_secret) is None
-    code, _, err = run(capsys, "devices", "disable", "dev-nothere", *c)
+    async with await Store.open(state) as store:
+        assert await store.authenticate_device(device_id, new_secret) is None
+    code, _, err = await arun(capsys, "devices", "disable", "dev-nothere", *c)
     assert code == 2 and err == "error: no device dev-nothere\n"
 
 
@@ -177,3 +189,51 @@ def test_python_dash_m_bridge_is_the_cli(conf: Path) -> None:
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
     assert "example.yaml:7: wstrust.adfs_url: must be an https:// URL" in bad.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_takes_its_ports_from_the_command_line(conf: Path, tmp_path: Path) -> None:
+    """Several instances share one configuration, each on its own ports (serve --port/--printer-port)."""
+    conf.write_text(MAIN + f"printer:\n  enabled: true\n  host: 127.0.0.1\n  port: 8631\n"
+                           f"  spool_dir: {tmp_path / 'spool'}\n  delivery: {{outbox_dir: {tmp_path / 'outbox'}}}\n")
+    api, printer = _free_port(), _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--config", str(conf), "--port", str(api),
+                             "--printer-port", str(printer)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{api}/healthz", timeout=2) as resp:
+                    assert resp.status == 200
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "serve did not come up"
+                time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{printer}/", timeout=5) as resp:  # the printer's page
+            assert resp.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    bad = subprocess.run([sys.executable, "-m", "bridge", "serve", "--config", str(conf), "--port", "70000"],
+                         cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 2 and "not a TCP port: '70000'" in bad.stderr
+
+
+def test_db_upgrade_migrates_and_prints_the_version(conf: Path, capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOGINBRIDGE_STORE_URL", raising=False)
+    code, out, err = run(capsys, "db", "upgrade", "--config", str(conf))
+    assert code == 0, err
+    db = (conf.parent.parent / "state" / "loginbridge.db").resolve()
+    assert out == f"sqlite://{db}: schema version 4\n"
+    other = conf.parent.parent / "elsewhere.db"
+    monkeypatch.setenv("LOGINBRIDGE_STORE_URL", f"sqlite://{other.resolve()}")  # the environment names the store
+    code, out, _ = run(capsys, "db", "upgrade", "--config", str(conf))
+    assert code == 0 and other.exists() and out.startswith(f"sqlite://{other.resolve()}:")

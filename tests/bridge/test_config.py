@@ -365,3 +365,38 @@ def test_world_readable_secret_file_warns(tmp_path: Path) -> None:
     load_config(path)
     os.chmod(tmp_path / "state" / "hmac.key", 0o644)
     assert any("readable by other users" in w for w in load_config(path).warnings)
+
+
+def test_store_url_defaults_to_sqlite_in_the_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOGINBRIDGE_STORE_URL", raising=False)
+    config = load_config(write_conf(tmp_path))
+    assert config.store_url == f"sqlite://{config.state_dir / 'loginbridge.db'}"
+    assert "store: sqlite:///" in summarize(config)
+
+
+def test_store_url_from_the_file_and_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOGINBRIDGE_STORE_URL", raising=False)
+    main = MAIN + "store:\n  url: postgresql://bridge@db.internal:5432/loginbridge?sslmode=verify-full\n"
+    path = write_conf(tmp_path, main=main)
+    assert load_config(path).store_url == "postgresql://bridge@db.internal:5432/loginbridge?sslmode=verify-full"
+    monkeypatch.setenv("LOGINBRIDGE_STORE_URL", "postgresql://bridge:s3cret@10.0.0.5/loginbridge")
+    config = load_config(path)
+    assert config.store_url == "postgresql://bridge:s3cret@10.0.0.5/loginbridge"  # the environment wins
+    assert "s3cret" not in summarize(config) and "store: postgresql://bridge:***@10.0.0.5/loginbridge" in summarize(config)
+    assert "s3cret" not in repr(config)
+    monkeypatch.setenv("LOGINBRIDGE_STORE_URL", "mysql://x")
+    assert "LOGINBRIDGE_STORE_URL must be" in str(config_error(path))
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("postgresql://bridge:inline@db/loginbridge", "holds a password"),
+    ("postgresql://bridge@db/loginbridge?password=inline", "holds a password"),
+    ("mysql://bridge@db/loginbridge", "must be a sqlite:///ABSOLUTE/PATH or postgresql://"),
+    ("sqlite://relative.db", "names an absolute path"),
+])
+def test_bad_store_urls_name_file_key_and_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str,
+                                                says: str) -> None:
+    monkeypatch.delenv("LOGINBRIDGE_STORE_URL", raising=False)
+    main = MAIN + f"store:\n  url: {url}\n"
+    error = config_error(write_conf(tmp_path, main=main))
+    assert f"bridge.yaml:{line_of(main, 'url:')}: store.url: " in str(error) and says in str(error), str(error)

@@ -199,7 +199,7 @@ async def make_bridge(tmp_path: Path, sim: RunningSimulator) -> AsyncIterator[Br
         await site.start()
         port = runner.addresses[0][1]
         store = app[STORE]
-        seed(config, store, DEMO_SEED)
+        await seed(config, store, DEMO_SEED)
         http = aiohttp.ClientSession()
 
         async def close() -> None:

@@ -53,9 +53,9 @@ async def two_tenant_bridge(make_bridge: BridgeFactory, sim: RunningSimulator, *
     """The example.com (WS-Trust) and example.org (SAML) tenants, with devices in every mode for both."""
     bridge = await make_bridge(
         tenants=[tenant_yaml(sim, **(example or {})), saml_tenant_yaml(sim, **(org or {}))], **overrides)
-    bridge.store.add_device("example-org", name="Org lobby", mode="shared-account", shared_user_email="bob@example.org",
+    await bridge.store.add_device("example-org", name="Org lobby", mode="shared-account", shared_user_email="bob@example.org",
                             device_id=ORG_LOBBY[0], secret=ORG_LOBBY[1])
-    bridge.store.add_device("example-org", name="Org badge", mode="device-login", device_id=ORG_BADGE[0],
+    await bridge.store.add_device("example-org", name="Org badge", mode="device-login", device_id=ORG_BADGE[0],
                             secret=ORG_BADGE[1])
     return bridge
 

@@ -118,7 +118,7 @@ async def make_print_bridge(tmp_path: Path, sim: RunningSimulator) -> AsyncItera
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         store = app[STORE]
-        seed(config, store, DEMO_SEED)
+        await seed(config, store, DEMO_SEED)
         port = app[PRINTER_RUNNER].addresses[0][1]
         assert config.printer is not None
         outbox = config.printer.delivery.outbox_dir or tmp_path / "outbox"

@@ -62,9 +62,9 @@ def sim_config() -> SimConfig:
     return dataclasses.replace(base, users=base.users + extra)
 
 
-def provision(bridge: Bridge, *emails: str) -> None:
+async def provision(bridge: Bridge, *emails: str) -> None:
     for email in emails:
-        bridge.store.add_user("example", email=email, username=email.split("@")[0])
+        await bridge.store.add_user("example", email=email, username=email.split("@")[0])
 
 
 # --- the subject --------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ async def test_lookalike_subject_is_refused(
     make_bridge: BridgeFactory, caplog: pytest.LogCaptureFixture, typed: str, upn: str
 ) -> None:
     bridge = await make_bridge()
-    provision(bridge, typed)
+    await provision(bridge, typed)
     assert typed.casefold() == upn.casefold()  # what the old comparison let through
     status, body = await bridge.user_prompt(typed, dict((m, p) for _, m, p in LOOKALIKES)[typed])
     assert (status, body["error"]) == (502, "assertion_invalid"), body
@@ -103,7 +103,7 @@ async def test_same_address_in_another_form_is_accepted(
     make_bridge: BridgeFactory, typed: str, provisioned: str
 ) -> None:
     bridge = await make_bridge()
-    provision(bridge, provisioned)
+    await provision(bridge, provisioned)
     password = dict((unicodedata.normalize("NFC", m).lower(), p) for _, m, p in LOOKALIKES)[provisioned]
     status, body = await bridge.user_prompt(typed, password)
     assert status == 200, body
@@ -113,7 +113,7 @@ async def test_same_address_in_another_form_is_accepted(
 async def test_typed_lookalike_of_a_provisioned_account_never_reaches_the_idp(make_bridge: BridgeFactory) -> None:
     """A long s typed for sam is another address (no compatibility folding): refused before the IdP."""
     bridge = await make_bridge()
-    provision(bridge, "sam@example.com")
+    await provision(bridge, "sam@example.com")
     status, body = await bridge.user_prompt(f"{LONG_S}am@example.com", "sam-pass-1")
     assert (status, body["error"]) == (403, "user_not_provisioned"), body
     assert bridge.trust_calls() == 0

@@ -52,7 +52,7 @@ async def test_all_well_every_step_passes_and_the_login_works(make_bridge: Bridg
     saved = load_report(bridge.config.state_dir, "example")
     assert saved is not None and saved.ok and [s.name for s in saved.steps] == names
     # The login is audited like a device's.
-    events = bridge.store.audit_events(tenant_id="example", last=5)
+    events = await bridge.store.audit_events(tenant_id="example", last=5)
     assert events and events[-1].result == "ok" and events[-1].email == "alice@example.com"
 
 
@@ -142,7 +142,7 @@ async def test_bad_password_gives_the_device_code_and_panel_message(make_bridge:
     assert login.panel_message == "Wrong email address or password."
     assert "ID3242" in login.hint  # the administrator's note for the code
     assert [s.status for s in report.steps if s is not login] == [Status.PASS] * (len(report.steps) - 1)
-    assert bridge.store.audit_events(tenant_id="example", last=1)[0].result == "invalid_credentials"
+    assert (await bridge.store.audit_events(tenant_id="example", last=1))[0].result == "invalid_credentials"
 
 
 def _run_cli(argv: list[str], stdin: str) -> tuple[int, str]:

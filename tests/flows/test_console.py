@@ -76,7 +76,7 @@ async def console_bridge(tmp_path: Path, sim: RunningSimulator) -> AsyncIterator
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         runners.append(runner)
-        seed(config, app[STORE], DEMO_SEED)
+        await seed(config, app[STORE], DEMO_SEED)
         port = runner.addresses[0][1]
         return ConsoleBridge(url=f"http://127.0.0.1:{port}", config=config, store=app[STORE], sim=sim)
 
@@ -157,11 +157,11 @@ async def test_wrong_password_and_missing_csrf_are_refused_and_audited(
     assert status == 401 and "Wrong console user or password." in page
     async with browser_like.post(bridge.url + "/console/login", data={"name": TECH[0], "password": TECH[1]}) as resp:
         assert resp.status == 403 and "expired" in await resp.text()
-    events = bridge.store.audit_events(last=5)
+    events = await bridge.store.audit_events(last=5)
     assert [(e.mode, e.email, e.result) for e in events] == [("console", "tech", "invalid_credentials")]
     status, _ = await sign_in(browser_like, bridge)
     assert status == 200
-    assert bridge.store.audit_events(last=1)[0].result == "ok"
+    assert (await bridge.store.audit_events(last=1))[0].result == "ok"
     # Signed in, a form without the session's token is still refused.
     async with browser_like.post(bridge.url + "/console/tenants/example/check", data={"csrf": "forged"}) as resp:
         assert resp.status == 403
@@ -202,7 +202,7 @@ async def test_devices_enable_disable(console_bridge: ConsoleFactory, browser_li
         assert resp.status == 200
     status, _ = await bridge.device_login("alice@example.com", "alice-demo-pass")
     assert status == 200
-    changes = [e for e in bridge.store.audit_events(tenant_id="example") if e.kind.value == "device_changed"]
+    changes = [e for e in await bridge.store.audit_events(tenant_id="example") if e.kind.value == "device_changed"]
     assert [(e.device_id, e.result) for e in changes] == [("demo-mfp", "disabled"), ("demo-mfp", "enabled")]
     assert all(e.email == "tech" for e in changes)  # who did it
 
@@ -243,7 +243,7 @@ async def test_test_login_form(console_bridge: ConsoleFactory, browser_like: aio
             "csrf": token, "email": "alice@example.com", "password": "alice-demo-pass"}) as resp:
         page = await resp.text()
     assert ">ok<" in page and "Signed in." in page
-    results = [e.result for e in bridge.store.audit_events(tenant_id="example", last=2)]
+    results = [e.result for e in await bridge.store.audit_events(tenant_id="example", last=2)]
     assert results == ["invalid_credentials", "ok"]  # audited like any other login
 
 

@@ -38,8 +38,8 @@ TIMEOUT = 1.0
 N = 5
 
 
-def last_login(bridge: Bridge, tenant_id: str = "example") -> AuditEvent:
-    events = [e for e in bridge.store.audit_events(tenant_id=tenant_id) if e.kind.value == "login"]
+async def last_login(bridge: Bridge, tenant_id: str = "example") -> AuditEvent:
+    events = [e for e in await bridge.store.audit_events(tenant_id=tenant_id) if e.kind.value == "login"]
     assert events, "no login was audited"
     return events[-1]
 
@@ -70,7 +70,7 @@ async def test_hanging_mex_costs_every_waiting_login_one_timeout(make_bridge: Br
     assert elapsed < 1.5 * TIMEOUT, f"{N} logins took {elapsed:.2f} s with a {TIMEOUT} s timeout"
     assert bridge.sim.state.counters["mex"] == 1  # one fetch, shared
     # Each of them waited on that request to the IdP: each audit row carries about one timeout.
-    waited = [e.idp_latency_ms for e in bridge.store.audit_events(tenant_id="example") if e.kind.value == "login"]
+    waited = [e.idp_latency_ms for e in await bridge.store.audit_events(tenant_id="example") if e.kind.value == "login"]
     assert len(waited) == N and all(ms is not None and 0.8 * TIMEOUT * 1000 <= ms for ms in waited), waited
     # Just after: the failure is remembered, the IdP is not asked again and the answer is immediate.
     started = time.perf_counter()
@@ -78,7 +78,7 @@ async def test_hanging_mex_costs_every_waiting_login_one_timeout(make_bridge: Br
     assert (status, body["error"]) == (504, "idp_timeout")
     assert time.perf_counter() - started < 0.5 * TIMEOUT
     assert bridge.sim.state.counters["mex"] == 1
-    assert last_login(bridge).idp_latency_ms is None  # nothing was sent to the IdP for this one
+    assert (await last_login(bridge)).idp_latency_ms is None  # nothing was sent to the IdP for this one
 
 
 async def test_idp_recovers_after_the_failure_memory(make_bridge: BridgeFactory) -> None:
@@ -173,7 +173,7 @@ async def test_ca_file_broken_after_start_is_idp_unreachable(make_bridge: Bridge
     overwrite(ca_copy, b"overwritten by a broken deployment\n")
     status, body = await second.user_prompt(ALICE, ALICE_PASS)
     assert (status, body["error"]) == (502, "idp_unreachable"), body
-    assert last_login(second).idp_latency_ms is None
+    assert (await last_login(second)).idp_latency_ms is None
 
 
 async def test_check_reports_a_ca_file_broken_after_start(make_bridge: BridgeFactory, ca_copy: Path) -> None:
@@ -195,7 +195,7 @@ async def test_wrong_trust_anchor_is_idp_unreachable(make_bridge: BridgeFactory,
     bridge = await make_bridge(wstrust={"ca_file": str(other_ca)})
     status, body = await bridge.user_prompt(ALICE, ALICE_PASS)
     assert (status, body["error"]) == (502, "idp_unreachable"), body
-    assert last_login(bridge).idp_latency_ms is not None  # the handshake did reach the IdP
+    assert (await last_login(bridge)).idp_latency_ms is not None  # the handshake did reach the IdP
 
 
 async def test_dropped_connection_is_idp_unreachable(make_bridge: BridgeFactory) -> None:
@@ -215,17 +215,17 @@ async def test_latency_is_recorded_for_a_contacted_idp_only(make_bridge: BridgeF
     bridge = await make_bridge()
     status, _ = await bridge.user_prompt(ALICE, ALICE_PASS)
     assert status == 200
-    assert last_login(bridge).idp_latency_ms is not None
+    assert (await last_login(bridge)).idp_latency_ms is not None
     assert await latency_count(bridge) == 1
     # The IdP refuses a password: contacted, so a latency.
     status, _ = await bridge.user_prompt(ALICE, "wrong-pass-1")
     assert status == 401
-    assert last_login(bridge).idp_latency_ms is not None
+    assert (await last_login(bridge)).idp_latency_ms is not None
     # The same wrong password again: the stale-password guard answers, the IdP is not asked.
     calls = bridge.trust_calls()
     status, _ = await bridge.user_prompt(ALICE, "wrong-pass-1")
     assert status == 401 and bridge.trust_calls() == calls
-    assert last_login(bridge).idp_latency_ms is None
+    assert (await last_login(bridge)).idp_latency_ms is None
     assert await latency_count(bridge) == 2
 
 
@@ -233,7 +233,7 @@ async def test_whitelist_refusal_has_no_idp_latency(make_bridge: BridgeFactory) 
     bridge = await make_bridge(idp_whitelist=["192.0.2.0/24"])
     status, body = await bridge.user_prompt(ALICE, ALICE_PASS)
     assert (status, body["error"]) == (502, "idp_not_whitelisted"), body
-    event = last_login(bridge)
+    event = await last_login(bridge)
     assert (event.result, event.idp_latency_ms) == ("idp_not_whitelisted", None)
     assert await latency_count(bridge) == 0
     assert sum(bridge.sim.state.counters.values()) == 0  # not a byte reached it

@@ -133,7 +133,7 @@ async def test_spray_detection(make_bridge: BridgeFactory, sim: RunningSimulator
     status, _, _ = await request(bridge, "POST", APPS, json={"email": case.email, "password": case.password})
     assert status == 200
 
-    events = bridge.store.audit_events()
+    events = await bridge.store.audit_events()
     sprays = [e for e in events if e.kind.value == "spray_detected"]
     assert len(sprays) == 1
     assert (sprays[0].device_id, sprays[0].tenant_id, sprays[0].distinct_users, sprays[0].result) == (

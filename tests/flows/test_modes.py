@@ -46,13 +46,13 @@ async def test_shared_account_needs_only_the_device(make_bridge: BridgeFactory, 
     assert status == 200
     assert session["session"]["device_id"] == case.lobby_device[0]
     assert session["user"] == {"email": case.shared_user, "tenant": case.tenant}
-    device = bridge.store.get_device(case.lobby_device[0])
+    device = await bridge.store.get_device(case.lobby_device[0])
     assert device is not None and device.last_seen_addr == "127.0.0.1" and device.last_seen_at is not None
 
 
 async def test_shared_account_user_disabled(make_bridge: BridgeFactory, sim: RunningSimulator) -> None:
     bridge = await two_tenant_bridge(make_bridge, sim)
-    bridge.store.disable_user("example", "frontdesk@example.com")
+    await bridge.store.disable_user("example", "frontdesk@example.com")
     status, body, _ = await request(bridge, "POST", SHARED, auth=CASES["wstrust"].lobby_device)
     assert (status, body["error"]) == (403, "user_disabled")
 
@@ -150,35 +150,35 @@ async def test_wrong_rotated_and_disabled_secrets(make_bridge: BridgeFactory, si
 
     status, opened, _ = await request(bridge, "POST", SHARED, auth=(lobby_id, lobby_secret))
     assert status == 200
-    new_secret = bridge.store.rotate_device_secret(lobby_id)
+    new_secret = await bridge.store.rotate_device_secret(lobby_id)
     KNOWN_SECRETS.add(new_secret)
     status, body, _ = await request(bridge, "POST", SHARED, auth=(lobby_id, lobby_secret))
     assert (status, body["error"]) == (401, "device_unauthorized")
     status, _, _ = await request(bridge, "POST", SHARED, auth=(lobby_id, new_secret))
     assert status == 200
 
-    bridge.store.disable_device(lobby_id)
+    await bridge.store.disable_device(lobby_id)
     status, body, _ = await request(bridge, "POST", SHARED, auth=(lobby_id, new_secret))
     assert (status, body["error"]) == (401, "device_unauthorized")
     status, body, _ = await request(bridge, "GET", SESSION, bearer=opened["session"]["token"])
     assert (status, body["error"]) == (401, "session_invalid")  # disabling the device ended its sessions
-    bridge.store.enable_device(lobby_id)
+    await bridge.store.enable_device(lobby_id)
     status, _, _ = await request(bridge, "POST", SHARED, auth=(lobby_id, new_secret))
     assert status == 200
 
 
 async def test_source_outside_the_device_networks(make_bridge: BridgeFactory, sim: RunningSimulator) -> None:
     bridge = await two_tenant_bridge(make_bridge, sim)
-    _, secret = bridge.store.add_device("example", name="Branch office", mode="user-prompt",
+    _, secret = await bridge.store.add_device("example", name="Branch office", mode="user-prompt",
                                         allowed_networks=["192.0.2.0/24"], device_id="branch-mfp")
     # Refused on the headers alone: the (malformed) body is never read, nothing reaches the IdP.
     status, body, _ = await request(bridge, "POST", PROMPT, data=b"{not json", auth=("branch-mfp", secret))
     assert (status, body["error"]) == (403, "source_not_allowed")
     assert all_idp_calls(bridge) == 0
-    assert bridge.store.get_device("branch-mfp").last_seen_addr == "127.0.0.1"  # type: ignore[union-attr]
+    assert (await bridge.store.get_device("branch-mfp")).last_seen_addr == "127.0.0.1"  # type: ignore[union-attr]
 
     # Another loopback address: allowed for this one device only.
-    _, secret = bridge.store.add_device("example", name="Lab", mode="shared-account",
+    _, secret = await bridge.store.add_device("example", name="Lab", mode="shared-account",
                                         shared_user_email="frontdesk@example.com",
                                         allowed_networks=["127.0.0.2/32"], device_id="lab-lobby")
     status, body, _ = await request(bridge, "POST", SHARED, auth=("lab-lobby", secret), local_addr="127.0.0.2")
@@ -214,7 +214,7 @@ async def test_logout_and_session_expiry(make_bridge: BridgeFactory, sim: Runnin
     assert org_expires - expires > timedelta(hours=1)  # the other tenant keeps the default lifetime
 
     from bridge.login.sessions import token_hash
-    assert bridge.store.get_session(token_hash(token), expires + timedelta(seconds=1)) is None  # expired then
+    assert await bridge.store.get_session(token_hash(token), expires + timedelta(seconds=1)) is None  # expired then
 
     status, body, _ = await request(bridge, "DELETE", SESSION, bearer=token)
     assert (status, body) == (200, {"status": "logged_out"})
@@ -229,7 +229,7 @@ async def test_disabling_a_user_ends_the_session(make_bridge: BridgeFactory, sim
     status, body, _ = await request(bridge, "POST", BADGE, json={"user": "alice@example.com"},
                                     auth=CASES["wstrust"].badge_device)
     assert status == 200
-    bridge.store.disable_user("example", "alice@example.com")
+    await bridge.store.disable_user("example", "alice@example.com")
     status, body, _ = await request(bridge, "GET", SESSION, bearer=body["session"]["token"])
     assert (status, body["error"]) == (401, "session_invalid")
 
@@ -291,10 +291,10 @@ async def test_every_attempt_is_audited_without_secrets(make_bridge: BridgeFacto
     assert lines[2]["idp_latency_ms"] is None  # no IdP call in shared-account mode
     for secret in [com.password, "Audit-Wrong-1", "Audit-Wrong-2", "demo-lobby-secret", "not-the-secret", *tokens]:
         assert secret not in text
-    stored = bridge.store.audit_events()
+    stored = await bridge.store.audit_events()
     assert [e.to_json() for e in stored] == lines  # the file and the database hold the same events
-    assert len(bridge.store.audit_events(tenant_id="example")) == 4
-    assert [e.result for e in bridge.store.audit_events(last=2)] == ["device_unauthorized", "user_not_provisioned"]
+    assert len(await bridge.store.audit_events(tenant_id="example")) == 4
+    assert [e.result for e in await bridge.store.audit_events(last=2)] == ["device_unauthorized", "user_not_provisioned"]
     assert all(e.kind is AuditKind.LOGIN for e in stored)
 
 

@@ -152,7 +152,7 @@ async def test_cache_is_dropped_after_a_failure(make_print_bridge: PrintBridgeFa
     assert (await ipp_post(bridge, get_jobs, auth=(ALICE[0], "not-her-password")))[0] == 401
     assert (await ipp_post(bridge, get_jobs, auth=ALICE))[0] == 200
     assert bridge.trust_calls() == 3  # the wrong password, then alice verified again
-    bridge.store.disable_user("example", ALICE[0])
+    await bridge.store.disable_user("example", ALICE[0])
     assert (await ipp_post(bridge, get_jobs, auth=ALICE))[0] == 401  # a cache hit still checks the user
 
 
@@ -294,5 +294,5 @@ async def test_credentials_with_characters_no_text_can_carry_are_refused_before_
         assert status < 500, status
         assert reply is None or reply.code != IppStatus.OK, reply
     assert bridge.trust_calls() == 0
-    events = bridge.store.audit_events(last=2)
+    events = await bridge.store.audit_events(last=2)
     assert [(e.result, e.mode, e.email) for e in events] == [("invalid_request", "printer", ALICE[0])] * 2

@@ -100,7 +100,7 @@ async def test_the_sixth_wrong_password_never_reaches_the_idp(
     assert (status, body["error"]) == (429, "temporarily_locked")
     assert int(headers["Retry-After"]) >= 1
     assert idp_calls(bridge, case) == 5  # the sixth never left the bridge
-    events = bridge.store.audit_events(tenant_id=case.tenant, last=6)
+    events = await bridge.store.audit_events(tenant_id=case.tenant, last=6)
     assert [e.result for e in events] == [expected.code] * 5 + ["temporarily_locked"]
 
 

@@ -7,6 +7,7 @@ timeouts so the deadlines can be watched.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import json
@@ -97,7 +98,7 @@ async def bridge(tmp_path: Path, sim: RunningSimulator) -> AsyncIterator[Listeni
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
-        seed(config, app[STORE], DEMO_SEED)
+        await seed(config, app[STORE], DEMO_SEED)
         yield Listening(api=runner.addresses[0][1], printer=app[PRINTER_RUNNER].addresses[0][1], app=app,
                         config=config, conf=conf / "bridge.yaml", store=app[STORE], sim=sim)
     finally:
@@ -127,10 +128,10 @@ async def post(bridge: Listening, path: str, body: bytes, *, content_type: str |
         return resp.status, answer
 
 
-def audit_lines(bridge: Listening, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
-    """What `loginbridge audit tail` prints."""
+async def audit_lines(bridge: Listening, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    """What `loginbridge audit tail` prints (run in a thread, as from a shell: it has its own event loop)."""
     capsys.readouterr()
-    assert cli_main(["audit", "tail", "--config", str(bridge.conf)]) == 0
+    assert await asyncio.to_thread(cli_main, ["audit", "tail", "--config", str(bridge.conf)]) == 0
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
@@ -191,7 +192,7 @@ async def test_a_stalled_body_gets_408_with_connection_close(
     # aiohttp still lingers a few seconds for the unread body (so the client can read this), then closes.
     assert answer.headers["Connection"].lower() == "close"
     assert HEADER * 0.9 <= elapsed < HEADER + 3, elapsed
-    assert audit_lines(bridge, capsys)[-1]["result"] == "request_timeout"
+    assert (await audit_lines(bridge, capsys))[-1]["result"] == "request_timeout"
 
 
 async def test_an_unreadable_body_is_a_bad_request_not_an_error(bridge: Listening) -> None:
@@ -219,7 +220,7 @@ async def test_a_lone_surrogate_is_refused_and_still_audited(
     status, answer = await post(bridge, USER_PROMPT, body)
     assert (status, answer["error"]) == (400, "invalid_request")
     assert "'email'" in answer["detail"]
-    (line,) = [e for e in audit_lines(bridge, capsys) if e["result"] == "invalid_request"]
+    (line,) = [e for e in await audit_lines(bridge, capsys) if e["result"] == "invalid_request"]
     assert line["email"] == "\\ud800@example.com"  # the bad code point escaped, the rest as typed
     assert (line["device"], line["mode"], line["tenant"]) == ("demo-mfp", "user-prompt", "example")
     assert bridge.config.audit_file is not None
@@ -241,7 +242,7 @@ async def test_text_no_system_can_carry_is_invalid_request(
         body: bytes, audited_email: str | None) -> None:
     status, answer = await post(bridge, path, body, device=device)
     assert (status, answer["error"]) == (400, "invalid_request")
-    last = audit_lines(bridge, capsys)[-1]
+    last = (await audit_lines(bridge, capsys))[-1]
     mode = {USER_PROMPT: "user-prompt", APP_LOGIN: "app", DEVICE_LOGIN: "device-login"}[path]
     assert (last["result"], last["mode"], last["email"]) == ("invalid_request", mode, audited_email)
     assert bridge.trust_calls() == 0

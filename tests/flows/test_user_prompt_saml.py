@@ -87,7 +87,7 @@ async def test_bad_password(make_bridge: BridgeFactory, sim: RunningSimulator, e
 
 async def test_user_unknown_at_the_idp(make_bridge: BridgeFactory, sim: RunningSimulator, ecp: Any) -> None:
     bridge = await saml_bridge(make_bridge, sim)
-    bridge.store.add_user("example-org", email="carol@example.org", username="carol")
+    await bridge.store.add_user("example-org", email="carol@example.org", username="carol")
     status, body = await bridge.user_prompt("carol@example.org", "carol-pass-1", device=ORG_DEVICE)
     assert (status, body["error"]) == (401, "invalid_credentials")
     assert ecp_calls(bridge) == 1

@@ -73,7 +73,7 @@ async def test_unknown_domain(make_bridge: BridgeFactory) -> None:
 
 async def test_user_unknown_at_the_idp(make_bridge: BridgeFactory) -> None:
     bridge = await make_bridge()
-    bridge.store.add_user("example", email="ghost@example.com", username="ghost")
+    await bridge.store.add_user("example", email="ghost@example.com", username="ghost")
     status, body = await bridge.user_prompt("ghost@example.com", "ghost-pass-1")
     assert (status, body["error"]) == (401, "invalid_credentials")
     assert bridge.trust_calls() == 1
@@ -84,7 +84,7 @@ async def test_user_missing_from_tenant_never_reaches_the_idp(make_bridge: Bridg
     status, body = await bridge.user_prompt("bob@example.com", "bob-pass-1")
     assert (status, body["error"]) == (403, "user_not_provisioned")
     assert bridge.trust_calls() == 0
-    assert bridge.store.get_user("example", "bob@example.com") is None  # SSO never creates users
+    assert await bridge.store.get_user("example", "bob@example.com") is None  # SSO never creates users
 
 
 async def test_user_disabled_in_tenant(make_bridge: BridgeFactory) -> None:
@@ -96,7 +96,7 @@ async def test_user_disabled_in_tenant(make_bridge: BridgeFactory) -> None:
 
 async def test_user_disabled_at_the_idp(make_bridge: BridgeFactory) -> None:
     bridge = await make_bridge()
-    bridge.store.enable_user("example", "disabled@example.com")
+    await bridge.store.enable_user("example", "disabled@example.com")
     status, body = await bridge.user_prompt("disabled@example.com", "disabled-demo-pass")
     assert (status, body["error"]) == (403, "access_denied")
 

@@ -28,6 +28,7 @@ from bridge.idp.assertion import (
     AssertionExpectations,
     ReplayCache,
     ValidatedAssertion,
+    remember_once,
     signature_policy,
     validate_assertion,
     verify_response_signature,
@@ -172,4 +173,5 @@ class SamlIdp:
             # validate_assertion sees only the decrypted plaintext: a signature the Response carries
             # (over the ciphertext) is checked here, on the envelope as received.
             verify_response_signature(resp.body, expectations, now=now)
-        return validate_assertion(answer.response_xml, expectations, now=now, replay=replay)
+        validated = validate_assertion(answer.response_xml, expectations, now=now)
+        return await remember_once(replay, validated, expectations, now=now)

@@ -26,6 +26,7 @@ from bridge.idp.assertion import (
     AssertionExpectations,
     ReplayCache,
     ValidatedAssertion,
+    remember_once,
     signature_policy,
     validate_assertion,
 )
@@ -181,7 +182,7 @@ class WsTrustIdp:
         # Faults come with HTTP 500; a refusal may also be a bare 401/403, an outage an HTML error page.
         rstr = read_rstr(status=resp.status, body=resp.body, content_type=resp.content_type,
                          version=resolved.version)
-        return validate_assertion(
-            resp.body, resolved.expectations, now=datetime.now(UTC), replay=replay, document=rstr.document
-        )
+        now = datetime.now(UTC)
+        validated = validate_assertion(resp.body, resolved.expectations, now=now, document=rstr.document)
+        return await remember_once(replay, validated, resolved.expectations, now=now)
 

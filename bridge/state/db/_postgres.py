@@ -38,7 +38,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
-from bridge.errors import StoreConflict, StoreError
+from bridge.errors import StoreConflict, StoreError, StoreUnavailable
 from bridge.state.db._common import (
     DEFAULT_COMMAND_TIMEOUT,
     Connection,
@@ -166,7 +166,7 @@ class PostgresDatabase(Database):
             await pool.open(wait=True, timeout=pool_timeout)
         except PoolTimeout as exc:
             await pool.close()
-            raise StoreError(f"cannot connect to {url} within {pool_timeout:g} s: "
+            raise StoreUnavailable(f"cannot connect to {url} within {pool_timeout:g} s: "
                              f"{failures.last or _one_line(exc)}") from exc
         except psycopg.Error as exc:
             await pool.close()
@@ -184,11 +184,13 @@ class PostgresDatabase(Database):
         if isinstance(exc, PoolTimeout):
             last = self._failures.last
             why = f"; last connection error: {last}" if last else " (all connections busy)"
-            return StoreError(f"database unavailable: no connection within {self.pool_timeout:g} s{why}")
+            return StoreUnavailable(f"database unavailable: no connection within {self.pool_timeout:g} s{why}")
         if isinstance(exc, PoolClosed):
             return StoreError(f"the database {self._url} is closed")
         if isinstance(exc, TimeoutError):
-            return StoreError(f"the database did not answer within {self.command_timeout:g} s (in: {where})")
+            return StoreUnavailable(f"the database did not answer within {self.command_timeout:g} s (in: {where})")
+        if isinstance(exc, psycopg.OperationalError):  # the connection broke under the statement
+            return StoreUnavailable(f"database connection lost: {_one_line(exc)} (in: {where})")
         state = getattr(exc, "sqlstate", None)
         return StoreError(f"database error{f' {state}' if state else ''}: {_one_line(exc)} (in: {where})")
 

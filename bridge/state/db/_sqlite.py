@@ -219,11 +219,11 @@ class SqliteDatabase(Database):
     # -- transactions -----------------------------------------------------------------------------
 
     def _rollback(self) -> None:
-        if self._conn.in_transaction:
-            try:
+        try:
+            if self._conn.in_transaction:  # a closed connection raises here already
                 self._conn.execute("ROLLBACK")
-            except sqlite3.Error as exc:  # the connection is unusable; the next call says so
-                log.warning("rollback failed on %s: %s", self.url, exc)
+        except sqlite3.Error as exc:  # the connection is unusable; the error being raised says why
+            log.warning("rollback failed on %s: %s", self.url, exc)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:

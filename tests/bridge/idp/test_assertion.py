@@ -19,9 +19,11 @@ from bridge.idp.assertion import (
     CLAIM_UPN,
     AssertionExpectations,
     MemoryReplayCache,
+    ReplayCache,
     SamlVersion,
     ValidatedAssertion,
     parse_saml_datetime,
+    remember_once,
     validate_assertion,
     verify_response_signature,
 )
@@ -122,12 +124,12 @@ def sign_after(
 def ok(
     raw: bytes, expectations: AssertionExpectations | None = None, *, now: datetime = NOW
 ) -> ValidatedAssertion:
-    return validate_assertion(raw, expectations or expect(), now=now, replay=MemoryReplayCache())
+    return validate_assertion(raw, expectations or expect(), now=now)
 
 
 def reason(raw: bytes, expectations: AssertionExpectations | None = None, *, now: datetime = NOW) -> str:
     with pytest.raises(AssertionRejected) as info:
-        validate_assertion(raw, expectations or expect(), now=now, replay=MemoryReplayCache())
+        validate_assertion(raw, expectations or expect(), now=now)
     assert "<" not in str(info.value)  # the detail never carries the document
     return info.value.reason
 
@@ -526,58 +528,65 @@ def test_missing_nameid() -> None:
 # --- replay ---------------------------------------------------------------------------------------------
 
 
-def test_replay_is_refused() -> None:
+async def accept_once(raw: bytes, expectations: AssertionExpectations, *, now: datetime,
+                      replay: ReplayCache) -> ValidatedAssertion:
+    """What the IdP clients do: validate (pure), then the replay check against the cache they were handed."""
+    return await remember_once(replay, validate_assertion(raw, expectations, now=now), expectations, now=now)
+
+
+async def test_replay_is_refused() -> None:
     raw = rstr(token())
     cache = MemoryReplayCache()
-    validate_assertion(raw, expect(), now=NOW, replay=cache)
+    await accept_once(raw, expect(), now=NOW, replay=cache)
     with pytest.raises(AssertionRejected) as info:
-        validate_assertion(raw, expect(), now=NOW + timedelta(seconds=5), replay=cache)
+        await accept_once(raw, expect(), now=NOW + timedelta(seconds=5), replay=cache)
     assert info.value.reason == "replayed"
 
 
-def test_refused_token_does_not_enter_the_replay_cache() -> None:
+async def test_refused_token_does_not_enter_the_replay_cache() -> None:
     raw = rstr(token())
     cache = MemoryReplayCache()
     with pytest.raises(AssertionRejected):
-        validate_assertion(raw, expect(audience="urn:other"), now=NOW, replay=cache)
+        await accept_once(raw, expect(audience="urn:other"), now=NOW, replay=cache)
     assert len(cache) == 0
-    validate_assertion(raw, expect(), now=NOW, replay=cache)
+    await accept_once(raw, expect(), now=NOW, replay=cache)
     assert len(cache) == 1
 
 
-def test_replay_is_remembered_until_not_on_or_after_plus_skew() -> None:
+async def test_replay_is_remembered_until_not_on_or_after_plus_skew() -> None:
     class Recorder:
         def __init__(self) -> None:
             self.calls: list[tuple[str, str, datetime]] = []
 
-        def check_and_remember(self, issuer: str, assertion_id: str, expires_at: datetime, *, now: datetime) -> bool:
+        async def check_and_remember(self, issuer: str, assertion_id: str, expires_at: datetime, *,
+                                     now: datetime) -> bool:
             self.calls.append((issuer, assertion_id, expires_at))
             return True
 
     recorder = Recorder()
-    validate_assertion(rstr(token(assertion_id="_r1")), expect(), now=NOW, replay=recorder)
+    await accept_once(rstr(token(assertion_id="_r1")), expect(), now=NOW, replay=recorder)
     # claims(): issued a minute before NOW, TokenClaims' default lifetime (one hour).
     assert recorder.calls == [(ISSUER, "_r1", NOW - timedelta(minutes=1) + timedelta(hours=1) + SKEW)]
 
 
-def test_replay_cache_is_keyed_by_issuer_and_id() -> None:
+async def test_replay_cache_is_keyed_by_issuer_and_id() -> None:
     cache = MemoryReplayCache()
-    assert cache.check_and_remember("https://idp-a", "_same", NOW + timedelta(minutes=5), now=NOW)
-    assert cache.check_and_remember("https://idp-b", "_same", NOW + timedelta(minutes=5), now=NOW)
-    assert not cache.check_and_remember("https://idp-a", "_same", NOW + timedelta(minutes=5), now=NOW)
+    assert await cache.check_and_remember("https://idp-a", "_same", NOW + timedelta(minutes=5), now=NOW)
+    assert await cache.check_and_remember("https://idp-b", "_same", NOW + timedelta(minutes=5), now=NOW)
+    assert not await cache.check_and_remember("https://idp-a", "_same", NOW + timedelta(minutes=5), now=NOW)
 
 
-def test_replay_cache_expires_and_is_bounded() -> None:
+async def test_replay_cache_expires_and_is_bounded() -> None:
     cache = MemoryReplayCache(max_entries=2)
-    assert cache.check_and_remember(ISSUER, "_a", NOW + timedelta(minutes=1), now=NOW)
-    assert not cache.check_and_remember(ISSUER, "_a", NOW + timedelta(minutes=1), now=NOW + timedelta(seconds=30))
+    assert await cache.check_and_remember(ISSUER, "_a", NOW + timedelta(minutes=1), now=NOW)
+    assert not await cache.check_and_remember(ISSUER, "_a", NOW + timedelta(minutes=1), now=NOW + timedelta(seconds=30))
     # expired: free again
-    assert cache.check_and_remember(ISSUER, "_a", NOW + timedelta(minutes=5), now=NOW + timedelta(minutes=2))
-    assert cache.check_and_remember(ISSUER, "_b", NOW + timedelta(minutes=9), now=NOW + timedelta(minutes=2))
-    assert cache.check_and_remember(ISSUER, "_c", NOW + timedelta(minutes=9), now=NOW + timedelta(minutes=2))
+    assert await cache.check_and_remember(ISSUER, "_a", NOW + timedelta(minutes=5), now=NOW + timedelta(minutes=2))
+    assert await cache.check_and_remember(ISSUER, "_b", NOW + timedelta(minutes=9), now=NOW + timedelta(minutes=2))
+    assert await cache.check_and_remember(ISSUER, "_c", NOW + timedelta(minutes=9), now=NOW + timedelta(minutes=2))
     assert len(cache) == 2
     # the entry closest to expiry ("_a") made room; the others stay
-    assert not cache.check_and_remember(ISSUER, "_b", NOW + timedelta(minutes=9), now=NOW + timedelta(minutes=2))
+    assert not await cache.check_and_remember(ISSUER, "_b", NOW + timedelta(minutes=9), now=NOW + timedelta(minutes=2))
 
 
 # --- mutation fuzzing -----------------------------------------------------------------------------------
@@ -599,7 +608,7 @@ def test_mutated_documents_give_a_result_or_a_project_error(edits: list[tuple[in
         position %= max(len(raw), 1)
         raw = raw[:position] + replacement + raw[position + 1 :]
     try:
-        result = validate_assertion(raw, expect(), now=NOW, replay=MemoryReplayCache())
+        result = validate_assertion(raw, expect(), now=NOW)
     except (AssertionRejected, XmlRejected):
         return
     assert isinstance(result, ValidatedAssertion)

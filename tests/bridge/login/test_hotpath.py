@@ -20,37 +20,37 @@ from bridge.xml.safe import parse_untrusted
 T0 = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
 
 
-def test_last_seen_is_written_once_per_interval_unless_the_address_changes(tmp_path: Path) -> None:
-    with Store.open(tmp_path) as store:
-        device, _ = store.add_device("example", name="mfp", mode=DeviceMode.USER_PROMPT, now=T0)
-        store.touch_device(device.device_id, "10.0.0.7", T0)
-        store.touch_device(device.device_id, "10.0.0.7", T0 + TOUCH_INTERVAL / 2)  # gated: no write
-        seen = store.get_device(device.device_id)
+async def test_last_seen_is_written_once_per_interval_unless_the_address_changes(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path) as store:
+        device, _ = await store.add_device("example", name="mfp", mode=DeviceMode.USER_PROMPT, now=T0)
+        await store.touch_device(device.device_id, "10.0.0.7", T0)
+        await store.touch_device(device.device_id, "10.0.0.7", T0 + TOUCH_INTERVAL / 2)  # gated: no write
+        seen = await store.get_device(device.device_id)
         assert seen is not None and (seen.last_seen_at, seen.last_seen_addr) == (T0, "10.0.0.7")
-        store.touch_device(device.device_id, "10.0.0.8", T0 + TOUCH_INTERVAL / 2)  # moved: written at once
-        seen = store.get_device(device.device_id)
+        await store.touch_device(device.device_id, "10.0.0.8", T0 + TOUCH_INTERVAL / 2)  # moved: written at once
+        seen = await store.get_device(device.device_id)
         assert seen is not None and (seen.last_seen_at, seen.last_seen_addr) == (T0 + TOUCH_INTERVAL / 2,
                                                                                   "10.0.0.8")
         later = T0 + TOUCH_INTERVAL * 2
-        store.touch_device(device.device_id, "10.0.0.8", later)
-        seen = store.get_device(device.device_id)
+        await store.touch_device(device.device_id, "10.0.0.8", later)
+        seen = await store.get_device(device.device_id)
         assert seen is not None and seen.last_seen_at == later
         # WAL with synchronous=NORMAL (1): no fsync per commit.
-        assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+        assert await store.database.fetchval("PRAGMA journal_mode") == "wal"
+        assert await store.database.fetchval("PRAGMA synchronous") == 1
 
 
-def test_session_for_an_unknown_user_is_refused_by_the_single_insert(tmp_path: Path) -> None:
-    with Store.open(tmp_path) as store:
-        store.add_user("example", sso=False, email="ann@example.com", username="ann", group="staff")
-        made = store.create_session(token_hash=b"h" * 32, tenant_id="example", user_email="Ann@example.com",
+async def test_session_for_an_unknown_user_is_refused_by_the_single_insert(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path) as store:
+        await store.add_user("example", sso=False, email="ann@example.com", username="ann", group="staff")
+        made = await store.create_session(token_hash=b"h" * 32, tenant_id="example", user_email="Ann@example.com",
                                     device_id=None, expires_at=T0 + timedelta(hours=1), now=T0)
         assert made.user_email == "Ann@example.com"
-        assert store.get_session(b"h" * 32, T0) is not None
+        assert await store.get_session(b"h" * 32, T0) is not None
         with pytest.raises(RequestError, match=r"no user bob@example\.com in tenant example"):
-            store.create_session(token_hash=b"x" * 32, tenant_id="example", user_email="bob@example.com",
+            await store.create_session(token_hash=b"x" * 32, tenant_id="example", user_email="bob@example.com",
                                  device_id=None, expires_at=T0 + timedelta(hours=1), now=T0)
-        assert store.get_session(b"x" * 32, T0) is None
+        assert await store.get_session(b"x" * 32, T0) is None
 
 
 def _rst(username: str, password: str) -> etree._Element:

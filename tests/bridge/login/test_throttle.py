@@ -1,21 +1,31 @@
-"""Lockout protection in isolation: sliding windows, stale pairs, spray detection, with a fake clock."""
+"""Lockout protection in isolation: sliding windows, stale pairs, spray detection, with a fake clock.
+
+The throttle keeps its state in the store (a SQLite file here; both engines in
+tests/bridge/state/test_store.py, two instances on one PostgreSQL in
+test_throttle_cluster.py); the window arithmetic is tested as pure functions.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from bridge.config import ThrottleConfig
+from bridge.config import BridgeConfig, Protocol, TenantConfig, ThrottleConfig
+from bridge.errors import StoreError, StoreUnavailable
+from bridge.login.guard import LoginGuard, LoginMode
 from bridge.login.throttle import (
     Actor,
     LockKind,
     LoginThrottle,
-    SlidingWindow,
-    SprayDetector,
     StaleAnswer,
-    StalePasswords,
+    ThrottleKeys,
+    user_lock,
+    window_retry_after,
 )
+from bridge.state.store import Store
 
 KEY = b"k" * 32
 LIMITS = ThrottleConfig(user_failures=3, device_failures=5, source_failures=4, window=timedelta(seconds=100),
@@ -23,14 +33,21 @@ LIMITS = ThrottleConfig(user_failures=3, device_failures=5, source_failures=4, w
                         spray_window=timedelta(seconds=50))
 DEVICE = Actor(device_id="mfp-1", source="192.0.2.7")
 APP = Actor(device_id=None, source="198.51.100.9")
+T0 = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
 
 
 class Clock:
+    """Wall-clock time under the test's control: ``now`` is seconds after T0."""
+
     def __init__(self) -> None:
         self.now = 1000.0
 
-    def __call__(self) -> float:
-        return self.now
+    def __call__(self) -> datetime:
+        return at(self.now)
 
 
 @pytest.fixture
@@ -39,147 +56,240 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def throttle(clock: Clock) -> LoginThrottle:
-    return LoginThrottle(KEY, clock=clock)
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with await Store.open(tmp_path) as s:
+        yield s
 
 
-def test_sliding_window_counts_and_forgets() -> None:
-    window = SlidingWindow()
+@pytest.fixture
+def throttle(store: Store, clock: Clock) -> LoginThrottle:
+    return LoginThrottle(store, KEY, clock=clock)
+
+
+# -- the pure window logic ---------------------------------------------------------------------
+
+
+def test_window_retry_after() -> None:
+    newest = [at(20), at(10), at(0)]  # three events, newest first
+    window = timedelta(seconds=100)
+    assert window_retry_after(newest, at(50), window, 3) == 50  # the first event leaves at t=100
+    assert window_retry_after(newest, at(50), window, 4) == 0
+    assert window_retry_after(newest, at(50), window, 1) == 70  # under limit 1, the newest must go
+    assert window_retry_after(newest, at(119.2), window, 1) == 1  # whole seconds, at least 1
+    assert window_retry_after([], at(0), window, 1) == 0
+
+
+def test_user_lock_counts_failures_and_attempts_in_flight() -> None:
+    assert user_lock([at(0), at(10)], 0, at(20), LIMITS) is None
+    lock = user_lock([at(20), at(10), at(0)], 0, at(30), LIMITS)
+    assert lock is not None and (lock.kind, lock.retry_after) == (LockKind.USER, 70)
+    lock = user_lock([at(10)], 2, at(30), LIMITS)  # one failure and two attempts at the IdP
+    assert lock is not None and lock.retry_after == 80  # the failure must leave the window
+    lock = user_lock([], 3, at(30), LIMITS)
+    assert lock is not None and lock.retry_after == 1  # only attempts in flight: try again soon
+
+
+def test_keys_are_keyed_hmacs() -> None:
+    keys = ThrottleKeys(KEY)
+    assert keys.user("t", "Alice@Example.com") == keys.user("t", "alice@example.com")
+    assert keys.user("t", "alice@example.com") != keys.user("other", "alice@example.com")
+    assert keys.stale("t", "a@example.com", "Winter2023!") != keys.stale("t", "a@example.com", "winter2023!")
+    assert keys.stale("t", "A@example.com", "pw") == keys.stale("t", "a@example.com", "pw")
+    # Another server key gives other digests: the tables are useless without the key.
+    assert ThrottleKeys(b"x" * 32).stale("t", "a@example.com", "pw") != keys.stale("t", "a@example.com", "pw")
+    assert len({keys.user("t", "x"), keys.actor(APP), keys.spray_user("x"), keys.stale("t", "x", "")}) == 4
+
+
+# -- the sliding windows, in the store -----------------------------------------------------------
+
+
+async def test_sliding_window_counts_and_forgets(store: Store) -> None:
+    window = timedelta(seconds=100)
     for t in (0.0, 10.0, 20.0):
-        window.add("a", t, 100)
-    assert window.count("a", 50, 100) == 3
-    assert window.retry_after("a", 50, 100, 3) == 50  # the first event leaves at t=100
-    assert window.retry_after("a", 50, 100, 4) == 0
-    assert window.count("a", 100, 100) == 2
-    assert window.count("a", 200, 100) == 0
-    assert window.count("b", 0, 100) == 0
+        await store.throttle_failure(b"a", now=at(t), window=window)
+    assert await store.throttle_count(b"a", now=at(50), window=window) == 3
+    assert await store.throttle_retry_after(b"a", now=at(50), window=window, limit=3) == 50
+    assert await store.throttle_retry_after(b"a", now=at(50), window=window, limit=4) == 0
+    assert await store.throttle_count(b"a", now=at(100), window=window) == 2
+    assert await store.throttle_count(b"a", now=at(200), window=window) == 0
+    assert await store.throttle_count(b"b", now=at(0), window=window) == 0
 
 
-def test_sliding_window_is_bounded() -> None:
-    window = SlidingWindow(max_keys=3)
+async def test_expired_rows_are_pruned(throttle: LoginThrottle, store: Store, clock: Clock) -> None:
     for i in range(10):
-        window.add(f"k{i}", 0, 100)
-    assert [window.count(f"k{i}", 1, 100) for i in range(10)] == [0] * 7 + [1] * 3
+        await throttle.idp_rejected("t", f"u{i}@example.com", "pw", DEVICE, LIMITS)
+        await throttle.failed_for_user(DEVICE, f"u{i}@example.com", LIMITS)
+    # 20 failures (user and device), 10 stale pairs, 7 spray rows (3 went with the block at the 3rd), 1 block.
+    assert await store.throttle_row_count() == 38
+    assert await store.prune_throttle(at(clock.now)) == 0  # all live
+    assert await store.prune_throttle(at(clock.now + 2000), limit=5) == 5 + 5 + 5 + 1  # at most 5 a table
+    assert await store.prune_throttle(at(clock.now + 2000)) == 38 - 16
+    assert await store.throttle_row_count() == 0
 
 
-def test_stale_passwords_keep_only_keyed_hashes_with_ttl() -> None:
-    stale = StalePasswords(KEY)
-    stale.remember("t", "Alice@Example.com", "Winter2023!", now=0, ttl=10)
-    assert stale.is_stale("t", "alice@example.com", "Winter2023!", now=5)
-    assert not stale.is_stale("t", "alice@example.com", "winter2023!", now=5)  # passwords are case-sensitive
-    assert not stale.is_stale("other", "alice@example.com", "Winter2023!", now=5)
-    assert not stale.is_stale("t", "bob@example.com", "Winter2023!", now=5)
-    assert not stale.is_stale("t", "alice@example.com", "Winter2023!", now=10)  # expired
-    assert len(stale) == 0
-    stale.remember("t", "a@example.com", "secret-pw", now=0, ttl=10)
-    assert b"secret-pw" not in repr(stale._expiry).encode()
+async def test_stale_passwords_keep_only_keyed_hashes_with_ttl(throttle: LoginThrottle, store: Store,
+                                                               clock: Clock) -> None:
+    ttl = LIMITS.stale_password_ttl
+    await throttle.idp_rejected("t", "Alice@Example.com", "Winter2023!", DEVICE, LIMITS)
+    assert await throttle.is_stale("t", "alice@example.com", "Winter2023!")
+    assert not await throttle.is_stale("t", "alice@example.com", "winter2023!")  # passwords are case-sensitive
+    assert not await throttle.is_stale("other", "alice@example.com", "Winter2023!")
+    assert not await throttle.is_stale("t", "bob@example.com", "Winter2023!")
+    rows = await store.database.fetchall("SELECT digest, answer FROM throttle_stale")
+    assert len(rows) == 1 and b"Winter2023" not in bytes(rows[0][0]) and b"alice" not in bytes(rows[0][0])
+    clock.now += ttl.total_seconds()
+    assert not await throttle.is_stale("t", "alice@example.com", "Winter2023!")  # expired
     # Another server key gives other digests: the table is useless without the key.
-    assert not StalePasswords(b"x" * 32).is_stale("t", "a@example.com", "secret-pw", now=1)
+    clock.now -= 1
+    assert not await LoginThrottle(store, b"x" * 32, clock=clock).is_stale("t", "alice@example.com", "Winter2023!")
 
 
-def test_stale_passwords_are_bounded() -> None:
-    stale = StalePasswords(KEY, max_entries=2)
-    for i in range(5):
-        stale.remember("t", "a@example.com", f"pw{i}", now=0, ttl=10)
-    assert len(stale) == 2
-    assert stale.is_stale("t", "a@example.com", "pw4", now=1)
-    assert not stale.is_stale("t", "a@example.com", "pw0", now=1)
+# -- the throttle ------------------------------------------------------------------------------
 
 
-def test_user_lock_after_threshold_and_retry_after(throttle: LoginThrottle, clock: Clock) -> None:
+async def test_user_lock_after_threshold_and_retry_after(throttle: LoginThrottle, clock: Clock) -> None:
     for i in range(3):
-        assert throttle.user_lock("t", "a@example.com", LIMITS) is None
-        throttle.idp_rejected("t", "a@example.com", f"wrong-{i}", DEVICE, LIMITS)
+        assert await throttle.user_lock("t", "a@example.com", LIMITS) is None
+        await throttle.idp_rejected("t", "a@example.com", f"wrong-{i}", DEVICE, LIMITS)
         clock.now += 10
-    lock = throttle.user_lock("t", "A@example.com", LIMITS)
+    lock = await throttle.user_lock("t", "A@example.com", LIMITS)
     assert lock is not None and lock.kind == LockKind.USER
     assert lock.retry_after == 70  # first failure at 1000, window 100, now 1030
-    assert throttle.user_lock("t", "b@example.com", LIMITS) is None
-    assert throttle.user_lock("other", "a@example.com", LIMITS) is None
+    assert await throttle.user_lock("t", "b@example.com", LIMITS) is None
+    assert await throttle.user_lock("other", "a@example.com", LIMITS) is None
+    admission = await throttle.admit("t", "a@example.com", "another", LIMITS)
+    assert admission.ticket is None and admission.lock == lock
     clock.now += 70
-    assert throttle.user_lock("t", "a@example.com", LIMITS) is None
+    assert await throttle.user_lock("t", "a@example.com", LIMITS) is None
 
 
-def test_success_resets_the_user_count(throttle: LoginThrottle) -> None:
+async def test_success_resets_the_user_count(throttle: LoginThrottle) -> None:
     for i in range(2):
-        throttle.idp_rejected("t", "a@example.com", f"wrong-{i}", DEVICE, LIMITS)
-    throttle.succeeded("t", "a@example.com")
-    throttle.idp_rejected("t", "a@example.com", "wrong-3", DEVICE, LIMITS)
-    assert throttle.user_lock("t", "a@example.com", LIMITS) is None
+        await throttle.idp_rejected("t", "a@example.com", f"wrong-{i}", DEVICE, LIMITS)
+    await throttle.succeeded("t", "a@example.com")
+    await throttle.idp_rejected("t", "a@example.com", "wrong-3", DEVICE, LIMITS)
+    assert await throttle.user_lock("t", "a@example.com", LIMITS) is None
 
 
-def test_attempts_in_flight_count_against_the_user(throttle: LoginThrottle) -> None:
+async def test_attempts_in_flight_count_against_the_user(throttle: LoginThrottle) -> None:
     for _ in range(3):
-        throttle.idp_started("t", "a@example.com")
-    lock = throttle.user_lock("t", "a@example.com", LIMITS)
+        await throttle.idp_started("t", "a@example.com")
+    lock = await throttle.user_lock("t", "a@example.com", LIMITS)
     assert lock is not None and lock.retry_after >= 1
-    throttle.idp_finished("t", "a@example.com")
-    assert throttle.user_lock("t", "a@example.com", LIMITS) is None
+    await throttle.idp_finished("t", "a@example.com")
+    assert await throttle.user_lock("t", "a@example.com", LIMITS) is None
 
 
-def test_device_and_source_budgets(throttle: LoginThrottle) -> None:
+async def test_admission_holds_a_ticket_until_given_back(throttle: LoginThrottle, clock: Clock) -> None:
+    tickets = [(await throttle.admit("t", "a@example.com", f"pw{i}", LIMITS)).ticket for i in range(3)]
+    assert None not in tickets and len(set(tickets)) == 3
+    refused = await throttle.admit("t", "a@example.com", "pw4", LIMITS)
+    assert refused.ticket is None and refused.lock is not None and refused.lock.retry_after == 1
+    await throttle.idp_rejected("t", "a@example.com", "pw0", DEVICE, LIMITS, ticket=tickets[0])
+    assert (await throttle.admit("t", "a@example.com", "pw0", LIMITS)).lock is not None  # 1 failure + 2 in flight
+    await throttle.idp_finished("t", "a@example.com", tickets[1])
+    stale = await throttle.admit("t", "a@example.com", "pw0", LIMITS)
+    assert stale.ticket is None and stale.lock is None and stale.stale is StaleAnswer.WRONG_PASSWORD
+    # A crashed instance never gives its ticket back: it expires.
+    clock.now += throttle.in_flight_ttl.total_seconds()
+    assert (await throttle.admit("t", "a@example.com", "pw5", LIMITS)).ticket is not None
+
+
+async def test_device_and_source_budgets(throttle: LoginThrottle) -> None:
     for i in range(5):
-        assert throttle.actor_lock(DEVICE, LIMITS) is None
-        throttle.idp_rejected("t", f"u{i}@example.com", "pw", DEVICE, LIMITS)
-    lock = throttle.actor_lock(DEVICE, LIMITS)
+        assert await throttle.actor_lock(DEVICE, LIMITS) is None
+        await throttle.idp_rejected("t", f"u{i}@example.com", "pw", DEVICE, LIMITS)
+    lock = await throttle.actor_lock(DEVICE, LIMITS)
     assert lock is not None and lock.kind == LockKind.DEVICE
     for i in range(4):
-        assert throttle.actor_lock(APP, LIMITS) is None
-        throttle.idp_rejected("t", f"v{i}@example.com", "pw", APP, LIMITS)
-    lock = throttle.actor_lock(APP, LIMITS)
+        assert await throttle.actor_lock(APP, LIMITS) is None
+        await throttle.idp_rejected("t", f"v{i}@example.com", "pw", APP, LIMITS)
+    lock = await throttle.actor_lock(APP, LIMITS)
     assert lock is not None and lock.kind == LockKind.SOURCE
     # The device's budget is its own, whatever its source address.
-    assert throttle.actor_lock(Actor(device_id="mfp-2", source="192.0.2.7"), LIMITS) is None
+    assert await throttle.actor_lock(Actor(device_id="mfp-2", source="192.0.2.7"), LIMITS) is None
 
 
-def test_stale_pair_is_remembered_on_rejection(throttle: LoginThrottle, clock: Clock) -> None:
-    throttle.idp_rejected("t", "a@example.com", "Summer2024", DEVICE, LIMITS)
-    assert throttle.is_stale("t", "a@example.com", "Summer2024")
+async def test_stale_pair_is_remembered_on_rejection(throttle: LoginThrottle, clock: Clock) -> None:
+    await throttle.idp_rejected("t", "a@example.com", "Summer2024", DEVICE, LIMITS)
+    assert await throttle.is_stale("t", "a@example.com", "Summer2024")
     clock.now += 1000
-    assert not throttle.is_stale("t", "a@example.com", "Summer2024")
+    assert not await throttle.is_stale("t", "a@example.com", "Summer2024")
 
 
-def test_the_stale_guard_remembers_what_the_idp_said(throttle: LoginThrottle, clock: Clock) -> None:
-    throttle.idp_rejected("t", "a@example.com", "Wrong-1", DEVICE, LIMITS)
-    throttle.idp_rejected("t", "a@example.com", "Locked-2", DEVICE, LIMITS, remember=StaleAnswer.ACCOUNT_REFUSED)
-    assert throttle.stale_answer("t", "a@example.com", "Wrong-1") is StaleAnswer.WRONG_PASSWORD
-    assert throttle.stale_answer("t", "a@example.com", "Locked-2") is StaleAnswer.ACCOUNT_REFUSED
-    assert throttle.stale_answer("t", "a@example.com", "Other-3") is None
+async def test_the_stale_guard_remembers_what_the_idp_said(throttle: LoginThrottle, clock: Clock) -> None:
+    await throttle.idp_rejected("t", "a@example.com", "Wrong-1", DEVICE, LIMITS)
+    await throttle.idp_rejected("t", "a@example.com", "Locked-2", DEVICE, LIMITS,
+                                remember=StaleAnswer.ACCOUNT_REFUSED)
+    assert await throttle.stale_answer("t", "a@example.com", "Wrong-1") is StaleAnswer.WRONG_PASSWORD
+    assert await throttle.stale_answer("t", "a@example.com", "Locked-2") is StaleAnswer.ACCOUNT_REFUSED
+    assert await throttle.stale_answer("t", "a@example.com", "Other-3") is None
     clock.now += 1000
-    assert throttle.stale_answer("t", "a@example.com", "Locked-2") is None
+    assert await throttle.stale_answer("t", "a@example.com", "Locked-2") is None
 
 
-def test_an_unclassified_refusal_counts_but_is_not_remembered(throttle: LoginThrottle) -> None:
+async def test_an_unclassified_refusal_counts_but_is_not_remembered(throttle: LoginThrottle) -> None:
     for _ in range(3):
-        throttle.idp_rejected("t", "a@example.com", "Maybe-right", DEVICE, LIMITS, remember=None)
-        assert not throttle.is_stale("t", "a@example.com", "Maybe-right")
-    lock = throttle.user_lock("t", "a@example.com", LIMITS)
+        await throttle.idp_rejected("t", "a@example.com", "Maybe-right", DEVICE, LIMITS, remember=None)
+        assert not await throttle.is_stale("t", "a@example.com", "Maybe-right")
+    lock = await throttle.user_lock("t", "a@example.com", LIMITS)
     assert lock is not None and lock.kind == LockKind.USER  # fail closed: the user throttle still holds
 
 
-def test_spray_detector_blocks_after_distinct_users(clock: Clock) -> None:
-    spray = SprayDetector(KEY)
-    assert spray.record_failure("device:x", "a@example.com", 0, window=50, distinct=3) is None
-    assert spray.record_failure("device:x", "a@example.com", 1, window=50, distinct=3) is None  # same user
-    assert spray.record_failure("device:x", "b@example.com", 2, window=50, distinct=3) is None
-    assert spray.blocked_for("device:x", 3) == 0
-    assert spray.record_failure("device:x", "c@example.com", 3, window=50, distinct=3) == 3
-    assert spray.blocked_for("device:x", 4) == 49
-    assert spray.blocked_for("device:y", 4) == 0
-    assert spray.blocked_for("device:x", 53) == 0
+async def test_spray_detector_blocks_after_distinct_users(store: Store) -> None:
+    window = timedelta(seconds=50)
+    spray = ThrottleKeys(KEY)
+    x, y = b"device:x", b"device:y"
+
+    async def fail(actor: bytes, user: str, t: float) -> int | None:
+        return await store.throttle_spray_failure(actor, spray.spray_user(user), now=at(t), window=window, distinct=3)
+
+    assert await fail(x, "a@example.com", 0) is None
+    assert await fail(x, "a@example.com", 1) is None  # same user
+    assert await fail(x, "b@example.com", 2) is None
+    assert await store.throttle_blocked_until(x, now=at(3)) is None
+    assert await fail(x, "c@example.com", 3) == 3
+    assert await store.throttle_blocked_until(x, now=at(4)) == at(53)  # blocked for 49 s more
+    assert await store.throttle_blocked_until(y, now=at(4)) is None
+    assert await store.throttle_blocked_until(x, now=at(53)) is None
 
 
-def test_spray_needs_the_users_within_the_window() -> None:
-    spray = SprayDetector(KEY)
+async def test_spray_needs_the_users_within_the_window(store: Store) -> None:
     for i, t in enumerate((0, 30, 60, 90)):
-        assert spray.record_failure("source:a", f"u{i}@example.com", t, window=50, distinct=3) is None
+        assert await store.throttle_spray_failure(b"source:a", ThrottleKeys(KEY).spray_user(f"u{i}@example.com"),
+                                                  now=at(t), window=timedelta(seconds=50), distinct=3) is None
 
 
-def test_spray_block_is_an_actor_lock(throttle: LoginThrottle, clock: Clock) -> None:
+async def test_spray_block_is_an_actor_lock(throttle: LoginThrottle, clock: Clock) -> None:
     for i in range(3):
-        tripped = throttle.failed_for_user(APP, f"user{i}@example.com", LIMITS)
+        tripped = await throttle.failed_for_user(APP, f"user{i}@example.com", LIMITS)
     assert tripped == 3
-    lock = throttle.actor_lock(APP, LIMITS)
+    lock = await throttle.actor_lock(APP, LIMITS)
     assert lock is not None and (lock.kind, lock.retry_after) == (LockKind.SPRAY, 50)
     clock.now += 50
-    assert throttle.actor_lock(APP, LIMITS) is None
+    assert await throttle.actor_lock(APP, LIMITS) is None
+
+
+async def test_a_store_error_fails_closed(throttle: LoginThrottle, store: Store,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store that cannot answer refuses the login: the error propagates, nothing reaches the IdP."""
+    tenant = TenantConfig(id="t", name="T", domains=("example.com",), protocol=Protocol.WSTRUST, idp_whitelist=(),
+                          session_ttl=timedelta(hours=1), wstrust=None, saml2=None, source=Path("/dev/null"),
+                          throttle=LIMITS)
+    guard = LoginGuard(BridgeConfig.__new__(BridgeConfig), throttle)
+
+    async def down(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailable("the database is down")
+
+    for method in ("throttle_admit", "throttle_actor_state"):
+        monkeypatch.setattr(store, method, down)
+    idp_calls = 0
+    with pytest.raises(StoreError):
+        async with guard.attempt(mode=LoginMode.APP, source="192.0.2.1") as attempt:
+            await attempt.check_actor()
+    with pytest.raises(StoreError):
+        attempt = guard.attempt(mode=LoginMode.APP, source="192.0.2.1")
+        attempt._actor_checked = LIMITS
+        async with attempt.at_idp(tenant, "a@example.com", "pw"):
+            idp_calls += 1
+    assert idp_calls == 0

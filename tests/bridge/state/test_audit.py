@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
 import subprocess
 import sys
-import time
 import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,19 +55,19 @@ def conf(tmp_path: Path) -> Path:
     return root / "bridge.yaml"
 
 
-def test_audit_log_appends_lines_and_rows(tmp_path: Path) -> None:
+async def test_audit_log_appends_lines_and_rows(tmp_path: Path) -> None:
     path = tmp_path / "logs" / "audit.jsonl"
     path.parent.mkdir()
     path.write_text('{"earlier": "line kept"}\n')
-    with Store.open(tmp_path) as store:
+    async with await Store.open(tmp_path) as store:
         audit = AuditLog(path, store)
         audit.open()
-        audit.record(event(1))
+        await audit.record(event(1))
         # Visible at once (flushed), before close.
         assert len(path.read_text().splitlines()) == 2
-        audit.record(event(2, result="invalid_credentials"))
+        await audit.record(event(2, result="invalid_credentials"))
         audit.close()
-        rows = store.audit_events()
+        rows = await store.audit_events()
     lines = path.read_text().splitlines()
     assert json.loads(lines[0]) == {"earlier": "line kept"}  # append, never truncate
     first = json.loads(lines[1])
@@ -78,50 +78,50 @@ def test_audit_log_appends_lines_and_rows(tmp_path: Path) -> None:
     assert [r.result for r in rows] == ["ok", "invalid_credentials"]
 
 
-def test_audit_file_is_private_when_created(tmp_path: Path) -> None:
+async def test_audit_file_is_private_when_created(tmp_path: Path) -> None:
     audit = AuditLog(tmp_path / "audit.jsonl", None)
     audit.open()
-    audit.record(event(1))
+    await audit.record(event(1))
     audit.close()
     assert stat.S_IMODE(os.stat(tmp_path / "audit.jsonl").st_mode) == 0o600
 
 
-def test_database_queries(tmp_path: Path) -> None:
-    with Store.open(tmp_path) as store:
+async def test_database_queries(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path) as store:
         for n in range(1, 6):
-            store.add_audit_event(event(n, tenant="acme" if n % 2 else "globex"))
-        assert [e.email for e in store.audit_events(tenant_id="acme")] == [
+            await store.add_audit_event(event(n, tenant="acme" if n % 2 else "globex"))
+        assert [e.email for e in await store.audit_events(tenant_id="acme")] == [
             "u1@acme.example", "u3@acme.example", "u5@acme.example"]
-        assert [e.idp_latency_ms for e in store.audit_events(last=2)] == [16, 17]
-        assert [e.request_id for e in store.audit_events(tenant_id="globex", last=1)] == ["req4"]
-        third = store.audit_events()[2].id
+        assert [e.idp_latency_ms for e in await store.audit_events(last=2)] == [16, 17]
+        assert [e.request_id for e in await store.audit_events(tenant_id="globex", last=1)] == ["req4"]
+        third = (await store.audit_events())[2].id
         assert third is not None
-        assert [e.request_id for e in store.audit_events(after_id=third)] == ["req4", "req5"]
-        assert store.audit_events(last=0) == []
+        assert [e.request_id for e in await store.audit_events(after_id=third)] == ["req4", "req5"]
+        assert await store.audit_events(last=0) == []
 
 
-def test_audit_tail_command(conf: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_audit_tail_command(conf: Path, capsys: pytest.CaptureFixture[str]) -> None:
     state = conf.parent.parent / "state"
     state.mkdir()
-    with Store.open(state) as store:
+    async with await Store.open(state) as store:
         for n in range(1, 5):
-            store.add_audit_event(event(n, tenant="acme" if n < 4 else "globex"))
-    assert main(["audit", "tail", "--config", str(conf), "-n", "2"]) == 0
+            await store.add_audit_event(event(n, tenant="acme" if n < 4 else "globex"))
+    assert await asyncio.to_thread(main, ["audit", "tail", "--config", str(conf), "-n", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert [json.loads(line)["request_id"] for line in out] == ["req3", "req4"]
-    assert main(["audit", "tail", "--config", str(conf), "--tenant", "acme"]) == 0
+    assert await asyncio.to_thread(main, ["audit", "tail", "--config", str(conf), "--tenant", "acme"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert [json.loads(line)["tenant"] for line in out] == ["acme"] * 3
-    assert main(["audit", "tail", "--config", str(conf), "--tenant", "nope"]) == 2
+    assert await asyncio.to_thread(main, ["audit", "tail", "--config", str(conf), "--tenant", "nope"]) == 2
     assert "unknown tenant" in capsys.readouterr().err
 
 
-def test_audit_tail_follow_prints_new_events(conf: Path) -> None:
+async def test_audit_tail_follow_prints_new_events(conf: Path) -> None:
     state = conf.parent.parent / "state"
     state.mkdir()
-    with Store.open(state) as store:
-        store.add_audit_event(event(1))
-    proc = subprocess.Popen(
+    async with await Store.open(state) as store:
+        await store.add_audit_event(event(1))
+    proc = subprocess.Popen(  # noqa: ASYNC220 (the CLI under test runs beside this loop)
         [sys.executable, "-m", "bridge", "audit", "tail", "--follow", "--interval", "0.1", "--tenant", "acme",
          "--config", str(conf)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -130,39 +130,39 @@ def test_audit_tail_follow_prints_new_events(conf: Path) -> None:
         first = proc.stdout.readline()
         assert first, proc.stderr.read() if proc.stderr else ""
         assert json.loads(first)["request_id"] == "req1"
-        time.sleep(0.3)
-        with Store.open(state) as store:
-            store.add_audit_event(event(2, tenant="globex"))  # filtered out
-            store.add_audit_event(event(3))
+        await asyncio.sleep(0.3)
+        async with await Store.open(state) as store:
+            await store.add_audit_event(event(2, tenant="globex"))  # filtered out
+            await store.add_audit_event(event(3))
         assert json.loads(proc.stdout.readline())["request_id"] == "req3"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
-def test_devices_enable_and_networks(conf: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["users", "add", "--config", str(conf), "--tenant", "acme", "--email", "desk@acme.example",
+async def test_devices_enable_and_networks(conf: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert await asyncio.to_thread(main, ["users", "add", "--config", str(conf), "--tenant", "acme", "--email", "desk@acme.example",
                  "--username", "desk"]) == 0
-    assert main(["devices", "add", "--config", str(conf), "--tenant", "acme", "--name", "Lobby",
+    assert await asyncio.to_thread(main, ["devices", "add", "--config", str(conf), "--tenant", "acme", "--name", "Lobby",
                  "--mode", "shared-account", "--shared-user", "desk@acme.example", "--device-id", "lobby-1",
                  "--allow-network", "192.0.2.0/24", "--allow-network", "2001:db8::/32"]) == 0
     out = capsys.readouterr().out
     secret = next(line.split()[-1] for line in out.splitlines() if line.startswith("secret:"))
     assert "device id: lobby-1" in out
-    assert main(["devices", "add", "--config", str(conf), "--tenant", "acme", "--name", "Bad",
+    assert await asyncio.to_thread(main, ["devices", "add", "--config", str(conf), "--tenant", "acme", "--name", "Bad",
                  "--mode", "user-prompt", "--allow-network", "192.0.2.1/24"]) == 2
     assert "CIDR" in capsys.readouterr().err
-    assert main(["devices", "disable", "--config", str(conf), "lobby-1"]) == 0
+    assert await asyncio.to_thread(main, ["devices", "disable", "--config", str(conf), "lobby-1"]) == 0
     assert "sessions are ended" in capsys.readouterr().out
-    assert main(["devices", "list", "--config", str(conf), "--json"]) == 0
+    assert await asyncio.to_thread(main, ["devices", "list", "--config", str(conf), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert listed[0]["enabled"] is False
     assert listed[0]["allowed_networks"] == ["192.0.2.0/24", "2001:db8::/32"]
     assert listed[0]["shared_user"] == "desk@acme.example"
-    assert main(["devices", "enable", "--config", str(conf), "lobby-1"]) == 0
-    assert main(["devices", "enable", "--config", str(conf), "no-such-device"]) == 2
-    with Store.open(conf.parent.parent / "state") as store:
-        assert store.authenticate_device("lobby-1", secret) is not None
+    assert await asyncio.to_thread(main, ["devices", "enable", "--config", str(conf), "lobby-1"]) == 0
+    assert await asyncio.to_thread(main, ["devices", "enable", "--config", str(conf), "no-such-device"]) == 2
+    async with await Store.open(conf.parent.parent / "state") as store:
+        assert await store.authenticate_device("lobby-1", secret) is not None
 
 
 # -- no audit write can fail on what a client sent ---------------------------------------------------------------
@@ -178,18 +178,18 @@ def _unsafe(ch: str) -> bool:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(values=st.fixed_dictionaries({name: ANY_TEXT for name in FIELDS}))
-def test_any_text_in_any_field_is_written_to_file_and_database(tmp_path: Path, values: dict[str, str]) -> None:
+async def test_any_text_in_any_field_is_written_to_file_and_database(tmp_path: Path, values: dict[str, str]) -> None:
     path = tmp_path / "audit.jsonl"
     path.unlink(missing_ok=True)
-    with Store.open(tmp_path) as store:
+    async with await Store.open(tmp_path) as store:
         log = AuditLog(path, store)
         log.open()
         try:
-            before = store.audit_events(last=1)
-            log.record(AuditEvent(at=datetime(2025, 1, 2, tzinfo=UTC), kind=AuditKind.LOGIN, **values))
+            before = await store.audit_events(last=1)
+            await log.record(AuditEvent(at=datetime(2025, 1, 2, tzinfo=UTC), kind=AuditKind.LOGIN, **values))
         finally:
             log.close()
-        (row,) = store.audit_events(after_id=before[0].id if before else 0)
+        (row,) = await store.audit_events(after_id=before[0].id if before else 0)
     (line,) = path.read_text(encoding="utf-8").splitlines()  # one event, one line
     written = json.loads(line)
     for name, key in zip(FIELDS, ("result", "tenant", "device", "mode", "email", "source", "request_id"), strict=True):

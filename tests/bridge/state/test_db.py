@@ -544,3 +544,11 @@ def test_redact_url() -> None:
         "postgresql://lb:***@db.example:5432/lb?sslmode=require")
     assert redact_url("postgresql://lb@/lb?host=/run/pg&password=s3cret") == (
         "postgresql://lb@/lb?host=/run/pg&password=***")
+
+
+async def test_a_transaction_on_a_closed_sqlite_database_is_a_store_error(tmp_path: Path) -> None:
+    db = await open_database(f"sqlite://{tmp_path}/closed.db")
+    await db.close()
+    with pytest.raises(StoreError):
+        async with db.transaction() as tx:
+            await tx.execute("SELECT 1")

@@ -29,7 +29,7 @@ from bridge.errors import (
     SpNotRegistered,
     XmlRejected,
 )
-from bridge.idp.assertion import AssertionExpectations, MemoryReplayCache, SamlVersion, validate_assertion
+from bridge.idp.assertion import AssertionExpectations, SamlVersion, validate_assertion
 from bridge.idp.saml.ecp import (
     BINDING_PAOS,
     NS_ECP,
@@ -133,7 +133,7 @@ def _validate(answer: EcpAnswer, request_id: str) -> str:
         recipient=ACS,
         in_response_to=request_id,
     )
-    return validate_assertion(answer.response_xml, expectations, now=datetime.now(UTC), replay=MemoryReplayCache()).subject
+    return validate_assertion(answer.response_xml, expectations, now=datetime.now(UTC)).subject
 
 
 def _parse(raw: bytes, request_id: str, *, key: bytes | None = None) -> EcpAnswer:

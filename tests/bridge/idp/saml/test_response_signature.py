@@ -16,7 +16,6 @@ from lxml import etree
 from bridge.errors import AssertionRejected
 from bridge.idp.assertion import (
     AssertionExpectations,
-    MemoryReplayCache,
     SamlVersion,
     validate_assertion,
     verify_response_signature,
@@ -82,8 +81,7 @@ def _expectations(request_id: str) -> AssertionExpectations:
 
 def _validate(answer: EcpAnswer, request_id: str) -> str:
     expectations = _expectations(request_id)
-    return validate_assertion(answer.response_xml, expectations, now=datetime.now(UTC),
-                              replay=MemoryReplayCache()).subject
+    return validate_assertion(answer.response_xml, expectations, now=datetime.now(UTC)).subject
 
 
 def _signed_response(payload: etree._Element, request_id: str, *, key: tuple[bytes, bytes] | None = None,
@@ -146,8 +144,7 @@ def test_tampered_response_around_an_encrypted_assertion_is_refused() -> None:
     raw = _signed_response(_encrypted(rid), rid, tamper=True)
     answer = _parse(raw, rid, key=_sp()[0])
     # The decrypted assertion alone still verifies: only the envelope shows the broken outer signature.
-    assert validate_assertion(answer.response_xml, _expectations(rid), now=datetime.now(UTC),
-                              replay=MemoryReplayCache()).subject == USER
+    assert validate_assertion(answer.response_xml, _expectations(rid), now=datetime.now(UTC)).subject == USER
     with pytest.raises(AssertionRejected) as info:
         verify_response_signature(raw, _expectations(rid), now=datetime.now(UTC))
     assert info.value.reason == "signature_invalid"

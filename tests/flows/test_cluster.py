@@ -1,0 +1,221 @@
+"""Three ``loginbridge serve`` instances on one configuration and one PostgreSQL, behind a real HAProxy.
+
+Each instance is a real process (``serve --port``), the load balancer round-robins and health-checks
+``/readyz``, the database is a throwaway PostgreSQL 15, the IdP is the simulator (in this process, over
+loopback https). What one instance does, the others see: sessions and their revocation, accepted
+assertion ids (a replayed token is refused by another instance), the audit trail; and when the
+database goes away the service answers 503 and comes back by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from bridge.config import load_config
+from bridge.demo import seed
+from bridge.idpsim.server import RunningSimulator
+from bridge.idpsim.state import Mischief
+from bridge.state.store import Store
+from tests.flows.conftest import DEMO_SEED, KNOWN_SECRETS, tenant_yaml
+from tests.paths import REPO
+from tests.servers.haproxy import HAProxy, haproxy_factory
+from tests.servers.postgres import PgDatabase, pg_database, postgres_server
+
+__all__ = ["haproxy_factory", "pg_database", "postgres_server"]  # the real-server fixtures, used by name
+
+ALICE = ("alice@example.com", "alice-demo-pass")
+MFP = ("demo-mfp", "demo-mfp-secret")
+INSTANCES = 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    lb: HAProxy
+    ports: list[int]
+    procs: list[subprocess.Popen[bytes]]
+    db: PgDatabase
+    sim: RunningSimulator
+    http: aiohttp.ClientSession
+
+    def instance(self, index: int) -> str:
+        return f"http://127.0.0.1:{self.ports[index]}"
+
+    async def post(self, base: str, path: str, body: Any, auth: tuple[str, str] = MFP) -> tuple[int, Any]:
+        KNOWN_SECRETS.add(auth[1])
+        basic = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        async with self.http.post(base + path, json=body, headers={"Authorization": f"Basic {basic}"}) as resp:
+            return resp.status, await resp.json(content_type=None) if resp.content_type == "application/json" else {}
+
+    async def login(self, base: str | None = None, password: str = ALICE[1]) -> tuple[int, Any]:
+        KNOWN_SECRETS.add(password)
+        return await self.post(base or self.lb.url, "/v1/mfp/user-prompt", {"email": ALICE[0], "password": password})
+
+    async def session(self, base: str, token: str, method: str = "GET") -> int:
+        async with self.http.request(method, base + "/v1/session", headers={"Authorization": f"Bearer {token}"}) as r:
+            return r.status
+
+    def trust_calls(self) -> int:
+        return self.sim.state.counters["trust13"] + self.sim.state.counters["trust2005"]
+
+
+async def _wait_ready(url: str, proc: subprocess.Popen[bytes], within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(url + "/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if proc.poll() is not None:
+                raise AssertionError(f"instance exited with {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url} not ready within {within} s")
+            await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, sim: RunningSimulator, pg_database: PgDatabase,
+                  haproxy_factory: Any) -> AsyncIterator[Cluster]:
+    conf = tmp_path / "conf"
+    (conf / "tenants").mkdir(parents=True)
+    state = tmp_path / "state"  # shared by the instances on this machine (hmac key, SP keys)
+    main = {
+        "listen": {"host": "127.0.0.1", "port": 8080},
+        "state_dir": str(state),
+        "secrets": {"hmac_key": {"file": str(state / "hmac.key"), "generate": True}},
+        "idp_client": {"connect_timeout_seconds": 2, "timeout_seconds": 10},
+        "store": {"url": pg_database.url},
+    }
+    (conf / "bridge.yaml").write_text(yaml.safe_dump(main))
+    (conf / "tenants" / "example.yaml").write_text(yaml.safe_dump(tenant_yaml(sim)))
+    config = load_config(conf / "bridge.yaml")  # also generates the shared hmac key once
+    async with await Store.open(config.store_url) as store:
+        await seed(config, store, DEMO_SEED)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("LOGINBRIDGE_STORE_URL", None)
+    ports = [free_port() for _ in range(INSTANCES)]
+    procs: list[subprocess.Popen[bytes]] = []
+    logs: list[Any] = []
+    http = aiohttp.ClientSession()
+    try:
+        for index, port in enumerate(ports):
+            log = open(tmp_path / f"instance-{index}.log", "wb")  # noqa: ASYNC230 (closed after the process)
+            logs.append(log)
+            procs.append(subprocess.Popen(  # noqa: ASYNC220 (the instances run beside this loop)
+                [sys.executable, "-m", "bridge", "serve", "--config", str(conf / "bridge.yaml"), "--port", str(port)],
+                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+            await _wait_ready(f"http://127.0.0.1:{port}", procs[-1])  # one at a time: the first makes the SP keys
+        lb = haproxy_factory({f"i{n}": port for n, port in enumerate(ports)})
+        await lb.wait_until_up_async(INSTANCES, within=20)
+        yield Cluster(lb=lb, ports=ports, procs=procs, db=pg_database, sim=sim, http=http)
+    finally:
+        await http.close()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                await asyncio.to_thread(proc.wait, 20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for log in logs:
+            log.close()
+
+
+async def test_sessions_are_shared_and_revoked_everywhere(cluster: Cluster) -> None:
+    tokens = []
+    for _ in range(INSTANCES):  # round robin: one login on each instance
+        status, body = await cluster.login()
+        assert status == 200, body
+        tokens.append(body["session"]["token"])
+    stats = cluster.lb.stats()
+    assert sorted(stat.sessions_total for stat in stats.values()) == [1] * INSTANCES, stats
+    token = tokens[0]
+    KNOWN_SECRETS.add(token)
+    assert [await cluster.session(cluster.instance(i), token) for i in range(INSTANCES)] == [200] * INSTANCES
+    assert await cluster.session(cluster.instance(0), token, "DELETE") == 200  # log out on one instance
+    assert [await cluster.session(cluster.instance(i), token) for i in range(INSTANCES)] == [401] * INSTANCES
+    assert [await cluster.session(cluster.instance(i), tokens[1]) for i in range(INSTANCES)] == [200] * INSTANCES
+
+
+async def test_a_token_replayed_to_another_instance_is_refused(cluster: Cluster) -> None:
+    status, body = await cluster.login(cluster.instance(0))
+    assert status == 200, body
+    cluster.sim.state.mischief = Mischief.REPLAY  # the IdP answers the token it issued before, unchanged
+    try:
+        status, body = await cluster.login(cluster.instance(1))
+    finally:
+        cluster.sim.state.mischief = None
+    assert (status, body["error"]) == (502, "assertion_invalid"), body
+    assert cluster.sim.state.counters["mischief.replay"] == 1
+    status, body = await cluster.login(cluster.instance(2))  # a fresh token is fine
+    assert status == 200, body
+
+
+async def test_postgres_stopped_and_started_during_logins(cluster: Cluster) -> None:
+    assert (await cluster.login())[0] == 200
+    await cluster.db.server.stop_async()
+    try:
+        seen: set[int] = set()
+        calls = cluster.trust_calls()
+        for _ in range(4):
+            started = time.monotonic()
+            status, _ = await cluster.login()
+            seen.add(status)
+            assert time.monotonic() - started < 8  # fail fast, whether an instance or HAProxy answers
+        assert seen == {503}, seen  # the instance (service_unavailable) or HAProxy (no ready server)
+        assert cluster.trust_calls() == calls  # fail closed: nothing reached the IdP
+    finally:
+        await cluster.db.server.start_async()
+    deadline = time.monotonic() + 30
+    while (status := (await cluster.login())[0]) != 200:
+        assert status == 503 and time.monotonic() < deadline, status
+        await asyncio.sleep(0.5)
+    await cluster.lb.wait_until_up_async(INSTANCES, within=20)  # every instance ready again, none restarted
+    assert all(proc.poll() is None for proc in cluster.procs)
+
+
+async def test_wrong_passwords_spread_over_the_instances_meet_one_lockout(cluster: Cluster) -> None:
+    """12 wrong passwords through the balancer (round robin over 3 instances): at most 5 reach the IdP."""
+    calls = cluster.trust_calls()
+    answers = [await cluster.login(password=f"wrong-{n}") for n in range(12)]
+    statuses = [status for status, _ in answers]
+    assert cluster.trust_calls() - calls <= 5, statuses
+    assert statuses[:5] == [401] * 5 and statuses[5:] == [429] * 7, statuses
+    assert {body["error"] for status, body in answers if status == 429} == {"temporarily_locked"}
+    for i in range(INSTANCES):  # every instance refuses her now, without the IdP
+        status, body = await cluster.login(cluster.instance(i))
+        assert (status, body["error"]) == (429, "temporarily_locked")
+    assert cluster.trust_calls() - calls <= 5
+
+
+async def test_a_stale_password_retried_across_instances_reaches_the_idp_once(cluster: Cluster) -> None:
+    calls = cluster.trust_calls()
+    statuses = [(await cluster.login(cluster.instance(n % INSTANCES), password="alice-old-password"))[0]
+                for n in range(50)]
+    assert cluster.trust_calls() - calls == 1  # the first instance asked; every other answer was remembered
+    assert set(statuses) <= {401, 429} and statuses[0] == 401, statuses
+    assert (await cluster.login())[0] == 200  # her current password still works (the guard keys the pair)
