@@ -1,9 +1,10 @@
-# The two commands of the README's first screen: `make demo` and `make test`.
+# The two commands of the README's first screen: `make demo` and `make test`;
+# `make cluster-demo` runs the demo as a cluster (PostgreSQL, three instances, HAProxy).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test check bench clean
+.PHONY: demo cluster-demo test check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +16,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.installed
 	$(BIN)/loginbridge demo --config conf/bridge.yaml
+
+cluster-demo: $(VENV)/.installed  # needs PostgreSQL's server binaries and haproxy (apt-get install postgresql haproxy)
+	$(BIN)/loginbridge cluster-demo --config conf/bridge.yaml
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -p no:cacheprovider

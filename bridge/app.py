@@ -19,6 +19,7 @@ from bridge.appkeys import AUDIT, CONFIG, GUARD, IDPS, LOGIN, METRICS, STORE
 from bridge.config import BridgeConfig, load_config
 from bridge.console import mount_console
 from bridge.errors import BridgeError, RequestTimeout, TemporarilyLocked
+from bridge.forwarded import forwarded_middleware
 from bridge.idp.saml.spkeys import ensure_sp_keys
 from bridge.listeners import ListenerRunner
 from bridge.logcontext import request_id_var, setup_logging, tenant_id_var
@@ -104,7 +105,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def make_app(config: BridgeConfig) -> web.Application:
-    app = web.Application(middlewares=[context_middleware], client_max_size=64 * 1024)
+    # First: everything after it (the console under /console included) sees the client as request.remote.
+    middlewares = [forwarded_middleware(config.trusted_proxies)] if config.trusted_proxies else []
+    app = web.Application(middlewares=[*middlewares, context_middleware], client_max_size=64 * 1024)
     app[CONFIG] = config
     app[METRICS] = BridgeMetrics()  # the app's own registry, not prometheus-client's global one
 

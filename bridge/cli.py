@@ -116,6 +116,8 @@ def _build_parser() -> _Parser:
     serve.add_argument("--printer-port", type=_port, help="the printer listens on this port instead of printer.port")
     commands.add_parser("idp-sim", help="run the identity-provider simulator (arguments passed on)")
     commands.add_parser("demo", help="run the demonstration (arguments passed on)")
+    commands.add_parser("cluster-demo", help="run the demonstration as a cluster: PostgreSQL, three instances, "
+                        "HAProxy (arguments passed on)")
     toolkit.register(commands, common)  # check, device-test, print-test, console
     return parser
 
@@ -296,11 +298,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _delegate(command: str, rest: list[str]) -> int:
-    """idp-sim and demo take their own arguments; their modules parse them."""
+    """idp-sim, demo and cluster-demo take their own arguments; their modules parse them."""
     if command == "idp-sim":
         from bridge.idpsim.cli import main as sim_main  # type: ignore[import-not-found, unused-ignore]
 
         return int(sim_main(rest))
+    if command == "cluster-demo":
+        from bridge.clusterdemo import main as cluster_main  # type: ignore[import-not-found, unused-ignore]
+
+        return int(cluster_main(rest))
     from bridge.demo import main as demo_main  # type: ignore[import-not-found, unused-ignore]
 
     return int(demo_main(rest))
@@ -310,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``loginbridge`` console script; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
-        if args_list and args_list[0] in ("idp-sim", "demo"):
+        if args_list and args_list[0] in ("idp-sim", "demo", "cluster-demo"):
             return _delegate(args_list[0], args_list[1:])
         args = _build_parser().parse_args(args_list)
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

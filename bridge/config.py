@@ -156,6 +156,11 @@ class DeliveryConfig:
     max_attempts: int = 5
     backoff_seconds: float = 2.0
     ca_file: Path | None = None
+    lease_seconds: float = 60.0
+    """How long a claimed delivery belongs to its instance without a renewal (renewed every third of it);
+    a job of an instance that died is taken over by another one after at most this long."""
+    poll_seconds: float = 2.0
+    """How often an idle worker looks for jobs that other instances queued but did not deliver."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -215,6 +220,9 @@ class BridgeConfig:
     public_url: str = ""  # how IdPs and admins reach the bridge (SP metadata, ACS URLs)
     console: ConsoleConfig | None = None
     listener_timeouts: ListenerTimeouts = field(default_factory=ListenerTimeouts)
+    # Load balancers whose X-Forwarded-For is read (both listeners and the console; bridge/forwarded.py).
+    # Empty: the client is always the TCP peer.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
     # Where the shared state lives: sqlite:///ABS/PATH (default: loginbridge.db in state_dir) or
     # postgresql://... ; LOGINBRIDGE_STORE_URL overrides it.  May hold a password (from the environment only).
     store_url: str = field(default="", repr=False)
@@ -434,7 +442,7 @@ STORE_URL_ENV = "LOGINBRIDGE_STORE_URL"
 _STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
 _PRINTER_KEYS = ("enabled", "host", "port", "name", "location", "info", "max_job_mb",
                  "verification_cache_seconds", "spool_dir", "delivery")
-_DELIVERY_KEYS = ("url", "outbox_dir", "max_attempts", "backoff_seconds", "ca_file")
+_DELIVERY_KEYS = ("url", "outbox_dir", "max_attempts", "backoff_seconds", "ca_file", "lease_seconds", "poll_seconds")
 
 
 def load_config(path: Path | str, *, require_files: bool = True) -> BridgeConfig:
@@ -451,7 +459,9 @@ def load_config(path: Path | str, *, require_files: bool = True) -> BridgeConfig
 
     host, port = "127.0.0.1", 8080
     timeouts = ListenerTimeouts()
-    listen = root.sub("listen", ("host", "port", "header_timeout_seconds", "idle_timeout_seconds"))
+    trusted_proxies: list[IPNetwork] = []
+    listen = root.sub("listen", ("host", "port", "header_timeout_seconds", "idle_timeout_seconds",
+                                 "trusted_proxies"))
     if listen is not None:
         if (node := listen.get("host")) is not None:
             host = _str(listen, "host", node)
@@ -462,6 +472,9 @@ def load_config(path: Path | str, *, require_files: bool = True) -> BridgeConfig
         idle = timeouts.idle if (node := listen.get("idle_timeout_seconds")) is None else _number(
             listen, "idle_timeout_seconds", node, 0, 3600)
         timeouts = ListenerTimeouts(header=header, idle=idle)
+        if (node := listen.get("trusted_proxies")) is not None:
+            for key, item in _items(listen, "trusted_proxies", node):
+                trusted_proxies.append(_network(src, key, item))
 
     state_dir = _path(root, "state_dir", root.require("state_dir"))
     try:
@@ -525,6 +538,7 @@ def load_config(path: Path | str, *, require_files: bool = True) -> BridgeConfig
         warnings=tuple(warnings),
         console=_console(root.sub("console", ("users",))),
         listener_timeouts=timeouts,
+        trusted_proxies=tuple(trusted_proxies),
     )
 
 
@@ -612,8 +626,10 @@ def _printer(m: _Map | None, state_dir: Path) -> PrinterConfig | None:
     attempts = 5 if (node := d.get("max_attempts")) is None else _int(d, "max_attempts", node, 1, 100)
     backoff = 2.0 if (node := d.get("backoff_seconds")) is None else _number(d, "backoff_seconds", node, 0, 3600)
     ca_file = None if (node := d.get("ca_file")) is None else _absolute(_path(d, "ca_file", node))
+    lease = 60.0 if (node := d.get("lease_seconds")) is None else _number(d, "lease_seconds", node, 3, 3600)
+    poll = 2.0 if (node := d.get("poll_seconds")) is None else _number(d, "poll_seconds", node, 0.1, 300)
     delivery = DeliveryConfig(url=url, outbox_dir=outbox, max_attempts=attempts, backoff_seconds=backoff,
-                              ca_file=ca_file)
+                              ca_file=ca_file, lease_seconds=lease, poll_seconds=poll)
     return PrinterConfig(enabled=enabled, host=host, port=port, name=name, location=location, info=info,
                          max_job_bytes=max_mb * 1024 * 1024, verification_cache=timedelta(seconds=cache),
                          spool_dir=_absolute(spool), delivery=delivery)
@@ -1048,6 +1064,7 @@ def summarize(config: BridgeConfig) -> str:
         f"config: {config.source}",
         f"listen: {config.listen_host}:{config.listen_port} (request head within "
         f"{config.listener_timeouts.header:g} s, idle connections closed after {config.listener_timeouts.idle:g} s)",
+        f"trusted proxies: {', '.join(str(n) for n in config.trusted_proxies) or 'none (the client is the TCP peer)'}",
         f"state_dir: {config.state_dir}",
         f"store: {_shown_store_url(config.store_url)}",
         f"session ttl: {int(config.session_ttl.total_seconds())} s",

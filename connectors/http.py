@@ -53,7 +53,8 @@ def bearer_token(request: web.Request) -> str | None:
 
 
 def source_address(request: web.Request) -> str:
-    """The peer address of the connection (a forwarded-for header is not trusted)."""
+    """The client's address: the connection's peer, or the X-Forwarded-For client behind a
+    ``listen.trusted_proxies`` balancer (bridge/forwarded.py has already set ``request.remote``)."""
     return request.remote or ""
 
 

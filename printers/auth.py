@@ -2,12 +2,15 @@
 
 A print queue sends several requests per job (Get-Printer-Attributes,
 Validate-Job, Print-Job or Create-Job + Send-Document, Get-Job-Attributes...),
-each with the same credentials.  A short-lived verification cache keeps that
-to one IdP round trip per job: the key is HMAC-SHA256(server secret,
-email NUL password), the value the tenant, the email and an expiry; the
-password itself is never stored.  Any failure for an email drops its
-entries, and a hit still checks that the user exists and is enabled.
-Concurrent misses with the same credentials share one IdP call.
+each with the same credentials, and behind a load balancer each may reach
+another instance.  A short-lived verification cache in the store (table
+``print_verified``, shared by every instance) keeps that to one IdP round trip
+per job: the key is HMAC-SHA256(server secret, email NUL password), the value
+the tenant, the email and an expiry; the password itself is never stored.  Any
+failure for an email drops its entries everywhere, and a hit still checks that
+the user exists and is enabled.  Concurrent misses with the same credentials
+on one instance share one IdP call; the delivery worker's housekeeping prunes
+expired entries through the expiry index.
 """
 
 from __future__ import annotations
@@ -16,12 +19,10 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import time
-from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from bridge.basicauth import parse_basic
-from bridge.errors import BridgeError, LoginRefused, RequestError, TemporarilyLocked
+from bridge.errors import BridgeError, LoginRefused, RequestError, StoreError, TemporarilyLocked
 from bridge.logcontext import tenant_id_var
 from bridge.login.guard import LoginMode
 from bridge.login.service import LoginService
@@ -30,15 +31,11 @@ from printers.jobs import Owner
 
 log = logging.getLogger(__name__)
 
-MAX_CACHE_ENTRIES = 10_000
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class _Verified:
-    tenant_id: str
-    email: str
-    expires_at: float
-
+_REMEMBER = (
+    "INSERT INTO print_verified (key, tenant_id, email, email_lc, expires_at) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET tenant_id = excluded.tenant_id, email = excluded.email,"
+    " email_lc = excluded.email_lc, expires_at = excluded.expires_at"
+)
 
 def asks_for_credentials(exc: BridgeError) -> bool:
     """True when the answer should be HTTP 401 (the queue may ask the user again).
@@ -54,20 +51,22 @@ def asks_for_credentials(exc: BridgeError) -> bool:
 class PrintAuthenticator:
     def __init__(self, login: LoginService, *, hmac_key: bytes, ttl: timedelta) -> None:
         self._login = login
+        self._db = login.store.database
         self._key = hmac_key
-        self._ttl = ttl.total_seconds()
-        self._cache: dict[bytes, _Verified] = {}
+        self._ttl = ttl
         self._inflight: dict[bytes, asyncio.Future[Owner]] = {}
 
     def _cache_key(self, identifier: str, password: str) -> bytes:
         material = identifier.strip().lower().encode("utf-8") + b"\0" + password.encode("utf-8", "surrogatepass")
         return hmac.new(self._key, material, hashlib.sha256).digest()
 
-    def forget(self, email: str) -> None:
-        """Drop every cached verification of ``email``."""
-        wanted = email.strip().lower()
-        for key in [k for k, v in self._cache.items() if v.email == wanted]:
-            del self._cache[key]
+    async def forget(self, email: str) -> None:
+        """Drop every cached verification of ``email``, on every instance."""
+        await self._db.execute("DELETE FROM print_verified WHERE email_lc = ?", (email.strip().lower(),))
+
+    async def prune(self, now: datetime) -> int:
+        """Remove expired verifications (through the expiry index)."""
+        return await self._db.execute("DELETE FROM print_verified WHERE expires_at <= ?", (now,))
 
     async def authenticate(self, authorization: str | None, *, source: str | None = None) -> Owner:
         """The owner for an ``Authorization`` header, or the BridgeError that refused it.
@@ -79,11 +78,12 @@ class PrintAuthenticator:
             raise PrintAuthRequired("no Basic credentials")
         identifier, password = creds
         key = self._cache_key(identifier, password)
-        cached = self._cache.get(key)
-        if cached is not None:
-            if cached.expires_at > time.monotonic():
-                return await self._still_allowed(key, cached)
-            del self._cache[key]
+        if self._ttl.total_seconds() > 0:
+            row = await self._db.fetchone(
+                "SELECT tenant_id, email FROM print_verified WHERE key = ? AND expires_at > ?",
+                (key, datetime.now(UTC)))
+            if row is not None:
+                return await self._still_allowed(Owner(tenant_id=str(row[0]), email=str(row[1])))
         pending = self._inflight.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -91,24 +91,29 @@ class PrintAuthenticator:
         self._inflight[key] = future
         try:
             owner = await self._verify(identifier, password, source)
+            if self._ttl.total_seconds() > 0:
+                await self._db.execute(_REMEMBER, (key, owner.tenant_id, owner.email, owner.email.lower(),
+                                                   datetime.now(UTC) + self._ttl))
         except BaseException as exc:
-            self.forget(identifier)
             if isinstance(exc, Exception):
                 future.set_exception(exc)
                 future.exception()  # marked retrieved: no warning when nobody else waits
+                if not isinstance(exc, StoreError):
+                    await self._forget_quietly(identifier)
             else:
                 future.cancel()
             raise
         else:
             future.set_result(owner)
-            if self._ttl > 0:
-                if len(self._cache) >= MAX_CACHE_ENTRIES:
-                    self._purge()
-                self._cache[key] = _Verified(tenant_id=owner.tenant_id, email=owner.email,
-                                             expires_at=time.monotonic() + self._ttl)
             return owner
         finally:
             del self._inflight[key]
+
+    async def _forget_quietly(self, email: str) -> None:
+        try:
+            await self.forget(email)
+        except StoreError as exc:  # the refusal is what the client must hear
+            log.warning("print verification cache not cleared for a refused login: %s", exc.detail or exc.code)
 
     async def _verify(self, identifier: str, password: str, source: str | None) -> Owner:
         tenant, user = await self._login.verify_password(identifier=identifier, password=password,
@@ -116,21 +121,14 @@ class PrintAuthenticator:
         log.info("print credentials verified for %s", user.email)
         return Owner(tenant_id=tenant.id, email=user.email)
 
-    async def _still_allowed(self, key: bytes, cached: _Verified) -> Owner:
+    async def _still_allowed(self, owner: Owner) -> Owner:
         """A cache hit: the user must still exist and be enabled."""
         try:
-            tenant = self._login.config.tenant(cached.tenant_id)
+            tenant = self._login.config.tenant(owner.tenant_id)
             tenant_id_var.set(tenant.id)
-            await self._login.provisioned_user(tenant, cached.email)
-        except BridgeError:
-            self._cache.pop(key, None)
-            self.forget(cached.email)
+            await self._login.provisioned_user(tenant, owner.email)
+        except BridgeError as exc:
+            if not isinstance(exc, StoreError):
+                await self._forget_quietly(owner.email)
             raise
-        return Owner(tenant_id=cached.tenant_id, email=cached.email)
-
-    def _purge(self) -> None:
-        now = time.monotonic()
-        for k in [k for k, v in self._cache.items() if v.expires_at <= now]:
-            del self._cache[k]
-        while len(self._cache) >= MAX_CACHE_ENTRIES:
-            self._cache.pop(next(iter(self._cache)))
+        return owner

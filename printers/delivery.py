@@ -1,30 +1,35 @@
 """Hands complete jobs to the platform: a local outbox (demo) or an HTTPS endpoint.
 
-One worker per printer.  A job goes pending -> processing -> completed, or
-back to pending with exponential backoff after a failed attempt, and aborted
-after ``max_attempts`` failures.  Every attempt carries the job's idempotency
-key, so a delivery interrupted by a crash and repeated after restart is
-recognised by the receiver.  The spool file is removed once the job is
-finished either way (documents are personal data: no retention here).
+One worker per instance, all on the same shared jobs (``printers/jobstore.py``): any
+instance delivers any acknowledged job.  A job goes pending -> processing (claimed with
+a lease) -> completed, or back to pending with exponential backoff after a failed
+attempt, and aborted after ``max_attempts`` failures.  Every attempt carries the job's
+idempotency key, so a delivery interrupted by a crash and repeated by another instance
+(its lease ran out) or after a restart is recognised by the receiver.  The spool file is
+removed once the job is finished either way (documents are personal data: no retention).
 
 Order at the end of a job: the final state is committed first, the spool file
 removed second.  A crash between the two leaves a finished job and a file
-that nothing needs; the next start removes it (the spool keeps only the files
+that nothing needs; the spool sweep removes it (the spool keeps only the files
 of unfinished jobs).  The reverse order would turn a delivered job into
 'aborted' after a restart (its document gone, its row still 'processing').
 A job whose document is missing although it is unfinished is checked with the
 sink (the outbox knows its idempotency keys) and otherwise aborted at once,
-naming the missing file: retrying cannot bring it back.
+naming the missing file: retrying cannot bring it back.  A job claimed after an
+earlier claim ended without a verdict is also checked with the sink first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import shutil
 import ssl
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +40,7 @@ import aiohttp
 from bridge.config import DeliveryConfig
 from bridge.errors import BridgeError
 from printers.capabilities import MULTIPLE_OPERATION_TIME_OUT
-from printers.errors import DeliveryFailed
+from printers.errors import DeliveryFailed, JobChanged
 from printers.formats import EXTENSIONS
 from printers.ipp import Attribute, Collection, IntRange, PyValue, Resolution, StringWithLanguage
 from printers.jobs import Job, JobState
@@ -44,7 +49,7 @@ from printers.spool import Spool
 
 log = logging.getLogger(__name__)
 
-IDLE_POLL_SECONDS = 30.0
+HOUSEKEEPING_SECONDS = 60.0
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=300, connect=10)
 JsonScalar = str | int | bool | None | list[object] | dict[str, object]
 
@@ -211,30 +216,42 @@ def make_sink(config: DeliveryConfig) -> Sink:
 
 
 class DeliveryWorker:
+    """Claims due jobs from the shared store, one at a time, and hands them to the sink.
+
+    Woken at once when this instance queues a job (``wake``); otherwise it looks every
+    ``poll_seconds`` for jobs other instances queued and could not deliver (they died) and for
+    leases that ran out.  While a delivery runs, its lease is renewed every third of its length.
+    Every ``HOUSEKEEPING_SECONDS`` it releases leases of dead processes of this host, aborts
+    multi-document jobs left open past the IPP time-out, sweeps the spool and runs ``chores``
+    (the verification cache's prune).
+    """
+
     def __init__(self, *, jobs: JobStore, spool: Spool, sink: Sink, config: DeliveryConfig,
-                 wake: asyncio.Event) -> None:
+                 wake: asyncio.Event, chores: Sequence[Callable[[datetime], Awaitable[object]]] = ()) -> None:
         self.jobs = jobs
         self.spool = spool
         self.sink = sink
         self.config = config
         self.wake = wake
+        self.chores = tuple(chores)
+        self.lease = timedelta(seconds=config.lease_seconds)
 
-    def recover(self) -> int:
-        """Jobs a stopped process was delivering go back to the queue."""
-        interrupted = self.jobs.interrupted()
-        for job in interrupted:
-            self.jobs.update(job, state=JobState.PENDING, reasons=("job-queued",),
-                             message="Delivery resumed after a restart.")
-        if interrupted:
-            log.info("delivery: %s interrupted job(s) queued again", len(interrupted))
-        return len(interrupted)
+    async def start_up(self) -> None:
+        """Before the first delivery: this host's dead processes' leases and spool files go at once."""
+        now = datetime.now(UTC)
+        await self.jobs.release_dead_local_leases(now)
+        await self.spool.sweep(await self.jobs.referenced_files())
 
     async def run(self) -> None:
+        housekeeping_at = 0.0
         while True:
             self.wake.clear()  # before the scan: a job queued during it sets the event again
             try:
+                if time.monotonic() >= housekeeping_at:
+                    await self.housekeeping()
+                    housekeeping_at = time.monotonic() + HOUSEKEEPING_SECONDS
                 await self.run_once()
-                timeout = self._sleep_seconds()
+                timeout = await self._sleep_seconds()
             except BridgeError as exc:
                 log.warning("delivery worker: %s", exc.detail or exc.code)
                 timeout = 5.0
@@ -250,69 +267,112 @@ class DeliveryWorker:
             except TimeoutError:
                 pass
 
-    def _sleep_seconds(self) -> float:
-        due = self.jobs.next_due_at()
-        if due is None:
-            return IDLE_POLL_SECONDS
-        return min(IDLE_POLL_SECONDS, max(0.05, (due - datetime.now(UTC)).total_seconds()))
+    async def housekeeping(self) -> None:
+        now = datetime.now(UTC)
+        await self.jobs.release_dead_local_leases(now)
+        for job in await self.jobs.stale_incoming(now - timedelta(seconds=MULTIPLE_OPERATION_TIME_OUT)):
+            try:
+                await self.jobs.update(job, state=JobState.ABORTED, incoming=False, reasons=("aborted-by-system",),
+                                       message="No Close-Job or last document in time.", completed_at=now)
+            except JobChanged:
+                continue  # a document or Close-Job arrived meanwhile
+            self.spool.remove(job.document_file)
+        await self.spool.sweep(await self.jobs.referenced_files())
+        for chore in self.chores:
+            await chore(now)
+
+    async def _sleep_seconds(self) -> float:
+        now = datetime.now(UTC)
+        wake_at = [when for when in (await self.jobs.next_due_at(), await self.jobs.next_lease_end()) if when]
+        seconds = min([self.config.poll_seconds, *((w - now).total_seconds() for w in wake_at)])
+        return max(0.05, seconds)
 
     async def run_once(self) -> None:
-        now = datetime.now(UTC)
-        for job in self.jobs.stale_incoming(now - timedelta(seconds=MULTIPLE_OPERATION_TIME_OUT)):
-            self.jobs.update(job, state=JobState.ABORTED, incoming=False, reasons=("aborted-by-system",),
-                             message="No Close-Job or last document in time.", completed_at=now)
-            self.spool.remove(job.document_file)
-        while due := self.jobs.due(datetime.now(UTC)):
-            for job in due:
+        while claimed := await self.jobs.claim(now=datetime.now(UTC), lease=self.lease, limit=1):
+            for job in claimed:
                 await self.deliver(job)
 
+    async def _keep_lease(self, job: Job) -> None:
+        every = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                held = await self.jobs.renew([job.job_id], until=datetime.now(UTC) + self.lease)
+            except BridgeError as exc:
+                log.warning("print job %s: lease not renewed: %s", job.job_id, exc.detail or exc.code)
+                continue
+            if not held:
+                log.warning("print job %s: lease lost to another instance (the idempotency key covers a repeat)",
+                            job.job_id)
+                return
+
     async def deliver(self, job: Job) -> Job:
-        now = datetime.now(UTC)
-        job = self.jobs.update(job, state=JobState.PROCESSING, reasons=("job-printing",),
-                               message="Delivering to the platform.", processing_at=job.processing_at or now)
+        """Deliver a job this instance claimed (:meth:`JobStore.claim`)."""
         assert job.document_file is not None
         manifest = DeliveryManifest.of(job)
+        if job.claims > job.attempts + 1 and await self._recognised(manifest):
+            log.info("print job %s: already delivered before an interruption (idempotency key %s)", job.job_id,
+                     job.idempotency_key)
+            return await self._finish(job, state=JobState.COMPLETED, reasons=("job-completed-successfully",),
+                                      message="Delivered.")
         document = self.spool.path(job.document_file)
         if not await asyncio.to_thread(document.is_file):
             return await self._document_missing(job, manifest, document)
+        keeper = asyncio.create_task(self._keep_lease(job), name=f"lease-{job.job_id}")
         try:
             await self.sink.deliver(manifest, document)
         except DeliveryFailed as exc:
-            return self._failed(job, exc)
+            return await self._failed(job, exc)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
         log.info("print job %s delivered for %s", job.job_id, job.owner.email)
-        job = self.jobs.update(job, state=JobState.COMPLETED, reasons=("job-completed-successfully",),
-                               message="Delivered.", completed_at=datetime.now(UTC))
-        self.spool.remove(job.document_file)  # after the commit: see the module docstring
-        return job
+        return await self._finish(job, state=JobState.COMPLETED, reasons=("job-completed-successfully",),
+                                  message="Delivered.")
+
+    async def _recognised(self, manifest: DeliveryManifest) -> bool:
+        try:
+            return await self.sink.delivered(manifest)
+        except OSError:
+            return False
+
+    async def _finish(self, job: Job, **changes: object) -> Job:
+        """The verdict, committed first; then the spool file goes (see the module docstring)."""
+        try:
+            done = await self.jobs.update(job, completed_at=datetime.now(UTC), **changes)
+        except JobChanged:
+            log.warning("print job %s: another instance took it over meanwhile; it records the outcome",
+                        job.job_id)
+            return job
+        self.spool.remove(done.document_file)
+        return done
 
     async def _document_missing(self, job: Job, manifest: DeliveryManifest, document: Path) -> Job:
         """An unfinished job without its spool file: delivered before a crash, or lost."""
-        now = datetime.now(UTC)
-        try:
-            delivered = await self.sink.delivered(manifest)
-        except OSError:
-            delivered = False
-        if delivered:
+        if await self._recognised(manifest):
             log.info("print job %s: already delivered (idempotency key %s); recorded as completed", job.job_id,
                      job.idempotency_key)
-            return self.jobs.update(job, state=JobState.COMPLETED, reasons=("job-completed-successfully",),
-                                    message="Delivered.", completed_at=now)
+            return await self._finish(job, state=JobState.COMPLETED, reasons=("job-completed-successfully",),
+                                      message="Delivered.")
         log.warning("print job %s aborted: its spool file %s is missing", job.job_id, document)
-        return self.jobs.update(job, state=JobState.ABORTED, reasons=("aborted-by-system",),
-                                message="The document was lost before delivery.", completed_at=now)
+        return await self._finish(job, state=JobState.ABORTED, reasons=("aborted-by-system",),
+                                  message="The document was lost before delivery.")
 
-    def _failed(self, job: Job, exc: DeliveryFailed) -> Job:
+    async def _failed(self, job: Job, exc: DeliveryFailed) -> Job:
         attempts = job.attempts + 1
         now = datetime.now(UTC)
         if attempts >= self.config.max_attempts:
             log.warning("print job %s aborted after %s failed deliveries: %s", job.job_id, attempts, exc.detail)
-            job = self.jobs.update(job, attempts=attempts, state=JobState.ABORTED, reasons=("aborted-by-system",),
-                                   message=f"Delivery failed {attempts} times.", completed_at=now)
-            self.spool.remove(job.document_file)
-            return job
+            return await self._finish(job, attempts=attempts, state=JobState.ABORTED, reasons=("aborted-by-system",),
+                                      message=f"Delivery failed {attempts} times.")
         delay = self.config.backoff_seconds * 2 ** (attempts - 1)
         log.info("print job %s delivery attempt %s failed (%s); retry in %.1f s", job.job_id, attempts,
                  exc.detail, delay)
-        return self.jobs.update(job, attempts=attempts, state=JobState.PENDING, reasons=("job-queued",),
-                                message=f"Delivery failed; retrying in {delay:.0f} s.",
-                                next_attempt_at=now + timedelta(seconds=delay))
+        try:
+            return await self.jobs.update(job, attempts=attempts, state=JobState.PENDING, reasons=("job-queued",),
+                                          message=f"Delivery failed; retrying in {delay:.0f} s.",
+                                          next_attempt_at=now + timedelta(seconds=delay))
+        except JobChanged:
+            log.warning("print job %s: another instance took it over meanwhile", job.job_id)
+            return job

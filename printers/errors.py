@@ -40,6 +40,12 @@ class IppNotPossible(IppOperationError):
     ipp_status = IppStatus.ERROR_NOT_POSSIBLE
 
 
+class JobChanged(IppNotPossible):
+    """The job changed between reading and writing it (another request, or another instance claimed it)."""
+
+    code = "ipp_job_changed"
+
+
 class IppNotFound(IppOperationError):
     code = "ipp_not_found"
     ipp_status = IppStatus.ERROR_NOT_FOUND

@@ -59,6 +59,10 @@ class Job:
     attempts: int
     next_attempt_at: datetime
     idempotency_key: str
+    version: int = 0
+    """Bumped by every write: the store writes back only the version it read (printers/jobstore.py)."""
+    claims: int = 0
+    """Delivery claims so far; more than ``attempts + 1`` means an earlier claim ended without a verdict."""
 
 
 def encode_template(attributes: tuple[Attribute, ...]) -> bytes:

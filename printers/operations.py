@@ -9,6 +9,7 @@ here: the server module does transport and authentication.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,6 +35,7 @@ from printers.errors import (
     IppNotFound,
     IppNotPossible,
     IppOperationError,
+    JobChanged,
     PrintAuthRequired,
 )
 from printers.formats import OCTET_STREAM, is_supported
@@ -151,37 +153,36 @@ class Printer:
         """Seconds since the epoch, as CUPS does: monotone across restarts, so job times stay comparable."""
         return int(time.time())
 
-    def refresh_state(self) -> None:
-        state = PRINTER_STATE_PROCESSING if self.jobs.active_count() else PRINTER_STATE_IDLE
+    async def status(self, endpoint: Endpoint) -> PrinterStatus:
+        active = await self.jobs.active_count()
+        state = PRINTER_STATE_PROCESSING if active else PRINTER_STATE_IDLE
         if state != self._state:
             self._state = state
             self._state_changed_at = datetime.now(UTC).replace(microsecond=0)
-
-    def status(self, endpoint: Endpoint) -> PrinterStatus:
-        self.refresh_state()
         return PrinterStatus(
             uri=endpoint.printer_uri, more_info=endpoint.more_info, uuid=self.uuid, name=self.config.name,
             location=self.config.location, info=self.config.info, up_time=self.up_time(),
             started_at=self.started_at, state=self._state, state_changed_at=self._state_changed_at,
-            queued_jobs=self.jobs.active_count(), max_job_bytes=self.config.max_job_bytes,
+            queued_jobs=active, max_job_bytes=self.config.max_job_bytes,
             auth_required=self.auth_required,
         )
 
     # -- helpers ----------------------------------------------------------
 
-    def _own_job(self, req: PrintRequest, owner: Owner | None) -> Job:
+    async def _own_job(self, req: PrintRequest, owner: Owner | None) -> Job:
         if req.job_id is None:
             raise IppOperationError("job-id or job-uri is required")
-        job = self.jobs.get(req.job_id)
+        job = await self.jobs.get(req.job_id)
         if job is None:
             raise IppNotFound(f"job {req.job_id} does not exist")
-        if owner is None or job.owner.email != owner.email:
+        if owner is None or job.owner.tenant_id != owner.tenant_id or job.owner.email.lower() != owner.email.lower():
             raise IppNotAuthorized(f"job {req.job_id} belongs to another user")
         return job
 
-    def _job_group(self, job: Job, endpoint: Endpoint, wanted: frozenset[str]) -> AttributeGroup:
+    async def _job_group(self, job: Job, endpoint: Endpoint, wanted: frozenset[str]) -> AttributeGroup:
+        intervening = 0 if job.state.terminal else await self.jobs.intervening(job)
         attrs = job_attributes(job, printer_uri=endpoint.printer_uri, up_time=self.up_time(),
-                               intervening=self.jobs.intervening(job))
+                               intervening=intervening)
         return AttributeGroup(tag=GroupTag.JOB, attributes=select(attrs, wanted, _JOB_GROUPS))
 
     def _creation(self, req: PrintRequest) -> tuple[str, tuple[Attribute, ...], tuple[Attribute, ...]]:
@@ -203,8 +204,8 @@ class Printer:
             raise IppAttributesNotSupported("job attributes not supported", unsupported=unsupported)
         return declared, kept, unsupported
 
-    def _accepted(self, job: Job, endpoint: Endpoint, unsupported: tuple[Attribute, ...]) -> IppReply:
-        groups = [self._job_group(job, endpoint, _JOB_STATUS_ATTRIBUTES)]
+    async def _accepted(self, job: Job, endpoint: Endpoint, unsupported: tuple[Attribute, ...]) -> IppReply:
+        groups = [await self._job_group(job, endpoint, _JOB_STATUS_ATTRIBUTES)]
         status = IppStatus.OK
         if unsupported:
             groups.insert(0, AttributeGroup(tag=GroupTag.UNSUPPORTED, attributes=unsupported))
@@ -219,8 +220,8 @@ class Printer:
                 return attr.first[:255]
         return "Untitled"
 
-    def _queued(self, job: Job) -> Job:
-        job = self.jobs.update(job, incoming=False, reasons=("job-queued",), message="Waiting for delivery.")
+    async def _queued(self, job: Job) -> Job:
+        job = await self.jobs.update(job, incoming=False, reasons=("job-queued",), message="Waiting for delivery.")
         self.job_ready.set()
         return job
 
@@ -232,7 +233,7 @@ class Printer:
         declared, kept, unsupported = self._creation(req)
         spooled = await self.spool.receive(document, declared=declared)
         try:
-            job = self.jobs.create(
+            job = await self.jobs.create(
                 owner=owner, name=self._job_name(req), template=kept, state=JobState.PENDING,
                 reasons=("job-queued",), incoming=False, document_format=declared,
                 document_format_detected=spooled.detected_format,
@@ -245,7 +246,7 @@ class Printer:
         log.info("print job %s accepted for %s (%s bytes, %s)", job.job_id, owner.email, spooled.size,
                  spooled.detected_format)
         self.job_ready.set()
-        return self._accepted(job, endpoint, unsupported)
+        return await self._accepted(job, endpoint, unsupported)
 
     async def validate_job(self, req: PrintRequest, owner: Owner | None, endpoint: Endpoint,
                            document: Document) -> IppReply:
@@ -259,14 +260,14 @@ class Printer:
                          document: Document) -> IppReply:
         assert owner is not None
         _, kept, unsupported = self._creation(req)
-        job = self.jobs.create(owner=owner, name=self._job_name(req), template=kept, state=JobState.PENDING,
+        job = await self.jobs.create(owner=owner, name=self._job_name(req), template=kept, state=JobState.PENDING,
                                reasons=("job-incoming",), incoming=True)
         log.info("print job %s created for %s", job.job_id, owner.email)
-        return self._accepted(job, endpoint, unsupported)
+        return await self._accepted(job, endpoint, unsupported)
 
     async def send_document(self, req: PrintRequest, owner: Owner | None, endpoint: Endpoint,
                             document: Document) -> IppReply:
-        job = self._own_job(req, owner)
+        job = await self._own_job(req, owner)
         last_attr = req.get("last-document")
         if last_attr is None:
             raise IppOperationError("last-document is required")
@@ -289,7 +290,7 @@ class Printer:
                 raise IppNotPossible("this printer takes one document per job")
             spooled = await self.spool.receive(document, declared=declared)
             try:
-                job = self.jobs.update(
+                job = await self.jobs.update(
                     job, document_format=declared, document_format_detected=spooled.detected_format,
                     document_name=_text_of(req.get("document-name"), ValueTag.NAME, ValueTag.NAME_WITH_LANGUAGE),
                     document_file=spooled.file_name, document_bytes=spooled.size,
@@ -299,39 +300,39 @@ class Printer:
                 raise
             log.info("print job %s received its document (%s bytes)", job.job_id, spooled.size)
         if last:
-            job = self._close(job)
-        return self._accepted(job, endpoint, ())
+            job = await self._close(job)
+        return await self._accepted(job, endpoint, ())
 
-    def _close(self, job: Job) -> Job:
+    async def _close(self, job: Job) -> Job:
         if job.document_file is None:
-            return self.jobs.update(job, incoming=False, state=JobState.ABORTED, reasons=("aborted-by-system",),
+            return await self.jobs.update(job, incoming=False, state=JobState.ABORTED, reasons=("aborted-by-system",),
                                     message="The job was closed without a document.",
                                     completed_at=datetime.now(UTC))
-        return self._queued(job)
+        return await self._queued(job)
 
     async def close_job(self, req: PrintRequest, owner: Owner | None, endpoint: Endpoint,
                         document: Document) -> IppReply:
-        job = self._own_job(req, owner)
+        job = await self._own_job(req, owner)
         if job.state.terminal:
             raise IppNotPossible(f"job {job.job_id} is already finished")
         if job.incoming:
-            job = self._close(job)
-        return self._accepted(job, endpoint, ())
+            job = await self._close(job)
+        return await self._accepted(job, endpoint, ())
 
-    def _cancel(self, job: Job) -> Job:
+    async def _cancel(self, job: Job) -> Job:
         if job.state.terminal:
             raise IppNotPossible(f"job {job.job_id} is already finished")
         if job.state == JobState.PROCESSING:
             raise IppNotPossible(f"job {job.job_id} is being delivered")
         log.info("print job %s canceled by its owner", job.job_id)
-        job = self.jobs.update(job, state=JobState.CANCELED, incoming=False, reasons=("job-canceled-by-user",),
+        job = await self.jobs.update(job, state=JobState.CANCELED, incoming=False, reasons=("job-canceled-by-user",),
                                message="Canceled by the user.", completed_at=datetime.now(UTC))
         self.spool.remove(job.document_file)  # after the commit, as the delivery worker does
         return job
 
     async def cancel_job(self, req: PrintRequest, owner: Owner | None, endpoint: Endpoint,
                          document: Document) -> IppReply:
-        self._cancel(self._own_job(req, owner))
+        await self._cancel(await self._own_job(req, owner))
         return IppReply()
 
     async def cancel_my_jobs(self, req: PrintRequest, owner: Owner | None, endpoint: Endpoint,
@@ -339,15 +340,16 @@ class Printer:
         assert owner is not None
         ids_attr = req.get("job-ids")
         wanted = None if ids_attr is None else {v.value for v in ids_attr.values}
-        for job in self.jobs.for_user(owner.email, which="not-completed", limit=None):
+        for job in await self.jobs.for_user(owner, which="not-completed", limit=None):
             if (wanted is None or job.job_id in wanted) and job.state != JobState.PROCESSING:
-                self._cancel(job)
+                with contextlib.suppress(JobChanged):  # claimed by a delivery meanwhile: no longer cancelable
+                    await self._cancel(job)
         return IppReply()
 
     async def get_job_attributes(self, req: PrintRequest, owner: Owner | None, endpoint: Endpoint,
                                  document: Document) -> IppReply:
-        job = self._own_job(req, owner)
-        return IppReply(groups=(self._job_group(job, endpoint, _names(req, ("all",))),))
+        job = await self._own_job(req, owner)
+        return IppReply(groups=(await self._job_group(job, endpoint, _names(req, ("all",))),))
 
     async def get_jobs(self, req: PrintRequest, owner: Owner | None, endpoint: Endpoint,
                        document: Document) -> IppReply:
@@ -365,13 +367,13 @@ class Printer:
             limit = limit_attr.first
         _bool_of(req.get("my-jobs"), False)  # every user only ever sees their own jobs
         wanted = _names(req, DEFAULT_JOB_ATTRIBUTES)
-        jobs = self.jobs.for_user(owner.email, which=which, limit=limit)
-        return IppReply(groups=tuple(self._job_group(job, endpoint, wanted) for job in jobs))
+        jobs = await self.jobs.for_user(owner, which=which, limit=limit)
+        return IppReply(groups=tuple([await self._job_group(job, endpoint, wanted) for job in jobs]))
 
     async def get_printer_attributes(self, req: PrintRequest, owner: Owner | None, endpoint: Endpoint,
                                      document: Document) -> IppReply:
         wanted = _names(req, ("all",))
-        everything = printer_attributes(self.status(endpoint))
+        everything = printer_attributes(await self.status(endpoint))
         groups = dict(_PRINTER_GROUPS)
         groups["printer-description"] = frozenset(a.name for a in everything) - JOB_TEMPLATE_PRINTER_ATTRIBUTES
         return IppReply(groups=(AttributeGroup(tag=GroupTag.PRINTER, attributes=select(everything, wanted, groups)),))

@@ -40,11 +40,13 @@ from aiohttp.streams import StreamReader
 from pyipp.enums import IppOperation
 
 from bridge.appkeys import LOGIN
-from bridge.config import BridgeConfig, PrinterConfig
+from bridge.config import BridgeConfig, IPNetwork, PrinterConfig
 from bridge.errors import BridgeError
+from bridge.forwarded import client_address, forwarded_middleware
 from bridge.listeners import ListenerRunner
 from bridge.logcontext import request_id_var, tenant_id_var
 from bridge.login.service import LoginService
+from bridge.state.store import Store
 from printers.auth import PrintAuthenticator, asks_for_credentials
 from printers.delivery import DeliveryWorker, make_sink
 from printers.errors import IppOperationError, PrintAuthRequired, PrinterBusy
@@ -96,6 +98,8 @@ class PrinterRuntime:
     """None only when started with ``auth_required=False`` (benchmarks); never from configuration."""
     lane: Lane
     """The rate that requests without verified credentials share."""
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    """``listen.trusted_proxies``: the expect handler runs before the middleware and reads them itself."""
 
 
 RUNTIME = web.AppKey("printer_runtime", PrinterRuntime)
@@ -172,7 +176,8 @@ async def _authenticate(request: web.Request, rt: PrinterRuntime, *, expecting: 
             return unauthorized()
         return None  # the operation decides (Get-Printer-Attributes needs no credentials)
     try:
-        request[_OWNER] = await rt.auth.authenticate(header, source=request.remote)
+        # The expect handler runs before the middleware, so the rule is applied here too (again: a no-op).
+        request[_OWNER] = await rt.auth.authenticate(header, source=client_address(request, rt.trusted_proxies))
     except BridgeError as exc:
         if (refused := await _turn(rt)) is not None:
             return refused
@@ -386,31 +391,38 @@ async def icon(request: web.Request) -> web.Response:
 def make_printer_app(
     config: BridgeConfig, login_source: Callable[[], LoginService] | None = None, *, auth_required: bool = True
 ) -> web.Application:
-    """The printer's application; its cleanup_ctx owns the job store, spool and delivery worker.
+    """The printer's application; its cleanup_ctx owns the spool and the delivery worker.
 
-    ``login_source`` returns the bridge's LoginService (it exists once the
-    bridge application has started); ``auth_required=False`` is for the
-    ingest benchmark only.
+    ``login_source`` returns the bridge's LoginService (it exists once the bridge
+    application has started); the jobs live in its store.  Without one (the ingest
+    benchmark and the crash tests, ``auth_required=False``) the printer opens the
+    configured store itself.
     """
     printer_config = config.printer
     if printer_config is None:
         raise ValueError("the configuration has no printer section")
     if auth_required and login_source is None:
         raise ValueError("an authenticating printer needs the bridge's LoginService")
-    app = web.Application(client_max_size=1024**2)
+    middlewares = [forwarded_middleware(config.trusted_proxies)] if config.trusted_proxies else []
+    app = web.Application(client_max_size=1024**2, middlewares=middlewares)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        runtime, worker = _open(config, printer_config, login_source, auth_required)
-        app[RUNTIME] = runtime
-        task = asyncio.create_task(worker.run(), name="print-delivery")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await worker.sink.close()
-            runtime.printer.jobs.close()
+        async with contextlib.AsyncExitStack() as stack:
+            if login_source is not None:
+                store = login_source().store
+            else:
+                store = await Store.open(config.store_url)
+                stack.push_async_callback(store.close)
+            runtime, worker = await _open(config, printer_config, store, login_source, auth_required)
+            stack.push_async_callback(worker.sink.close)
+            app[RUNTIME] = runtime
+            task = asyncio.create_task(worker.run(), name="print-delivery")
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_route("POST", RESOURCE, ipp_handler, expect_handler=expect_handler)
@@ -421,21 +433,24 @@ def make_printer_app(
     return app
 
 
-def _open(config: BridgeConfig, printer_config: PrinterConfig, login_source: Callable[[], LoginService] | None,
-          auth_required: bool) -> tuple[PrinterRuntime, DeliveryWorker]:
-    jobs = JobStore.open(config.state_dir)
+async def _open(config: BridgeConfig, printer_config: PrinterConfig, store: Store,
+                login_source: Callable[[], LoginService] | None,
+                auth_required: bool) -> tuple[PrinterRuntime, DeliveryWorker]:
+    jobs = JobStore(store.database)
+    await jobs.import_legacy(config.state_dir)
     spool = Spool(printer_config.spool_dir, printer_config.max_job_bytes)
-    spool.prepare(jobs.referenced_files())
-    printer = Printer(config=printer_config, jobs=jobs, spool=spool, uuid=load_printer_uuid(config.state_dir),
-                      auth_required=auth_required)
+    await asyncio.to_thread(spool.prepare)
+    printer = Printer(config=printer_config, jobs=jobs, spool=spool,
+                      uuid=await load_printer_uuid(store.database, config.state_dir), auth_required=auth_required)
     auth = None
     if auth_required:
         assert login_source is not None
         auth = PrintAuthenticator(login_source(), hmac_key=config.hmac_key, ttl=printer_config.verification_cache)
     worker = DeliveryWorker(jobs=jobs, spool=spool, sink=make_sink(printer_config.delivery),
-                            config=printer_config.delivery, wake=printer.job_ready)
-    worker.recover()
-    return PrinterRuntime(printer=printer, auth=auth, lane=Lane()), worker
+                            config=printer_config.delivery, wake=printer.job_ready,
+                            chores=() if auth is None else (auth.prune,))
+    await worker.start_up()
+    return PrinterRuntime(printer=printer, auth=auth, lane=Lane(), trusted_proxies=config.trusted_proxies), worker
 
 
 def printer_listener(config: BridgeConfig) -> Callable[[web.Application], AsyncIterator[None]]:

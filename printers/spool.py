@@ -1,12 +1,20 @@
 """The spool: documents stream to disk in chunks and are fsynced before a job is accepted.
 
-A document is written to ``.part-<random>`` in the spool directory, counted
-against the per-job cap as it arrives, checked against its declared format
-from its first bytes, then fsynced, renamed to ``job-<random><ext>`` and the
-directory fsynced.  Only after that does the job row commit.  At start-up,
-``.part`` files (a transfer cut short) and files no unfinished job refers to
-(a crash between rename and commit, or between a job's final commit and the
-removal of its document) are removed.
+A document is written to ``.part-<host>~<pid>~<random>`` in the spool directory, counted
+against the per-job cap as it arrives, checked against its declared format from its first
+bytes, then fsynced, renamed to ``job-<host>~<pid>~<random><ext>`` and the directory fsynced.
+Only after that does the job row commit.
+
+The directory may be shared by every instance (the same path on shared storage; see
+docs/deployment.md), so cleaning it must never touch another live instance's upload or a file
+whose job row is about to commit.  :meth:`Spool.sweep` (at start-up and every few minutes)
+removes a ``.part`` file (a transfer cut short) or a ``job-`` file that no unfinished job
+refers to (a crash between rename and commit, or between a job's final commit and the removal
+of its document) only when the process that wrote it is known dead - it ran on this host and
+its pid is gone - or when the file has not changed for :data:`ABANDONED_AFTER` (a writer on
+another host: an upload writes continuously, and a listener drops a connection idle for a
+minute).  Names without the writer's tag (made before the spool was shared) count as this
+host's dead processes'.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ import asyncio
 import logging
 import os
 import secrets
+import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +35,9 @@ from printers.formats import EXTENSIONS, OCTET_STREAM, SNIFF_BYTES, sniff
 log = logging.getLogger(__name__)
 
 PART_PREFIX = ".part-"
+JOB_PREFIX = "job-"
+ABANDONED_AFTER = 15 * 60.0
+"""Seconds after its last change that a file of a writer on another host counts as abandoned."""
 SYNC_EVERY = 8 * 1024 * 1024
 """While a document arrives, flush it to disk every this many bytes in a worker thread, so
 the fsync before successful-ok only waits for the tail (disk writeback overlaps the network)."""
@@ -50,17 +63,62 @@ class Spool:
     def __init__(self, directory: Path, max_job_bytes: int) -> None:
         self.directory = directory
         self.max_job_bytes = max_job_bytes
+        self._host = socket.gethostname().replace("~", "-")
 
-    def prepare(self, referenced: set[str]) -> None:
-        """Create the directory; remove partial transfers and files no unfinished job needs."""
+    def prepare(self) -> None:
+        """Create the directory (owner only)."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _tag(self) -> str:
+        return f"{self._host}~{os.getpid()}~"
+
+    def _writer_gone(self, name: str, prefix: str) -> bool:
+        """The file's writer ran on this host and is no longer running (untagged names: yes)."""
+        parts = name[len(prefix):].split("~")
+        if len(parts) != 3:
+            return True
+        host, pid = parts[0], parts[1]
+        if host != self._host or not pid.isdigit():
+            return False
+        if int(pid) == os.getpid():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def _sweep(self, referenced: set[str], now: float) -> list[str]:
+        removed = []
         for entry in self.directory.iterdir():
-            if entry.name.startswith(PART_PREFIX):
-                log.info("spool: removing %s left by an interrupted transfer", entry.name)
+            name = entry.name
+            if name.startswith(PART_PREFIX):
+                prefix = PART_PREFIX
+            elif name.startswith(JOB_PREFIX) and name not in referenced:
+                prefix = JOB_PREFIX
+            else:
+                continue
+            try:
+                idle = now - entry.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if self._writer_gone(name, prefix) or idle > ABANDONED_AFTER:
                 entry.unlink(missing_ok=True)
-            elif entry.name.startswith("job-") and entry.name not in referenced:
-                log.info("spool: removing %s, which no unfinished job needs", entry.name)
-                entry.unlink(missing_ok=True)
+                removed.append(name)
+        return removed
+
+    async def sweep(self, referenced: set[str]) -> int:
+        """Remove partial transfers and documents no unfinished job needs, of writers known to be gone.
+
+        ``referenced`` is read from the store *before* the directory is listed: a job committed
+        after that read was spooled by a live process, whose files are never removed here.
+        """
+        removed = await asyncio.to_thread(self._sweep, referenced, time.time())
+        for name in removed:
+            log.info("spool: removed %s, which no unfinished job needs", name)
+        return len(removed)
 
     def path(self, file_name: str) -> Path:
         return self.directory / file_name
@@ -77,7 +135,7 @@ class Spool:
         ``declared`` is the (lower-case) document-format the client sent;
         application/octet-stream means "find out from the bytes".
         """
-        part = self.directory / f"{PART_PREFIX}{secrets.token_hex(8)}"
+        part = self.directory / f"{PART_PREFIX}{self._tag()}{secrets.token_hex(8)}"
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         size = 0
         head = bytearray()
@@ -107,7 +165,8 @@ class Spool:
                     raise IppOperationError("the request carries no document data")
                 detected = _detect(bytes(head), declared)
                 _write_all(fd, head)
-            final = self.directory / f"job-{secrets.token_hex(12)}{EXTENSIONS.get(detected, '.bin')}"
+            ext = EXTENSIONS.get(detected, ".bin")
+            final = self.directory / f"{JOB_PREFIX}{self._tag()}{secrets.token_hex(12)}{ext}"
             if syncing is not None:
                 await syncing
             await asyncio.to_thread(os.fsync, fd)

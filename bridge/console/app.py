@@ -11,8 +11,9 @@ from aiohttp import web
 
 from bridge.config import BridgeConfig
 from bridge.console import views
-from bridge.console.keys import LIMITER, SIGNER
-from bridge.console.security import Signer, SignInLimiter
+from bridge.console.keys import CONSOLE_STATE, SIGNER
+from bridge.console.security import Signer
+from bridge.console.shared import ConsoleState
 
 PREFIX = "/console"
 HERE = Path(__file__).resolve().parent
@@ -39,7 +40,7 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
 def make_console(config: BridgeConfig) -> web.Application:
     console = web.Application(middlewares=[security_headers])
     console[SIGNER] = Signer(config.hmac_key)
-    console[LIMITER] = SignInLimiter()
+    console[CONSOLE_STATE] = ConsoleState(config.hmac_key)
     aiohttp_jinja2.setup(console, loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True)
     console.router.add_static("/static", HERE / "static", append_version=False)
     console.router.add_routes(views.routes())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bridge.console.security import Signer, SignInLimiter
+from bridge.console.security import Signer
+from bridge.console.shared import ConsoleState
 
 SIGNER = web.AppKey("console_signer", Signer)
-LIMITER = web.AppKey("console_limiter", SignInLimiter)
+CONSOLE_STATE = web.AppKey("console_state", ConsoleState)

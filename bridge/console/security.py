@@ -4,9 +4,10 @@ The session cookie holds the console user's name, an expiry and a random
 nonce, signed with a key derived from ``secrets.hmac_key`` (so restarting
 keeps technicians signed in and no extra secret is needed).  A CSRF token is
 the HMAC of the session nonce (or, before sign-in, of a pre-session nonce in
-its own cookie) and must come back in every POSTed form.  Logout revokes the
-nonce in memory.  Cookies are HttpOnly and SameSite=Strict; Secure whenever
-the console is reached over https (or ``public_url`` is https).
+its own cookie) and must come back in every POSTed form.  Signing out revokes
+the nonce in the shared store (``bridge.console.shared``), so on every instance.
+Cookies are HttpOnly and SameSite=Strict; Secure whenever the console is
+reached over https (or ``public_url`` is https).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import hmac
 import json
 import secrets
 import time
-from collections import deque
 from dataclasses import dataclass
 
 SESSION_COOKIE = "lb_console"
@@ -54,7 +54,6 @@ class Signer:
     def __init__(self, hmac_key: bytes) -> None:
         self._session_key = derive_key(hmac_key, "session")
         self._csrf_key = derive_key(hmac_key, "csrf")
-        self._revoked: dict[str, int] = {}
 
     def issue(self, user: str, now: float | None = None) -> tuple[str, ConsoleSession]:
         expires = int((now if now is not None else time.time()) + SESSION_SECONDS)
@@ -80,14 +79,9 @@ class Signer:
         if not isinstance(user, str) or not isinstance(nonce, str) or not isinstance(expires, int):
             return None
         current = now if now is not None else time.time()
-        if expires <= current or nonce in self._revoked:
+        if expires <= current:
             return None
         return ConsoleSession(user=user, nonce=nonce, expires=expires)
-
-    def revoke(self, session: ConsoleSession, now: float | None = None) -> None:
-        current = now if now is not None else time.time()
-        self._revoked = {n: e for n, e in self._revoked.items() if e > current}
-        self._revoked[session.nonce] = session.expires
 
     def csrf_token(self, nonce: str) -> str:
         return _b64(hmac.new(self._csrf_key, nonce.encode(), hashlib.sha256).digest())
@@ -96,26 +90,3 @@ class Signer:
         if not nonce or not isinstance(token, str):
             return False
         return hmac.compare_digest(self.csrf_token(nonce), token)
-
-
-class SignInLimiter:
-    """At most MAX_FAILURES failed console sign-ins per source address per window."""
-
-    def __init__(self) -> None:
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, source: str, now: float) -> deque[float]:
-        failures = self._failures.setdefault(source, deque())
-        while failures and failures[0] <= now - FAILURE_WINDOW:
-            failures.popleft()
-        return failures
-
-    def blocked(self, source: str, now: float | None = None) -> bool:
-        return len(self._recent(source, now if now is not None else time.monotonic())) >= MAX_FAILURES
-
-    def failed(self, source: str, now: float | None = None) -> None:
-        self._recent(source, now if now is not None else time.monotonic()).append(
-            now if now is not None else time.monotonic())
-
-    def succeeded(self, source: str) -> None:
-        self._failures.pop(source, None)

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from bridge.appkeys import AUDIT, CONFIG, LOGIN, STORE
 from bridge.config import BridgeConfig
-from bridge.console.keys import LIMITER, SIGNER
+from bridge.console.keys import CONSOLE_STATE, SIGNER
 from bridge.console.passwords import check_console_login
 from bridge.console.security import PRE_COOKIE, SESSION_COOKIE, SESSION_SECONDS, ConsoleSession
 from bridge.errorcatalog import ADMIN_DETAIL, catalogue
@@ -65,11 +65,13 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, name: str, v
                         secure=_secure(request))
 
 
-def _session(request: web.Request) -> ConsoleSession:
-    """The signed-in technician, or a redirect to the sign-in page."""
+async def _session(request: web.Request) -> ConsoleSession:
+    """The signed-in technician, or a redirect to the sign-in page (also after signing out on another instance)."""
     session = request.app[SIGNER].read(request.cookies.get(SESSION_COOKIE))
     console = _config(request).console
     if session is None or console is None or all(u.name != session.user for u in console.users):
+        raise web.HTTPSeeOther(f"{BASE}/login")
+    if await request.app[CONSOLE_STATE].revoked(request.config_dict[STORE], session):
         raise web.HTTPSeeOther(f"{BASE}/login")
     return session
 
@@ -115,7 +117,7 @@ _CSS = {Status.PASS: "pass", Status.WARN: "warn", Status.FAIL: "fail", Status.SK
 
 
 async def index(request: web.Request) -> web.StreamResponse:
-    _session(request)
+    await _session(request)
     raise web.HTTPSeeOther(f"{BASE}/tenants")
 
 
@@ -134,7 +136,7 @@ async def _audit_sign_in(request: web.Request, name: str, result: str) -> None:
 
 
 async def login_submit(request: web.Request) -> web.StreamResponse:
-    signer, limiter = request.app[SIGNER], request.app[LIMITER]
+    signer, limiter, store = request.app[SIGNER], request.app[CONSOLE_STATE], request.config_dict[STORE]
     data = await request.post()
     if not signer.csrf_ok(request.cookies.get(PRE_COOKIE), data.get("csrf")):
         return await login_form(request, error="The sign-in form expired. Try again.", status=403)
@@ -143,7 +145,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         return await login_form(request, status=403, error="The console needs https: serve it behind TLS and set "
                                 "public_url to its https address (plain http works on loopback only).")
     source = request.remote or "-"
-    if limiter.blocked(source):
+    if await limiter.blocked(store, source):
         return await login_form(request, status=429, error="Too many failed sign-ins from this address. "
                                 "Wait 15 minutes.")
     name, password = data.get("name"), data.get("password")
@@ -151,11 +153,11 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         return await login_form(request, status=400, error="Enter the console user and password.")
     user = await asyncio.to_thread(check_console_login, _config(request).console, name.strip(), password)
     if user is None:
-        limiter.failed(source)
+        await limiter.failed(store, source)
         await _audit_sign_in(request, name.strip(), InvalidCredentials.code)
         log.info("console sign-in refused for %r from %s", name.strip()[:64], source)
         return await login_form(request, status=401, error="Wrong console user or password.")
-    limiter.succeeded(source)
+    await limiter.succeeded(store, source)
     await _audit_sign_in(request, user.name, RESULT_OK)
     log.info("console user %s signed in from %s", user.name, source)
     cookie, _ = signer.issue(user.name)
@@ -166,9 +168,9 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    session = _session(request)
+    session = await _session(request)
     await _form(request, session)
-    request.app[SIGNER].revoke(session)
+    await request.app[CONSOLE_STATE].revoke(request.config_dict[STORE], session)
     log.info("console user %s signed out", session.user)
     response = _see_other(f"{BASE}/login")
     response.del_cookie(SESSION_COOKIE, path=BASE)
@@ -179,7 +181,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 
 async def tenants(request: web.Request) -> web.Response:
-    session = _session(request)
+    session = await _session(request)
     config = _config(request)
     rows = []
     for tenant in config.tenants:
@@ -225,14 +227,14 @@ def _tenant_id(request: web.Request) -> str:
 
 
 async def last_check(request: web.Request) -> web.Response:
-    session = _session(request)
+    session = await _session(request)
     tenant_id = _tenant_id(request)
     report = await asyncio.to_thread(load_report, _config(request).state_dir, tenant_id)
     return _render(request, "check.html", _check_context(tenant_id, report), session=session)
 
 
 async def run_tenant_check(request: web.Request) -> web.Response:
-    session = _session(request)
+    session = await _session(request)
     await _form(request, session)
     tenant_id = _tenant_id(request)
     config = _config(request)
@@ -249,7 +251,7 @@ async def run_tenant_check(request: web.Request) -> web.Response:
 
 
 async def devices(request: web.Request) -> web.Response:
-    session = _session(request)
+    session = await _session(request)
     rows = [{"id": d.device_id, "name": d.name, "tenant": d.tenant_id, "mode": d.mode.value, "enabled": d.enabled,
              "shared": d.shared_user_email, "seen": _when(d.last_seen_at), "addr": d.last_seen_addr}
             for d in await request.config_dict[STORE].list_devices()]
@@ -258,7 +260,7 @@ async def devices(request: web.Request) -> web.Response:
 
 
 async def set_device(request: web.Request) -> web.StreamResponse:
-    session = _session(request)
+    session = await _session(request)
     await _form(request, session)
     device_id, action = request.match_info["device"], request.match_info["action"]
     store = request.config_dict[STORE]
@@ -298,7 +300,7 @@ def _attempt_row(event: AuditEvent) -> dict[str, Any]:
 
 
 async def attempts(request: web.Request) -> web.Response:
-    session = _session(request)
+    session = await _session(request)
     config = _config(request)
     tenant = request.query.get("tenant", "").strip()
     device = request.query.get("device", "").strip()
@@ -322,13 +324,13 @@ async def attempts(request: web.Request) -> web.Response:
 
 
 async def test_login_form(request: web.Request) -> web.Response:
-    session = _session(request)
+    session = await _session(request)
     return _render(request, "test_login.html", {"title": "Test login", "page": "test-login", "email": ""},
                    session=session)
 
 
 async def test_login(request: web.Request) -> web.Response:
-    session = _session(request)
+    session = await _session(request)
     form = await _form(request, session)
     email, password = form.get("email", "").strip(), form.get("password", "")
     login = request.config_dict[LOGIN]

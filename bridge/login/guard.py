@@ -114,6 +114,8 @@ class Attempt:
         self._actor_checked: ThrottleConfig | None = None  # the limits the actor passed under
         # The IdP-attempt ticket of check_password_allowed, until at_idp or finish gives it back.
         self._ticket: tuple[str, str, int] | None = None
+        # The ticket of an attempt the IdP accepted: finish gives it back (with a success's reset, one statement).
+        self._accepted: tuple[str, str, int] | None = None
 
     # -- what the connectors and the login service learn -------------------
 
@@ -193,10 +195,13 @@ class Attempt:
             self._ticket = (tenant.id, email, admission.ticket)
 
     async def _release(self) -> None:
-        """Give back a ticket still held (the IdP was not asked after all)."""
+        """Give back the tickets still held (the IdP was not asked after all, or its answer is in)."""
         held, self._ticket = self._ticket, None
-        if held is not None and self._guard is not None:
-            await self._guard.throttle.idp_finished(held[0], held[1], held[2])
+        accepted, self._accepted = self._accepted, None
+        if self._guard is not None:
+            for ticket in (held, accepted):
+                if ticket is not None:
+                    await self._guard.throttle.idp_finished(ticket[0], ticket[1], ticket[2])
 
     @asynccontextmanager
     async def at_idp(self, tenant: TenantConfig, email: str, password: str) -> AsyncIterator[None]:
@@ -227,6 +232,14 @@ class Attempt:
             await guard.throttle.idp_rejected(tenant.id, email, password, self.actor, tenant.throttle,
                                               remember=_remembered_as(refusal), ticket=ticket)
             raise
+        else:
+            # The IdP accepted the password: the ticket stays counted until finish gives it back, with the
+            # success's reset when the login succeeds (one store statement instead of two).
+            self._ticket = None
+            previous, self._accepted = self._accepted, held
+            released = True
+            if previous is not None:  # pragma: no cover (check_password_allowed gave it back before)
+                await guard.throttle.idp_finished(previous[0], previous[1], previous[2])
         finally:
             if not released:
                 self._ticket = None
@@ -267,9 +280,15 @@ class Attempt:
                 await guard.audit.record(self._event(AuditKind.LOGIN, result))
 
     async def _feed_throttles(self, guard: LoginGuard, exc: BaseException | None) -> None:
-        await self._release()
         if exc is None and self.tenant is not None and self.email is not None:
-            await guard.throttle.succeeded(self.tenant.id, self.email)
+            accepted = self._accepted
+            ticket = None
+            if accepted is not None and accepted[:2] == (self.tenant.id, self.email):
+                self._accepted, ticket = None, accepted[2]
+            await self._release()
+            await guard.throttle.succeeded(self.tenant.id, self.email, ticket)
+        else:
+            await self._release()
         user_key = self.email or self.reported_user
         if isinstance(exc, _SPRAY_SIGNALS) and user_key:
             tripped = await guard.throttle.failed_for_user(self.actor, user_key, self._limits())

@@ -231,9 +231,12 @@ class LoginThrottle:
         await self.store.throttle_rejected([(user, limits.window), (self.keys.actor(actor), limits.window)], now=now,
                                            stale=stale, release=None if ticket is None else (user, ticket))
 
-    async def succeeded(self, tenant_id: str, email: str) -> None:
-        """A good password resets the user's count, as a successful logon does at AD."""
-        await self.store.throttle_clear(self.keys.user(tenant_id, email))
+    async def succeeded(self, tenant_id: str, email: str, ticket: int | None = None) -> None:
+        """A good password resets the user's count, as a successful logon does at AD.
+
+        ``ticket`` (from :meth:`admit`, for the attempt the IdP accepted) is given back in the same statement.
+        """
+        await self.store.throttle_clear(self.keys.user(tenant_id, email), ticket)
 
     async def failed_for_user(self, actor: Actor, user: str, limits: ThrottleConfig) -> int | None:
         """Feed spray detection; returns the distinct-user count when the actor just got blocked."""

@@ -5,11 +5,13 @@
 parameters, return types and errors as the SQLite ``Store`` (its dataclasses and helpers are
 imported from :mod:`bridge.state.store`, not copied), one SQL text for both engines.
 
-The schema is :data:`MIGRATIONS` 1..4: 1..3 the ``SCHEMA_VERSION`` steps of the sync store statement
+The schema is :data:`MIGRATIONS` 1..6: 1..3 the ``SCHEMA_VERSION`` steps of the sync store statement
 for statement (on SQLite the very same DDL text, so a file the sync store made at ``PRAGMA
 user_version`` 3 is adopted by :func:`bridge.state.db.migrate` and nothing is run again), 4 the
 lockout protection's tables (``UNLOGGED`` on PostgreSQL: a crash forgets them, at most a few IdP
-calls more; the IdP's own lockout stays the backstop). On
+calls more; the IdP's own lockout stays the backstop), 5 the Print-to-Web printer's jobs, verified
+credentials and identity (their SQL is the printer's own: ``printers/jobstore.py``), 6 the console's
+sign-outs (``bridge/console/shared.py``). On
 PostgreSQL: ``BYTEA`` for the hashes, an identity column for audit ids, and ``TEXT COLLATE "C"``
 for the timestamps (compared as text) and for the keys the store sorts on (tenant, email, device
 id), so ``ORDER BY`` gives SQLite's byte order whatever the database's collation.
@@ -18,7 +20,7 @@ Round trips: every call on the login path is one statement (``authenticate_devic
 ``get_user``, ``create_session`` [its user check is inside the INSERT], ``add_audit_event``
 [``RETURNING id``], ``check_and_remember`` [plus a bounded prune every
 ``REPLAY_PRUNE_EVERY`` calls], ``touch_device`` [at most once a minute per device]). On
-PostgreSQL each statement also costs the pool's checked checkout (one empty query). Writes that
+PostgreSQL a checkout costs no round trip (see :mod:`bridge.state.db._postgres`). Writes that
 must go together (disabling a user or a device and ending its sessions, a CSV import) are one
 transaction; ``add_user`` and ``add_device`` are one ``INSERT ... RETURNING`` each.
 
@@ -27,14 +29,14 @@ every row carries its expiry (a sliding window counts ``at > now - window``), an
 ``THROTTLE_PRUNE_EVERY`` writes a bounded prune goes through the expiry indexes. Per login:
 the actor check is one statement; the admission (failures + live in-flight tickets below the
 limit, pair not stale, then a ticket) is one transaction, serialised per user key (PostgreSQL: an
-advisory transaction lock, then one ``INSERT ... SELECT ... WHERE ... RETURNING``; SQLite: BEGIN
-IMMEDIATE); giving the ticket back and a success's reset are one statement each; an IdP refusal is
-one transaction of three (failures, stale pair, ticket); spray detection one transaction,
-serialised per actor. Measured (scratch loop, the 2-core VM of the figures in
-:mod:`bridge.state.db._postgres`, SELECT 1 there 0.75 ms p50): a successful login's throttle
-calls (actor check, admission, ticket back, reset) are 5 statements on PostgreSQL, 2 of them in a
-transaction (4 on SQLite), p50 6.3 ms / 0.7 ms on SQLite; a password the IdP refuses (actor
-check, admission, refusal, spray) 9 statements in 3 transactions (7 on SQLite), p50 11 ms / 1.3 ms.
+advisory transaction lock, then one ``INSERT ... SELECT ... WHERE ... RETURNING``, sent together as
+one :meth:`~bridge.state.db.Database.batch`: one round trip; SQLite: BEGIN IMMEDIATE); a success
+gives its ticket back with the reset, one statement (``throttle_clear(key, ticket)``: a DELETE in
+a WITH on PostgreSQL, one transaction of two on SQLite); a ticket given back otherwise is one
+statement; an IdP refusal is one transaction of three (failures, stale pair, ticket); spray
+detection one transaction, serialised per actor. A successful login's throttle calls (actor
+check, admission, ticket back with the reset) are 3 round trips on PostgreSQL (4 statements),
+where they were 9 with the checked checkouts and the admission's BEGIN/COMMIT.
 
 Errors: what the sync store refused with :class:`~bridge.errors.RequestError` it still does,
 with the same texts; a unique key already taken (:class:`~bridge.errors.StoreConflict`) becomes
@@ -138,6 +140,35 @@ _SQLITE_TYPES = {"blob": "BLOB", "time": "TEXT", "key": "TEXT",
                  "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"}
 _POSTGRES_TYPES = {"blob": "BYTEA", "time": 'TEXT COLLATE "C"', "key": 'TEXT COLLATE "C"',
                    "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"}
+
+
+PRINT_JOB_COLUMNS_DDL = """
+        uuid {key} NOT NULL UNIQUE,
+        tenant_id {key} NOT NULL,
+        user_email TEXT NOT NULL,
+        user_email_lc {key} NOT NULL,
+        name TEXT NOT NULL,
+        state INTEGER NOT NULL,
+        reasons TEXT NOT NULL,
+        message TEXT NOT NULL DEFAULT '',
+        document_format TEXT,
+        document_format_detected TEXT,
+        document_name TEXT,
+        document_file TEXT,
+        document_bytes BIGINT NOT NULL DEFAULT 0,
+        incoming INTEGER NOT NULL,
+        template {blob} NOT NULL,
+        created_at {time} NOT NULL,
+        processing_at {time},
+        completed_at {time},
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at {time} NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        version INTEGER NOT NULL DEFAULT 0,
+        claims INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_until {time}
+    )"""
 
 
 def _ddl(template: str) -> ByEngine:
@@ -266,6 +297,41 @@ MIGRATIONS: tuple[Migration, ...] = (
     )"""),
         "CREATE INDEX throttle_blocks_by_expiry ON throttle_blocks(expires_at)",
     )),
+    # The Print-to-Web printer (printers/jobstore.py, printers/auth.py, printers/identity.py), shared by every
+    # instance: jobs with their delivery lease (lease_owner/lease_until: which instance delivers it, until when),
+    # the verified-credentials cache (keyed HMACs of email+password, never the password) and the printer's
+    # identity (printer-uuid: one printer whichever instance answers).
+    Migration(5, "print jobs, print verifications, printer identity", statements=(
+        ByEngine(sqlite="CREATE TABLE print_jobs (job_id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                        + PRINT_JOB_COLUMNS_DDL.format(**_SQLITE_TYPES),
+                 postgres="CREATE TABLE print_jobs (job_id INTEGER GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+                          + PRINT_JOB_COLUMNS_DDL.format(**_POSTGRES_TYPES)),
+        "CREATE INDEX print_jobs_by_owner ON print_jobs(tenant_id, user_email_lc, job_id)",
+        "CREATE INDEX print_jobs_due ON print_jobs(state, incoming, next_attempt_at)",
+        "CREATE INDEX print_jobs_by_lease ON print_jobs(lease_until)",
+        _ddl("""CREATE TABLE print_verified (
+        key {blob} PRIMARY KEY,
+        tenant_id {key} NOT NULL,
+        email TEXT NOT NULL,
+        email_lc {key} NOT NULL,
+        expires_at {time} NOT NULL
+    )"""),
+        "CREATE INDEX print_verified_by_email ON print_verified(email_lc)",
+        "CREATE INDEX print_verified_by_expiry ON print_verified(expires_at)",
+        _ddl("""CREATE TABLE printer_identity (
+        name {key} PRIMARY KEY,
+        value TEXT NOT NULL
+    )"""),
+    )),
+    # Console sessions signed out (bridge/console/shared.py): a keyed hash of the session nonce until the
+    # cookie would have expired, so signing out ends the session on every instance.
+    Migration(6, "console sign-outs", statements=(
+        _ddl("""CREATE TABLE console_revocations (
+        nonce_hash {blob} PRIMARY KEY,
+        expires_at {time} NOT NULL
+    )"""),
+        "CREATE INDEX console_revocations_by_expiry ON console_revocations(expires_at)",
+    )),
 )
 
 # -- statements ------------------------------------------------------------------------------------
@@ -354,6 +420,9 @@ _REMEMBER_STALE = (
 )
 _START_IN_FLIGHT = "INSERT INTO throttle_in_flight (key, expires_at) VALUES (?, ?) RETURNING id"
 _END_IN_FLIGHT = "DELETE FROM throttle_in_flight WHERE id = ? AND key = ?"
+_CLEAR_FAILURES = "DELETE FROM throttle_failures WHERE key = ?"
+# A success: its ticket back and the failures forgotten, one statement (PostgreSQL only: SQLite has no DML in WITH).
+_END_IN_FLIGHT_AND_CLEAR = f"WITH ended AS ({_END_IN_FLIGHT}) {_CLEAR_FAILURES}"
 # Without a ticket (a caller that kept none): one of the key's tickets, found through the key index.
 _END_ANY_IN_FLIGHT = (
     "DELETE FROM throttle_in_flight WHERE key = ? AND id IN"
@@ -998,6 +1067,12 @@ class Store:
         if self._db.dialect == "postgres":
             await tx.execute(_THROTTLE_LOCK, (kind, int.from_bytes(key[:4], "big", signed=True)))
 
+    def _throttle_lock_statement(self, kind: int, key: bytes) -> list[tuple[str, tuple[int, int]]]:
+        """The advisory lock as the first statement of a :meth:`Database.batch` (none on SQLite)."""
+        if self._db.dialect == "postgres":
+            return [(_THROTTLE_LOCK, (kind, int.from_bytes(key[:4], "big", signed=True)))]
+        return []
+
     async def _throttle_wrote(self, now: datetime) -> None:
         self._throttle_writes += 1
         if self._throttle_writes >= THROTTLE_PRUNE_EVERY:
@@ -1020,9 +1095,17 @@ class Store:
         pivot = await self._db.fetchval(_PIVOT, (key, now - window, max(int(limit), 1) - 1))
         return _retry_seconds(pivot, window, now)
 
-    async def throttle_clear(self, key: bytes) -> None:
-        """Forget the key's failures (a good password)."""
-        await self._db.execute("DELETE FROM throttle_failures WHERE key = ?", (key,))
+    async def throttle_clear(self, key: bytes, ticket: int | None = None) -> None:
+        """Forget the key's failures (a good password); with ``ticket``, that attempt is over too.
+
+        One statement on PostgreSQL (the ticket's DELETE in a WITH), one transaction of two on SQLite.
+        """
+        if ticket is None:
+            await self._db.execute(_CLEAR_FAILURES, (key,))
+        elif self._db.dialect == "postgres":
+            await self._db.execute(_END_IN_FLIGHT_AND_CLEAR, (ticket, key, key))
+        else:
+            await self._db.batch([(_END_IN_FLIGHT, (ticket, key)), (_CLEAR_FAILURES, (key,))])
 
     async def throttle_remember_stale(self, digest: bytes, answer: str, *, expires_at: datetime) -> None:
         await self._db.execute(_REMEMBER_STALE, (digest, answer, expires_at))
@@ -1075,24 +1158,22 @@ class Store:
         not remembered stale; else why not.
 
         One transaction, serialised per key across instances (PostgreSQL: an advisory transaction lock,
-        then one ``INSERT ... SELECT ... WHERE ... RETURNING``; SQLite: BEGIN IMMEDIATE).  A refusal
-        reads its reasons in the same transaction (two more statements).
+        then one ``INSERT ... SELECT ... WHERE ... RETURNING``, the two in one pipeline: one round trip;
+        SQLite: BEGIN IMMEDIATE).  A refusal reads its reasons afterwards (two statements, one round trip).
         """
-        async with self._db.transaction() as tx:
-            await self._throttle_lock(tx, _LOCK_USER, key)
-            ticket = await tx.fetchval(_ADMIT, (key, expires_at, key, now - window, key, now, int(limit),
-                                                stale_digest, now))
-            if ticket is not None:
-                admission = ThrottleAdmission(ticket=int(ticket))
-            else:
-                row = _one(await tx.fetchone(_REFUSAL, (key, now, stale_digest, now)), "the refusal")
-                rows = await tx.fetchall(_NEWEST_FAILURES, (key, now - window, max(int(limit), 1)))
-                admission = ThrottleAdmission(ticket=None, in_flight=int(row[0]),
-                                              newest=tuple(_dt(str(r[0])) for r in rows),
-                                              stale_answer=None if row[1] is None else str(row[1]))
-        if admission.ticket is not None:
+        admit = (_ADMIT, (key, expires_at, key, now - window, key, now, int(limit), stale_digest, now))
+        *_, ticket = await self._db.batch([*self._throttle_lock_statement(_LOCK_USER, key), admit])
+        if ticket:
             await self._throttle_wrote(now)
-        return admission
+            return ThrottleAdmission(ticket=int(ticket[0][0]))
+        # Why not (the rare path): read after the decision, in one more round trip. Only the answer's
+        # details (retry-after, which refusal) come from here; the throttle fails closed if they no
+        # longer explain a refusal.
+        refusal, newest = await self._db.batch([(_REFUSAL, (key, now, stale_digest, now)),
+                                                (_NEWEST_FAILURES, (key, now - window, max(int(limit), 1)))])
+        row = _one(refusal[0] if refusal else None, "the refusal")
+        return ThrottleAdmission(ticket=None, in_flight=int(row[0]), newest=tuple(_dt(str(r[0])) for r in newest),
+                                 stale_answer=None if row[1] is None else str(row[1]))
 
     async def throttle_rejected(self, failures: Sequence[tuple[bytes, timedelta]], *, now: datetime,
                                 stale: tuple[bytes, str, datetime] | None = None,

@@ -400,3 +400,26 @@ def test_bad_store_urls_name_file_key_and_line(tmp_path: Path, monkeypatch: pyte
     main = MAIN + f"store:\n  url: {url}\n"
     error = config_error(write_conf(tmp_path, main=main))
     assert f"bridge.yaml:{line_of(main, 'url:')}: store.url: " in str(error) and says in str(error), str(error)
+
+
+def test_trusted_proxies(tmp_path: Path) -> None:
+    config = load_config(write_conf(tmp_path))
+    assert config.trusted_proxies == ()  # the default: the client is the TCP peer
+    assert "trusted proxies: none" in summarize(config)
+    main = MAIN.replace("listen: {host: 127.0.0.1, port: 8181}",
+                        'listen:\n  port: 8181\n  trusted_proxies: [10.0.0.0/24, "2001:db8::5/128"]')
+    config = load_config(write_conf(tmp_path, main=main))
+    assert config.trusted_proxies == (ip_network("10.0.0.0/24"), ip_network("2001:db8::5/128"))
+    assert "trusted proxies: 10.0.0.0/24, 2001:db8::5/128" in summarize(config)
+
+
+@pytest.mark.parametrize(("value", "key", "needle"), [
+    ("[10.0.0.0/24, 10.0.0.300/32]", "listen.trusted_proxies[1]", "not an IP network in CIDR form"),
+    ("[10.0.0.5/24]", "listen.trusted_proxies[0]", "did you mean 10.0.0.0/24?"),
+    ("10.0.0.0/24", "listen.trusted_proxies", "expected a list"),
+])
+def test_bad_trusted_proxies_name_file_key_and_line(tmp_path: Path, value: str, key: str, needle: str) -> None:
+    main = MAIN.replace("listen: {host: 127.0.0.1, port: 8181}", f"listen:\n  port: 8181\n  trusted_proxies: {value}")
+    err = config_error(write_conf(tmp_path, main=main))
+    assert err.key == key and needle in str(err), str(err)
+    assert f"bridge.yaml:{line_of(main, 'trusted_proxies')}: {key}: " in str(err)

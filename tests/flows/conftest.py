@@ -178,16 +178,18 @@ async def make_bridge(tmp_path: Path, sim: RunningSimulator) -> AsyncIterator[Br
     cleanups: list[Callable[[], Awaitable[None]]] = []
 
     async def factory(
-        *, tenants: list[dict[str, Any]] | None = None, timeout_seconds: float = 15, **overrides: Any
+        *, tenants: list[dict[str, Any]] | None = None, timeout_seconds: float = 15,
+        listen: dict[str, Any] | None = None, main_extra: dict[str, Any] | None = None, **overrides: Any
     ) -> Bridge:
         conf = tmp_path / "conf"
         (conf / "tenants").mkdir(parents=True, exist_ok=True)
         main = {
-            "listen": {"host": "127.0.0.1", "port": 0},
+            "listen": {"host": "127.0.0.1", "port": 0, **(listen or {})},
             "state_dir": str(tmp_path / "state"),
             "secrets": {"hmac_key": {"file": str(tmp_path / "state" / "hmac.key"), "generate": True}},
             "idp_client": {"connect_timeout_seconds": 2, "timeout_seconds": timeout_seconds},
         }
+        main.update(main_extra or {})
         (conf / "bridge.yaml").write_text(yaml.safe_dump(main))
         for tenant in tenants or [tenant_yaml(sim, **overrides)]:
             (conf / "tenants" / f"{tenant['id']}.yaml").write_text(yaml.safe_dump(tenant))

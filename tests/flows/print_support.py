@@ -94,7 +94,8 @@ PrintBridgeFactory = Callable[..., Awaitable[PrintBridge]]
 async def make_print_bridge(tmp_path: Path, sim: RunningSimulator) -> AsyncIterator[PrintBridgeFactory]:
     bridges: list[PrintBridge] = []
 
-    async def factory(*, printer: dict[str, Any] | None = None, **tenant_overrides: Any) -> PrintBridge:
+    async def factory(*, printer: dict[str, Any] | None = None, listen: dict[str, Any] | None = None,
+                      **tenant_overrides: Any) -> PrintBridge:
         conf = tmp_path / "conf"
         (conf / "tenants").mkdir(parents=True, exist_ok=True)
         printer_section: dict[str, Any] = {
@@ -103,7 +104,7 @@ async def make_print_bridge(tmp_path: Path, sim: RunningSimulator) -> AsyncItera
         }
         printer_section.update(printer or {})
         main = {
-            "listen": {"host": "127.0.0.1", "port": 0},
+            "listen": {"host": "127.0.0.1", "port": 0, **(listen or {})},
             "state_dir": str(tmp_path / "state"),
             "secrets": {"hmac_key": {"file": str(tmp_path / "state" / "hmac.key"), "generate": True}},
             "idp_client": {"connect_timeout_seconds": 2, "timeout_seconds": 15},

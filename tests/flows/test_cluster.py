@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -71,12 +72,39 @@ class Cluster:
         KNOWN_SECRETS.add(password)
         return await self.post(base or self.lb.url, "/v1/mfp/user-prompt", {"email": ALICE[0], "password": password})
 
+    async def app_login(self, base: str, email: str, password: str) -> tuple[int, Any]:
+        """``POST /v1/apps/login``: no device credential, so the throttles' actor is the source address."""
+        KNOWN_SECRETS.add(password)
+        async with self.http.post(base + "/v1/apps/login", json={"email": email, "password": password}) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def metric_total(self, name: str) -> float:
+        """One counter summed over every instance (each exposes its own /metrics)."""
+        total = 0.0
+        for index in range(INSTANCES):
+            async with self.http.get(self.instance(index) + "/metrics") as resp:
+                text = await resp.text()
+            total += sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
+        return total
+
     async def session(self, base: str, token: str, method: str = "GET") -> int:
         async with self.http.request(method, base + "/v1/session", headers={"Authorization": f"Bearer {token}"}) as r:
             return r.status
 
     def trust_calls(self) -> int:
         return self.sim.state.counters["trust13"] + self.sim.state.counters["trust2005"]
+
+
+async def stop_instances(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to every instance still running, then wait (20 s each) or kill."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            await asyncio.to_thread(proc.wait, 20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 async def _wait_ready(url: str, proc: subprocess.Popen[bytes], within: float = 60) -> None:
@@ -97,8 +125,11 @@ async def _wait_ready(url: str, proc: subprocess.Popen[bytes], within: float = 6
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path, sim: RunningSimulator, pg_database: PgDatabase,
+async def cluster(request: pytest.FixtureRequest, tmp_path: Path, sim: RunningSimulator, pg_database: PgDatabase,
                   haproxy_factory: Any) -> AsyncIterator[Cluster]:
+    """The cluster; ``indirect`` parameters: ``{"throttle": {...}}`` for the tenant, ``{"users": [email, ...]}`` more
+    users of tenant ``example`` (beside the demo's)."""
+    options: dict[str, Any] = getattr(request, "param", {})
     conf = tmp_path / "conf"
     (conf / "tenants").mkdir(parents=True)
     state = tmp_path / "state"  # shared by the instances on this machine (hmac key, SP keys)
@@ -110,10 +141,13 @@ async def cluster(tmp_path: Path, sim: RunningSimulator, pg_database: PgDatabase
         "store": {"url": pg_database.url},
     }
     (conf / "bridge.yaml").write_text(yaml.safe_dump(main))
-    (conf / "tenants" / "example.yaml").write_text(yaml.safe_dump(tenant_yaml(sim)))
+    overrides = {"throttle": options["throttle"]} if "throttle" in options else {}
+    (conf / "tenants" / "example.yaml").write_text(yaml.safe_dump(tenant_yaml(sim, **overrides)))
     config = load_config(conf / "bridge.yaml")  # also generates the shared hmac key once
     async with await Store.open(config.store_url) as store:
         await seed(config, store, DEMO_SEED)
+        for email in options.get("users", ()):
+            await store.add_user(config.tenant("example"), email=email, username=email.split("@")[0])
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("LOGINBRIDGE_STORE_URL", None)
     ports = [free_port() for _ in range(INSTANCES)]
@@ -133,14 +167,7 @@ async def cluster(tmp_path: Path, sim: RunningSimulator, pg_database: PgDatabase
         yield Cluster(lb=lb, ports=ports, procs=procs, db=pg_database, sim=sim, http=http)
     finally:
         await http.close()
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                await asyncio.to_thread(proc.wait, 20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        await stop_instances(procs)
         for log in logs:
             log.close()
 
@@ -219,3 +246,41 @@ async def test_a_stale_password_retried_across_instances_reaches_the_idp_once(cl
     assert cluster.trust_calls() - calls == 1  # the first instance asked; every other answer was remembered
     assert set(statuses) <= {401, 429} and statuses[0] == 401, statuses
     assert (await cluster.login())[0] == 200  # her current password still works (the guard keys the pair)
+
+
+SPRAY = 7  # not a multiple of the instance count: per-instance counting would trip at 21, or never
+SPRAY_USERS = [f"sprayed{n:02d}@example.com" for n in range(1, 3 * SPRAY + 1)]
+
+
+@pytest.mark.parametrize("cluster", [{"throttle": {"spray_distinct_users": SPRAY}, "users": SPRAY_USERS}],
+                         indirect=True)
+async def test_a_spray_through_the_balancer_trips_at_the_configured_count(cluster: Cluster) -> None:
+    """Wrong passwords for many users from one source, round robin over the instances: one detector, one block.
+
+    The bridge takes the peer address as the source (it does not trust X-Forwarded-For), so behind HAProxy
+    every request comes from 127.0.0.1, the balancer's address, and the tests' direct requests do too.
+    """
+    calls = cluster.trust_calls()
+    answers = []
+    for email in SPRAY_USERS:  # 21 distinct users, each once, each provisioned: each reaches the IdP until the trip
+        answers.append(await cluster.app_login(cluster.lb.url, email, "Spring2024!"))
+        assert cluster.trust_calls() - calls <= SPRAY, answers
+    statuses = [status for status, _ in answers]
+    assert statuses == [401] * SPRAY + [429] * (len(SPRAY_USERS) - SPRAY), answers  # the SPRAY-th failure trips it
+    assert {body["error"] for _, body in answers[:SPRAY]} == {"invalid_credentials"}
+    assert {body["error"] for _, body in answers[SPRAY:]} == {"device_throttled"}
+    assert cluster.trust_calls() - calls == SPRAY
+    assert sorted(stat.sessions_total for stat in cluster.lb.stats().values()) == [7, 7, 7]  # spread evenly
+    for index in range(INSTANCES):  # every instance refuses the source, even alice with her right password
+        status, body = await cluster.app_login(cluster.instance(index), *ALICE)
+        assert (status, body["error"]) == (429, "device_throttled"), index
+    status, body = await cluster.app_login(cluster.lb.url, *ALICE)
+    assert (status, body["error"]) == (429, "device_throttled")
+    assert cluster.trust_calls() - calls == SPRAY
+    assert await cluster.metric_total("loginbridge_spray_detections_total") == 1  # one instance tripped, once
+    async with await Store.open(cluster.db.url) as store:
+        sprays = [e for e in await store.audit_events(tenant_id="example") if e.kind.value == "spray_detected"]
+    assert [(e.distinct_users, e.source, e.result) for e in sprays] == [(SPRAY, "127.0.0.1", "device_throttled")]
+    # The block is the source's: a registered MFP is another actor, and alice signs in from it.
+    status, body = await cluster.login()
+    assert status == 200, body

@@ -8,7 +8,8 @@ watches calls and returns, so the state left on disk is exactly what a crash
 there leaves.  Points:
 
 - ``delivered-not-recorded``: the sink has the job, its row is about to become completed;
-- ``completed-committed``: the completed row is committed, the spool file not yet removed;
+- ``completed-committed``: the completed row is committed, the spool file not yet removed (on SQLite the
+  store's calls never suspend, so ``JobStore.update``'s only "return" is its end);
 - ``spool-file-removed``: the spool file has just been removed;
 - ``outbox-written``: the outbox holds the document and its manifest (the worker thread's copy returned).
 """
@@ -37,8 +38,9 @@ DELIVERY_FILE = Path(delivery.__file__).resolve()
 
 
 def _completing(frame: FrameType) -> bool:
-    job = frame.f_locals.get("job")
-    return getattr(job, "state", None) == JobState.COMPLETED
+    """JobStore.update(job, state=COMPLETED, ...): the worker's verdict."""
+    changes = frame.f_locals.get("changes")
+    return isinstance(changes, dict) and changes.get("state") == JobState.COMPLETED
 
 
 def _outbox_copy(frame: FrameType) -> bool:
@@ -47,8 +49,8 @@ def _outbox_copy(frame: FrameType) -> bool:
 
 Point = tuple[str, Callable[[FrameType], bool]]
 POINTS: dict[str, Point] = {
-    "delivered-not-recorded": ("call", lambda f: f.f_code is JobStore.save.__code__ and _completing(f)),
-    "completed-committed": ("return", lambda f: f.f_code is JobStore.save.__code__ and _completing(f)),
+    "delivered-not-recorded": ("call", lambda f: f.f_code is JobStore.update.__code__ and _completing(f)),
+    "completed-committed": ("return", lambda f: f.f_code is JobStore.update.__code__ and _completing(f)),
     "spool-file-removed": ("return", lambda f: f.f_code is Spool.remove.__code__),
     "outbox-written": ("return", _outbox_copy),
 }

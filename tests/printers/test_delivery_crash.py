@@ -17,7 +17,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -28,6 +28,7 @@ from pyipp.enums import IppOperation as Op
 from pyipp.enums import IppStatus
 
 from bridge.config import BridgeConfig, DeliveryConfig, load_config
+from bridge.state.store import Store
 from printers.delivery import DeliveryManifest, DeliveryWorker, HttpsSink, OutboxSink
 from printers.errors import DeliveryFailed
 from printers.ipp import Attribute, AttributeGroup, GroupTag, IppMessage, ValueTag, decode, encode
@@ -235,24 +236,23 @@ async def test_an_unfinished_job_whose_document_is_lost_is_aborted_at_once_namin
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     spool = Spool(tmp_path / "spool", 10**6)
-    spool.prepare(set())
-    store = JobStore.open(tmp_path)
+    spool.prepare()
     outbox = tmp_path / "outbox"
     config = DeliveryConfig(url=None, outbox_dir=outbox, max_attempts=5, backoff_seconds=0.01)
-    worker = DeliveryWorker(jobs=store, spool=spool, sink=OutboxSink(outbox), config=config, wake=asyncio.Event())
-    try:
-        job = store.create(owner=Owner(tenant_id="example", email="alice@example.com"), name="report", template=(),
-                           state=JobState.PENDING, reasons=("job-queued",), incoming=False,
-                           document_format="application/pdf", document_format_detected="application/pdf",
-                           document_file="job-gone.pdf", document_bytes=len(PDF))
+    async with await Store.open(tmp_path) as store:
+        jobs = JobStore(store.database)
+        worker = DeliveryWorker(jobs=jobs, spool=spool, sink=OutboxSink(outbox), config=config, wake=asyncio.Event())
+        job = await jobs.create(owner=Owner(tenant_id="example", email="alice@example.com"), name="report",
+                                template=(), state=JobState.PENDING, reasons=("job-queued",), incoming=False,
+                                document_format="application/pdf", document_format_detected="application/pdf",
+                                document_file="job-gone.pdf", document_bytes=len(PDF))
         caplog.set_level(logging.INFO, logger="printers")
-        done = await worker.deliver(job)
+        (claimed,) = await jobs.claim(now=job.created_at, lease=timedelta(seconds=30))
+        done = await worker.deliver(claimed)
         assert done.state == JobState.ABORTED and done.attempts == 0  # no retries for a file that cannot return
         assert done.message == "The document was lost before delivery."
         assert any(str(spool.path("job-gone.pdf")) in r.getMessage() for r in caplog.records)
         assert not outbox.exists()
-    finally:
-        store.close()
 
 
 def manifest(key: str) -> DeliveryManifest:

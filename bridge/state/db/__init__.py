@@ -52,7 +52,8 @@ calls on it raise StoreError and it rolls back. With PostgreSQL down, calls fail
 
 Engines: :mod:`bridge.state.db._sqlite` (one connection, statements inline on the loop,
 with the measurements that chose it) and :mod:`bridge.state.db._postgres` (psycopg 3 and an
-async pool; autocommit, explicit transactions, checked checkouts).
+async pool; autocommit, explicit transactions, :meth:`Database.batch` pipelines, idle
+connections checked without a round trip).
 """
 
 from __future__ import annotations

@@ -42,9 +42,20 @@ def decode_time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+# Parameter types the value rules pass on as they are (exact types: bool is an int subclass, and is not one).
+_PLAIN_TYPES = frozenset({str, int, float, bytes, type(None)})
+
+
 def adapt_params(params: Params) -> tuple[DbValue, ...]:
     """Apply the value rules: bool -> 0/1, aware datetime -> :func:`encode_time` text; the rest as given."""
-    if isinstance(params, str | bytes | bytearray | memoryview):
+    if type(params) is tuple:
+        # The common case, without a copy: a tuple of plain values (str, int, float, bytes, None).
+        for value in params:
+            if type(value) not in _PLAIN_TYPES:
+                break
+        else:
+            return params
+    elif isinstance(params, str | bytes | bytearray | memoryview):
         raise TypeError("statement parameters are a sequence of values, not one str or bytes value")
     out: list[DbValue] = []
     for value in params:
@@ -235,6 +246,28 @@ class Database(_Ops):
     @abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[Connection]:
         """``async with db.transaction() as tx:`` - commits on success, rolls back on any exception."""
+
+    async def batch(self, statements: Sequence[tuple[str, Params]]) -> list[list[Row]]:
+        """Run ``statements`` (``(sql, params)`` pairs) in order as one transaction: all of them or none.
+
+        Returns each statement's rows (``[]`` for one that gives none). For a fixed sequence whose
+        later statements do not depend on what the earlier ones returned: PostgreSQL sends them in
+        one pipeline, one round trip, one implicit transaction (each statement sees what the earlier
+        ones did and committed, as in ``transaction()``); SQLite runs them in ``transaction()``.
+        Any error rolls all of them back and comes out as StoreError, as for a transaction.
+        """
+        prepared: list[tuple[str, tuple[DbValue, ...]]] = []
+        for sql, params in statements:
+            to_pyformat(sql)
+            prepared.append((sql, adapt_params(params)))
+        if not prepared:
+            return []
+        return await self._batch(prepared)
+
+    async def _batch(self, statements: list[tuple[str, tuple[DbValue, ...]]]) -> list[list[Row]]:
+        """The engine's :meth:`batch`; by default one :meth:`transaction`."""
+        async with self.transaction() as tx:
+            return [await tx.fetchall(sql, params) for sql, params in statements]
 
     @abstractmethod
     async def ping(self) -> bool:

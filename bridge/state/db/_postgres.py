@@ -4,8 +4,19 @@
   :meth:`PostgresDatabase.transaction` sends ``BEGIN``/``COMMIT``/``ROLLBACK`` itself on one
   pooled connection. psycopg prepares a statement after it ran 5 times on a connection
   (``prepare_threshold``), so the store's hot statements run prepared.
-- Every checkout is checked (``AsyncConnectionPool.check_connection``, one empty-query round
-  trip): connections broken by a server restart are replaced, never handed out.
+- Checkouts cost no round trip (``_check_idle``, the pool's ``check``): a connection idle in the
+  pool has nothing to read, so a zero-timeout ``poll()`` of its socket tells a live one from one
+  the server closed (a restart or a stop: EOF or its FATAL message make it readable). Only a
+  readable one is checked with an empty query, and closed when that fails, so the pool discards
+  it and never hands it out. Before, every checkout ran ``check_connection`` (an empty
+  query, one round trip per statement). A connection that breaks *under* a statement fails that
+  statement (StoreUnavailable, 503; never retried: a write must not be applied twice) and the
+  pool discards it when it comes back.
+- :meth:`PostgresDatabase.batch` sends a fixed list of statements in one pipeline with a single
+  Sync: one round trip, and one implicit transaction (an error rolls all of them back; each
+  statement takes its own snapshot, so a lock taken by the first is held while the later ones
+  read). The throttle's admission (advisory lock + conditional INSERT) is one such batch instead
+  of BEGIN, lock, INSERT, COMMIT.
 - Failing fast: a checkout waits at most ``pool_timeout`` (2 s) and a new connection at most
   libpq's ``connect_timeout`` (the same, at least 2 s, libpq's floor); a statement with its
   checkout at most ``command_timeout`` (10 s). Then StoreError, with the last connection
@@ -18,10 +29,23 @@
   after an idle 10 s outage.
 
 Cost per call (PostgreSQL 15 on its Unix socket, the same loaded 2-core VM as the SQLite
-figures): a single statement 0.55-0.9 ms p50 (p99 1.4-3 ms), of which the checked checkout
-is one round trip (0.48 ms without the check; a bare psycopg round trip on one connection
-0.35-0.37 ms); a two-statement transaction (BEGIN, 2 statements, COMMIT) 1.0-1.8 ms.
-About 20-30x SQLite's inline call: the store should not add round trips per login.
+figures): a psycopg statement costs 130-190 µs of client CPU however small (one suspension of the
+task: send, add_reader, the loop's epoll, recv), and this class adds 50 µs (checkout and return
+20 µs, ``asyncio.timeout`` 12 µs); a two-statement batch 270 µs against 700 µs for BEGIN, two
+statements and COMMIT. Before: a single statement 0.55-0.9 ms p50 wall with its checked checkout
+(0.48 ms without the check). The cost is per statement, about 5x SQLite's inline call even
+without the round trip: the store should not add statements per login.
+
+A successful WS-Trust user-prompt login (bench/cluster.py, N=300, C=8, 2-core VM shared with
+other engineers' test runs): 21 statements and round trips on PostgreSQL before (9 of them the
+checkout's empty query; the admission BEGIN, lock, INSERT, COMMIT), now 8 round trips and 9
+statements (device, actor state, user, the admission batch of 2, replay cache, session, the
+success's ticket-back-and-reset in one statement, audit row). Bridge CPU per login on PostgreSQL,
+quiet machine: 9.77 ms before, 6.77-7.80 ms after. SQLite's figure moved between runs more than
+the change did (3.30-5.83 ms), so the ratio is not settled: 2.29x before (against 4.27 ms); after,
+1.22x and 1.23x in two runs on the working tree, 2.36x in one run on a snapshot (SQLite at 3.30
+ms), 1.48x of the minima over three alternating runs under load. Compare alternating rounds, not
+single runs. What remains is psycopg's fixed cost per statement (above).
 """
 
 from __future__ import annotations
@@ -29,12 +53,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import select
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Self, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import pq
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
@@ -90,10 +116,50 @@ def _connection_class(failures: _ConnectFailures) -> type[PgConnection]:
 # -- the database ---------------------------------------------------------------------------------
 
 
+async def _check_idle(conn: PgConnection) -> None:
+    """The pool's checkout check, without a round trip while nothing is wrong (see the module docstring).
+
+    A connection idle in the pool has nothing to read: when its socket is readable the server
+    closed it (a restart: EOF, or its FATAL message) or sent a notice. Only then is it checked
+    with an empty query, which consumes a notice and fails on a closed connection; a connection
+    that fails is closed, so the pool discards it (and opens a new one) instead of taking it back.
+    """
+    pgconn = conn.pgconn
+    if pgconn.status != pq.ConnStatus.OK:
+        raise psycopg.OperationalError("the connection is closed")
+    poll = select.poll()
+    poll.register(pgconn.socket, select.POLLIN)
+    if not poll.poll(0):
+        return
+    try:
+        await conn.execute("")
+    except BaseException:
+        await conn.close()
+        raise
+
+
+def _gave_rows(cursor: psycopg.AsyncCursor[TupleRow]) -> bool:
+    """Whether the statement gave a result set (a SELECT, or DML with RETURNING); ``cursor.description`` without
+    building its Column objects."""
+    result = cursor.pgresult
+    return result is not None and (result.nfields > 0 or result.status == pq.ExecStatus.TUPLES_OK)
+
+
+async def _batch(conn: PgConnection, statements: list[tuple[str, tuple[DbValue, ...]]]) -> list[list[Row]]:
+    """The statements in one pipeline: one Sync, so one implicit transaction, and one round trip."""
+    cursors: list[psycopg.AsyncCursor[TupleRow]] = []
+    async with conn.pipeline():
+        for sql, params in statements:
+            cursor = conn.cursor()
+            cursors.append(cursor)
+            await cursor.execute(to_pyformat(sql), params)
+    return [await cursor.fetchall() if _gave_rows(cursor) else [] for cursor in cursors]
+
+
 async def _execute(conn: PgConnection, query: str, params: tuple[DbValue, ...]) -> int:
     async with conn.cursor() as cursor:
         await cursor.execute(query, params)
-        if cursor.description is not None:  # a SELECT, or DML with RETURNING: the rows it gave
+        if _gave_rows(cursor):  # a SELECT, or DML with RETURNING: the rows it gave
             return len(await cursor.fetchall())
         return max(cursor.rowcount, 0)
 
@@ -107,7 +173,7 @@ async def _executemany(conn: PgConnection, query: str, seq: list[tuple[DbValue, 
 async def _fetch(conn: PgConnection, query: str, params: tuple[DbValue, ...], one: bool) -> list[Row]:
     async with conn.cursor() as cursor:
         await cursor.execute(query, params)
-        if cursor.description is None:  # no result set (as SQLite: no rows)
+        if not _gave_rows(cursor):  # no result set (as SQLite: no rows)
             return []
         if one:
             row = await cursor.fetchone()
@@ -159,7 +225,7 @@ class PostgresDatabase(Database):
         failures = _ConnectFailures()
         pool: AsyncConnectionPool[PgConnection] = AsyncConnectionPool(
             conninfo, connection_class=_connection_class(failures), kwargs=kwargs, min_size=min_size,
-            max_size=max_size, open=False, check=AsyncConnectionPool.check_connection, timeout=pool_timeout,
+            max_size=max_size, open=False, check=_check_idle, timeout=pool_timeout,
             reconnect_timeout=reconnect_timeout, name=f"store {url}",
         )
         try:
@@ -227,6 +293,9 @@ class PostgresDatabase(Database):
     async def _fetch(self, sql: str, params: tuple[DbValue, ...], *, one: bool) -> list[Row]:
         query = to_pyformat(sql)
         return await self._single(sql, lambda conn: _fetch(conn, query, params, one))
+
+    async def _batch(self, statements: list[tuple[str, tuple[DbValue, ...]]]) -> list[list[Row]]:
+        return await self._single("; ".join(sql for sql, _ in statements), lambda conn: _batch(conn, statements))
 
     # -- transactions -----------------------------------------------------------------------------
 

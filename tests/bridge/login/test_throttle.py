@@ -171,6 +171,17 @@ async def test_success_resets_the_user_count(throttle: LoginThrottle) -> None:
     assert await throttle.user_lock("t", "a@example.com", LIMITS) is None
 
 
+async def test_success_gives_the_ticket_back_with_the_reset(throttle: LoginThrottle) -> None:
+    tickets = [(await throttle.admit("t", "a@example.com", f"pw{i}", LIMITS)).ticket for i in range(3)]
+    await throttle.idp_rejected("t", "a@example.com", "pw0", DEVICE, LIMITS, ticket=tickets[0])
+    await throttle.idp_rejected("t", "a@example.com", "pw1", DEVICE, LIMITS, ticket=tickets[1])
+    assert tickets[2] is not None
+    await throttle.succeeded("t", "a@example.com", tickets[2])
+    in_flight, newest = await throttle.store.throttle_user_state(
+        throttle.keys.user("t", "a@example.com"), now=throttle.clock(), window=LIMITS.window, limit=5)
+    assert (in_flight, newest) == (0, ())
+
+
 async def test_attempts_in_flight_count_against_the_user(throttle: LoginThrottle) -> None:
     for _ in range(3):
         await throttle.idp_started("t", "a@example.com")

@@ -459,6 +459,20 @@ async def test_sqlite_transaction_holds_the_connection(tmp_path: Path) -> None:
         assert await db.fetchval("SELECT count(*) FROM t") == 2
 
 
+async def test_a_batch_is_one_transaction_all_or_nothing(db: Database) -> None:
+    await db.execute("CREATE TABLE b (k INTEGER PRIMARY KEY, v TEXT)")
+    rows = await db.batch([("INSERT INTO b (k, v) VALUES (?, ?) RETURNING k", (1, "a")),
+                           ("UPDATE b SET v = ? WHERE k = ?", ("b", 1)),  # sees the INSERT before it
+                           ("SELECT v FROM b WHERE k = ?", (1,))])
+    assert rows == [[(1,)], [], [("b",)]]
+    with pytest.raises(StoreConflict):
+        await db.batch([("INSERT INTO b (k, v) VALUES (?, ?)", (2, "x")), ("UPDATE b SET v = 'c'", ()),
+                        ("INSERT INTO b (k, v) VALUES (?, ?)", (1, "duplicate"))])
+    assert await db.fetchall("SELECT k, v FROM b") == [(1, "b")]  # the first two rolled back as well
+    assert await db.batch([]) == []
+    assert await db.fetchval("SELECT count(*) FROM b") == 1  # the database is usable after the failed batch
+
+
 # -- PostgreSQL specifics ------------------------------------------------------------------------
 
 
@@ -498,6 +512,20 @@ async def test_postgres_down_fails_fast_then_recovers_by_itself(
         assert await db.fetchval("SELECT sum(x) FROM t") == 4
     finally:
         await db.close()
+
+
+async def test_postgres_a_connection_the_server_closed_is_not_handed_out(pg_database: PgDatabase) -> None:
+    """The checkout's check costs no round trip, yet a connection closed while idle in the pool is never used."""
+    async with await open_database(pg_database.url, min_size=1, max_size=1) as db:
+        first = await db.fetchval("SELECT pg_backend_pid()")
+        assert await db.fetchval("SELECT pg_backend_pid()") == first  # the same pooled connection
+        async with await psycopg.AsyncConnection.connect(pg_database.conninfo, autocommit=True) as other:
+            await other.execute("SELECT pg_terminate_backend(%s)", (first,))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        assert await db.fetchval("SELECT pg_backend_pid()") not in (None, first)  # no error: a new connection
+        assert time.monotonic() - started < 2.5
+        assert await db.batch([("SELECT 1", ())]) == [[(1,)]]
 
 
 async def test_postgres_open_fails_fast_with_the_reason(tmp_path: Path) -> None:

@@ -36,9 +36,9 @@ from bridge.state.store import (
     ThrottleAdmission,
     hash_device_secret,
 )
-from tests.servers.postgres import PgDatabase, PostgresServer, pg_database, postgres_server
+from tests.servers.postgres import PgDatabase, PostgresServer, pg_database, postgres_server, store_url
 
-__all__ = ["pg_database", "postgres_server"]  # the real-server fixtures, used by name below
+__all__ = ["pg_database", "postgres_server", "store_url"]  # the real-server fixtures, used by name below
 
 T0 = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
 SSO_2FA = "accounts of an SSO tenant cannot use two-factor authentication on the platform"
@@ -50,13 +50,9 @@ def tenant(tenant_id: str = "example", domains: tuple[str, ...] = ("example.com"
                         wstrust=None, saml2=None, source=Path("/dev/null"))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database: a file in tmp_path, or a fresh database on the session's PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite://{tmp_path}/loginbridge.db"
-    database: PgDatabase = request.getfixturevalue("pg_database")
-    return database.url
+@pytest.fixture
+def url(store_url: str) -> str:
+    return store_url
 
 
 @pytest.fixture
@@ -457,10 +453,10 @@ async def test_schema_2_database_is_migrated_and_keeps_its_data(tmp_path: Path) 
         assert await s.get_user("example", "old@example.com") is not None
         assert await s.check_and_remember(IDP_A, "_m1", T0 + timedelta(hours=1), now=T0)
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     indexes = {row[1] for row in conn.execute("PRAGMA index_list(seen_assertions)")}
     assert "seen_assertions_by_expiry" in indexes
-    assert [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3, 4]
+    assert [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3, 4, 5, 6]
     conn.close()
 
 
@@ -613,8 +609,9 @@ async def test_a_database_written_by_the_sqlite_store_is_adopted_with_its_rows(t
     async with await Store.open(tmp_path) as s:
         descriptions = [r[0] for r in await s.database.fetchall(
             "SELECT description FROM schema_version ORDER BY version")]
-        assert len(descriptions) == 4 and all("adopted from user_version 3" in d for d in descriptions[:3])
-        assert descriptions[3] == "lockout protection"  # schema 4: applied
+        assert len(descriptions) == 6 and all("adopted from user_version 3" in d for d in descriptions[:3])
+        assert descriptions[3:] == ["lockout protection", "print jobs, print verifications, printer identity",
+                                    "console sign-outs"]
         user = await s.get_user("example", "old@example.com")
         assert user is not None and user.email == "Old@example.com" and user.has_password
         assert await s.check_user_password("example", "old@example.com", "0ld-Passw0rd")
@@ -634,6 +631,7 @@ async def test_sqlite_schema_is_the_one_on_disk_since_schema_3(tmp_path: Path) -
         try:
             rows = conn.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'schema_version%'"
                                 " AND name != 'sqlite_sequence' AND tbl_name NOT LIKE 'throttle%'"  # schema 4
+                                " AND tbl_name NOT LIKE 'print%' AND tbl_name != 'console_revocations'"  # 5, 6
                                 " ORDER BY name").fetchall()
         finally:
             conn.close()
@@ -796,6 +794,17 @@ async def test_throttle_failures_slide_over_the_window_and_clear(store: Store) -
     await store.throttle_clear(b"user-1")
     assert await store.throttle_count(b"user-1", now=_t(100), window=WINDOW) == 0
     assert await store.throttle_count(b"user-2", now=_t(100), window=WINDOW) == 1
+
+
+async def test_throttle_clear_with_a_ticket_ends_that_attempt_too(store: Store) -> None:
+    await store.throttle_failure(b"user-1", now=_t(0), window=WINDOW)
+    first = await store.throttle_in_flight_start(b"user-1", expires_at=_t(120))
+    second = await store.throttle_in_flight_start(b"user-1", expires_at=_t(120))
+    await store.throttle_clear(b"user-1", first)
+    assert await store.throttle_count(b"user-1", now=_t(10), window=WINDOW) == 0
+    assert await store.throttle_in_flight_count(b"user-1", now=_t(10)) == 1  # the other attempt still counts
+    await store.throttle_clear(b"user-2", second)  # another key's ticket is not ended
+    assert await store.throttle_in_flight_count(b"user-1", now=_t(10)) == 1
 
 
 async def test_throttle_stale_digests_expire_and_keep_the_latest_answer(store: Store) -> None:

@@ -19,9 +19,11 @@ from cryptography.x509.oid import NameOID
 
 from bridge.config import load_config
 from bridge.console.passwords import check_console_login, hash_console_password
-from bridge.console.security import SESSION_SECONDS, Signer, SignInLimiter
+from bridge.console.security import MAX_FAILURES, SESSION_SECONDS, Signer
+from bridge.console.shared import ConsoleState
 from bridge.errorcatalog import all_codes
 from bridge.errors import ConfigError
+from bridge.state.store import Store
 from bridge.toolkit.certs import compare_signing_certificates
 from bridge.toolkit.clock import skew_step
 from bridge.toolkit.network import Target, targets_from_urls, whitelist_step
@@ -140,17 +142,27 @@ def test_console_cookie_signing_expiry_and_revocation() -> None:
     assert Signer(b"x" * 32).read(cookie, now=1001.0) is None  # another server secret
     assert signer.csrf_ok(session.nonce, signer.csrf_token(session.nonce))
     assert not signer.csrf_ok(session.nonce, signer.csrf_token("other")) and not signer.csrf_ok(None, "x")
-    signer.revoke(session, now=1001.0)
-    assert signer.read(cookie, now=1002.0) is None
 
 
-def test_sign_in_limiter() -> None:
-    limiter = SignInLimiter()
-    for i in range(10):
-        assert not limiter.blocked("192.0.2.1", now=float(i))
-        limiter.failed("192.0.2.1", now=float(i))
-    assert limiter.blocked("192.0.2.1", now=11.0) and not limiter.blocked("192.0.2.2", now=11.0)
-    assert not limiter.blocked("192.0.2.1", now=11.0 + 15 * 60)
+async def test_console_sign_outs_and_sign_in_failures_are_shared_through_the_store(tmp_path: Path) -> None:
+    """Two instances (two ConsoleState objects, one store): a sign-out or a failure on one counts on both."""
+    one, two = ConsoleState(b"k" * 32), ConsoleState(b"k" * 32)
+    _, session = Signer(b"k" * 32).issue("tech")
+    async with await Store.open(tmp_path) as store:
+        assert not await two.revoked(store, session)
+        await one.revoke(store, session)
+        assert await two.revoked(store, session) and await one.revoked(store, session)
+        _, other = Signer(b"k" * 32).issue("tech")
+        assert not await two.revoked(store, other)
+        for i in range(MAX_FAILURES):
+            assert not await (one, two)[i % 2].blocked(store, "192.0.2.1")
+            await (one, two)[i % 2].failed(store, "192.0.2.1")
+        assert await one.blocked(store, "192.0.2.1") and await two.blocked(store, "192.0.2.1")
+        assert not await one.blocked(store, "192.0.2.2")
+        await two.succeeded(store, "192.0.2.1")
+        assert not await one.blocked(store, "192.0.2.1")
+        stored = await store.database.fetchall("SELECT nonce_hash FROM console_revocations")
+        assert len(stored) == 1 and session.nonce.encode() not in bytes(stored[0][0])  # a keyed hash only
 
 
 def _main_config(tmp_path: Path, console: object) -> Path:
