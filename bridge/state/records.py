@@ -25,7 +25,6 @@ from bridge.errors import RequestError
 log = logging.getLogger(__name__)
 
 DB_FILENAME = "loginbridge.db"
-SCHEMA_VERSION = 6
 SSO_TWOFA_REFUSED = (
     "accounts of an SSO tenant cannot use two-factor authentication on the platform: "
     "2FA is the identity provider's job"

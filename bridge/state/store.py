@@ -115,6 +115,7 @@ __all__ = [
     "MIGRATIONS",
     "REPLAY_PRUNE_BATCH",
     "REPLAY_PRUNE_EVERY",
+    "SCHEMA_VERSION",
     "THROTTLE_PRUNE_BATCH",
     "THROTTLE_PRUNE_EVERY",
     "TOUCH_INTERVAL",
@@ -333,6 +334,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX console_revocations_by_expiry ON console_revocations(expires_at)",
     )),
 )
+
+SCHEMA_VERSION = max(m.version for m in MIGRATIONS)
+"""The schema this program writes: its newest migration."""
 
 # -- statements ------------------------------------------------------------------------------------
 

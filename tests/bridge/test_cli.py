@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bridge.cli import main
-from bridge.state.store import Store
+from bridge.state.store import SCHEMA_VERSION, Store
 from tests.keys import make_key_and_cert
 from tests.paths import REPO
 
@@ -232,7 +232,7 @@ def test_db_upgrade_migrates_and_prints_the_version(conf: Path, capsys: pytest.C
     code, out, err = run(capsys, "db", "upgrade", "--config", str(conf))
     assert code == 0, err
     db = (conf.parent.parent / "state" / "loginbridge.db").resolve()
-    assert out == f"sqlite://{db}: schema version 6\n"
+    assert out == f"sqlite://{db}: schema version {SCHEMA_VERSION}\n"
     other = conf.parent.parent / "elsewhere.db"
     monkeypatch.setenv("LOGINBRIDGE_STORE_URL", f"sqlite://{other.resolve()}")  # the environment names the store
     code, out, _ = run(capsys, "db", "upgrade", "--config", str(conf))
