@@ -1,0 +1,1 @@
+"""The admin API /admin/v1: tenants, users, devices and attempts for administrators (bearer admin tokens)."""
