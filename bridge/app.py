@@ -8,25 +8,30 @@ import dataclasses
 import logging
 import os
 import secrets
+import signal
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from aiohttp import hdrs, web
 
+from bridge.adminapi import mount_admin_api
 from bridge.appkeys import AUDIT, CONFIG, GUARD, IDPS, LOGIN, METRICS, STORE
 from bridge.config import BridgeConfig, load_config
 from bridge.console import mount_console
-from bridge.errors import BridgeError, RequestTimeout, TemporarilyLocked
+from bridge.directory.schedule import directory_schedule
+from bridge.errors import BridgeError, ConfigError, RequestTimeout, TemporarilyLocked
 from bridge.forwarded import forwarded_middleware
 from bridge.idp.saml.spkeys import ensure_sp_keys
 from bridge.listeners import ListenerRunner
 from bridge.logcontext import request_id_var, setup_logging, tenant_id_var
 from bridge.login.guard import LoginGuard
 from bridge.login.service import IdpRegistry, LoginService
+from bridge.login.tenants import LiveTenants
 from bridge.login.throttle import LoginThrottle
 from bridge.metrics import BridgeMetrics
+from bridge.scim.http import mount_scim
 from bridge.state.audit import AuditLog
 from bridge.state.store import Store
 from connectors import apps, mfp, saml, service, session
@@ -104,6 +109,48 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
+async def reload_tenant_files(config: BridgeConfig, store: Store, tenants: LiveTenants) -> bool:
+    """SIGHUP / ``config reload``: read the files again; a bad one is logged (file, key, line) and nothing changes."""
+    try:
+        # The running tenants_dir (bridge.yaml's own settings take effect at the next restart).
+        report = await tenants.apply_files(store, config.tenants_dir)
+        await tenants.refresh(store)
+    except ConfigError as exc:
+        log.error("configuration not reloaded, the running one stays: %s", exc)
+        return False
+    except BridgeError as exc:
+        log.error("configuration not reloaded (%s), the running one stays", exc.detail or exc.code)
+        return False
+    log.info("configuration reloaded: tenants %s written, %s unchanged (settings outside the tenants take"
+             " effect at the next restart)", ", ".join(report.written) or "none", len(report.unchanged))
+    return True
+
+
+@contextlib.contextmanager
+def _reload_on_sighup(config: BridgeConfig, store: Store, tenants: LiveTenants) -> Iterator[None]:
+    """While the app runs, SIGHUP reloads the tenant files instead of ending the process."""
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[bool]] = set()
+
+    def on_hup() -> None:
+        log.info("SIGHUP: reloading the configuration files")
+        task = loop.create_task(reload_tenant_files(config, store, tenants))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+    except (RuntimeError, ValueError, NotImplementedError):  # not the main thread (tests), or no signals
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        for task in pending:
+            task.cancel()
+
+
 def make_app(config: BridgeConfig) -> web.Application:
     # First: everything after it (the console under /console included) sees the client as request.remote.
     middlewares = [forwarded_middleware(config.trusted_proxies)] if config.trusted_proxies else []
@@ -117,19 +164,31 @@ def make_app(config: BridgeConfig) -> web.Application:
         idps = IdpRegistry(config, await asyncio.to_thread(ensure_sp_keys, config.state_dir))
         app[STORE] = store
         app[IDPS] = idps
-        app[LOGIN] = LoginService(config, store, idps)
+        # Tenants are live data in the store (bridge/login/tenants.py): the files (validated when the
+        # configuration loaded) are written if they changed, then every instance follows the store.
+        tenants = LiveTenants(config)
+        await tenants.apply_files(store, require_files=False)
+        await tenants.refresh(store, force=True)
+        app[LOGIN] = LoginService(config, store, idps, tenants=tenants)
         audit = AuditLog(config.audit_file, store)
         audit.open()
         app[AUDIT] = audit
         # Lockout protection state is in the store, shared by every instance (bridge/login/throttle.py).
-        app[GUARD] = LoginGuard(config, LoginThrottle(store, config.hmac_key), audit=audit, metrics=app[METRICS])
+        app[GUARD] = LoginGuard(config, LoginThrottle(store, config.hmac_key), audit=audit, metrics=app[METRICS],
+                                tenants=tenants)
         app[LOGIN].guard = app[GUARD]
-        yield
+        follower = asyncio.create_task(tenants.follow(store), name="tenants-follow")
+        with _reload_on_sighup(config, store, tenants):
+            yield
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
         audit.close()
         await idps.close()
         await store.close()
 
     app.cleanup_ctx.append(resources)
+    app.cleanup_ctx.append(directory_schedule())  # tenants' sync_every_minutes (after resources: the store)
     if config.printer is not None and config.printer.enabled:
         app.cleanup_ctx.append(printer_listener(config))  # after resources: it needs the LoginService
     app.router.add_get("/healthz", healthz)
@@ -140,6 +199,8 @@ def make_app(config: BridgeConfig) -> web.Application:
     app.router.add_routes(service.routes())
     app.router.add_routes(saml.routes())
     mount_console(app, config)  # the technician console at /console
+    mount_scim(app)  # SCIM 2.0 provisioning at /scim/v2/{tenant}/
+    mount_admin_api(app)  # the admin API at /admin/v1 (bridge/adminapi)
     return app
 
 

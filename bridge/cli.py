@@ -15,8 +15,10 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from bridge.adminapi import commands as admin_commands
 from bridge.config import BridgeConfig, TenantConfig, load_config, summarize
 from bridge.errors import BridgeError, ConfigError, RequestError
+from bridge.scim import commands as scim_commands
 from bridge.state.store import Device, Store, User
 from bridge.toolkit import commands as toolkit
 
@@ -52,6 +54,20 @@ def _build_parser() -> _Parser:
     config = commands.add_parser("config", help="configuration tools").add_subparsers(
         dest="action", required=True, parser_class=_Parser)
     config.add_parser("check", parents=[common], help="validate the configuration and summarise it")
+    config.add_parser("reload", parents=[common],
+                      help="validate the tenant files and write the changed ones to the store: every running "
+                           "instance serves them within seconds (as SIGHUP does for one process)")
+
+    tenants = commands.add_parser("tenants", help="tenants as live data in the store").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    tapply = tenants.add_parser("apply", parents=[common],
+                                help="validate every tenant file of DIR (default: the configuration's tenants_dir) "
+                                     "and write the changed ones to the store; all or nothing")
+    tapply.add_argument("directory", nargs="?", type=Path, metavar="DIR")
+    tenants.add_parser("list", parents=[common], help="the tenants in the store, with where each came from")
+    tdel = tenants.add_parser("delete", parents=[common],
+                              help="remove a tenant from the store (its users and devices stay until deleted)")
+    tdel.add_argument("tenant", metavar="ID")
 
     db = commands.add_parser("db", help="the store's database").add_subparsers(
         dest="action", required=True, parser_class=_Parser)
@@ -102,6 +118,14 @@ def _build_parser() -> _Parser:
     den = devices.add_parser("enable", parents=[common], help="let a disabled device authenticate again")
     den.add_argument("device_id")
 
+    directory = commands.add_parser("directory", help="directory sync over LDAP (docs/directory.md)").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    dsync = directory.add_parser("sync", parents=[common],
+                                 help="create, update and disable a tenant's accounts from its directory")
+    dsync.add_argument("--tenant", required=True)
+    dsync.add_argument("--dry-run", action="store_true", help="read and plan, change nothing")
+    dsync.add_argument("--verbose", "-v", action="store_true", help="list every change, not only refused rows")
+
     audit = commands.add_parser("audit", help="the audit trail of login attempts").add_subparsers(
         dest="action", required=True, parser_class=_Parser)
     tail = audit.add_parser("tail", parents=[common], help="print the latest audit events as JSON lines")
@@ -115,10 +139,13 @@ def _build_parser() -> _Parser:
     serve.add_argument("--port", type=_port, help="listen on this port instead of listen.port")
     serve.add_argument("--printer-port", type=_port, help="the printer listens on this port instead of printer.port")
     commands.add_parser("idp-sim", help="run the identity-provider simulator (arguments passed on)")
-    commands.add_parser("demo", help="run the demonstration (arguments passed on)")
+    commands.add_parser("demo", help="run the demonstration (arguments passed on: --api-port, --printer-port, "
+                        "--sim-port move its listeners)")
     commands.add_parser("cluster-demo", help="run the demonstration as a cluster: PostgreSQL, three instances, "
                         "HAProxy (arguments passed on)")
     toolkit.register(commands, common)  # check, device-test, print-test, console
+    scim_commands.register(commands, common)  # scim token create|list|revoke
+    admin_commands.register(commands, common)  # admin token create|list|revoke
     return parser
 
 
@@ -161,6 +188,29 @@ def _device_json(device: Device) -> dict[str, object]:
         "last_seen_at": None if device.last_seen_at is None else device.last_seen_at.isoformat(),
         "last_seen_addr": device.last_seen_addr,
     }
+
+
+async def _cmd_tenants(args: argparse.Namespace, config: BridgeConfig, store: Store) -> int:
+    """``tenants apply|list|delete`` and ``config reload``: tenants as store records (bridge/login/tenants.py)."""
+    from bridge.login.tenants import LiveTenants
+    from bridge.state.tenants import delete_tenant, tenant_records
+
+    if args.command == "config" or args.action == "apply":
+        report = await LiveTenants(config).apply_files(store, getattr(args, "directory", None))
+        print(f"tenants written: {', '.join(report.written) or 'none'}; unchanged: {len(report.unchanged)}"
+              + (f"; without a file (kept): {', '.join(report.orphans)}" if report.orphans else ""))
+        return EXIT_OK
+    if args.action == "delete":
+        if not await delete_tenant(store.database, args.tenant):
+            print(f"no tenant {args.tenant!r} in the store", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"tenant {args.tenant} deleted from the store")
+        return EXIT_OK
+    version, records = await tenant_records(store.database)
+    for record in records:
+        print(f"{record.tenant_id}\t{record.origin}\t{record.updated_at.isoformat(timespec='seconds')}")
+    print(f"version {version}: {len(records)} tenant(s)")
+    return EXIT_OK
 
 
 async def _cmd_db_upgrade(args: argparse.Namespace, config: BridgeConfig, store: Store) -> int:
@@ -269,6 +319,29 @@ async def _cmd_audit(args: argparse.Namespace, config: BridgeConfig, store: Stor
             last_id = event.id or last_id
 
 
+async def _cmd_directory(args: argparse.Namespace, config: BridgeConfig, store: Store) -> int:
+    """``directory sync``: the refused rows (and with --verbose every change), then the summary line."""
+    from bridge.directory.plan import Action
+    from bridge.directory.sync import sync_tenant
+    from bridge.state.audit import AuditLog
+
+    tenant = _tenant(config, args.tenant)
+    audit = AuditLog(config.audit_file, store)
+    audit.open()
+    try:
+        result = await sync_tenant(tenant, store, dry_run=args.dry_run, audit=audit)
+    finally:
+        audit.close()
+    assert result is not None
+    for change in result.plan.changes:
+        if change.action is Action.REFUSED or (args.verbose and change.action is not Action.UNCHANGED):
+            print(change.line())
+    for change, why in result.failed:
+        print(f"not applied: {change.line()}: {why}")
+    print(result.summary())
+    return EXIT_FAILED if result.failed else EXIT_OK
+
+
 def _with_store(handler: Callable[[argparse.Namespace, BridgeConfig, Store], Awaitable[int]],
                 args: argparse.Namespace) -> int:
     # Managing accounts must work before the IdP's certificate files exist.
@@ -320,8 +393,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _delegate(args_list[0], args_list[1:])
         args = _build_parser().parse_args(args_list)
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        if args.command == "config" and args.action == "reload":
+            return _with_store(_cmd_tenants, args)
         if args.command == "config":
             return _cmd_config_check(args)
+        if args.command == "tenants":
+            return _with_store(_cmd_tenants, args)
         if args.command == "db":
             return _with_store(_cmd_db_upgrade, args)
         if args.command == "users":
@@ -330,6 +407,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _with_store(_cmd_devices, args)
         if args.command == "audit":
             return _with_store(_cmd_audit, args)
+        if args.command == "directory":
+            return _with_store(_cmd_directory, args)
+        if args.command == scim_commands.COMMAND:
+            return scim_commands.run(args, args.config or _default_config())
+        if args.command == admin_commands.COMMAND:
+            return admin_commands.run(args, args.config or _default_config())
         if args.command in toolkit.COMMANDS:
             return toolkit.run(args, args.config or _default_config())
         return _cmd_serve(args)

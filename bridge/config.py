@@ -131,6 +131,42 @@ class ThrottleConfig:
     spray_window: timedelta = timedelta(minutes=5)
 
 
+AD_USER_FILTER = "(&(objectCategory=person)(objectClass=user))"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DirectoryConfig:
+    """A tenant's directory sync over LDAP (``directory:``; bridge/directory, docs/directory.md).
+
+    The bind password is never in the YAML: ``bind_password_env`` names an environment variable,
+    ``bind_password_file`` a file; it is read at each sync. TLS is always verified (against
+    ``ca_file``, else the system's trust store) and the host name checked.
+    """
+
+    url: str  # ldaps://host[:port], or ldap://host[:port] with starttls
+    host: str
+    port: int
+    use_ssl: bool  # ldaps://
+    starttls: bool
+    ca_file: Path | None
+    bind_dn: str
+    bind_password_env: str | None = None
+    bind_password_file: Path | None = None
+    base_dn: str
+    user_filter: str = AD_USER_FILTER
+    group_dn: str | None = None  # only members of this group (memberOf)
+    nested_groups: bool = False  # AD: members of nested groups too (LDAP_MATCHING_RULE_IN_CHAIN)
+    email_attribute: str = "mail"
+    email_fallback_attribute: str | None = "userPrincipalName"
+    username_attribute: str = "sAMAccountName"
+    display_name_attribute: str = "displayName"
+    # None: AD's userAccountControl bit 2 (ACCOUNTDISABLE); else an LDAP filter matching disabled entries.
+    disabled_filter: str | None = None
+    page_size: int = 500
+    timeout: float = 30.0
+    sync_every: timedelta | None = None  # sync_every_minutes; None: only `loginbridge directory sync`
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TenantConfig:
     id: str
@@ -145,6 +181,7 @@ class TenantConfig:
     device_networks: tuple[IPNetwork, ...] = ()
     device_login_identity: DeviceLoginIdentity = DeviceLoginIdentity.EMAIL
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
+    directory: DirectoryConfig | None = None  # the directory sync (bridge/directory)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -226,6 +263,8 @@ class BridgeConfig:
     # Where the shared state lives: sqlite:///ABS/PATH (default: loginbridge.db in state_dir) or
     # postgresql://... ; LOGINBRIDGE_STORE_URL overrides it.  May hold a password (from the environment only).
     store_url: str = field(default="", repr=False)
+    # Where tenant files are read from (``tenants apply``, SIGHUP) and relative paths of API-made tenants resolve.
+    tenants_dir: Path = Path()
 
     def tenant(self, tenant_id: str) -> TenantConfig:
         """The tenant with this id; an unknown id is a request error listing the known ones."""
@@ -419,6 +458,11 @@ def _read_yaml(src: _Src) -> yaml.Node:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError("file is not UTF-8 text", file=src.shown) from exc
+    return _compose(src, text)
+
+
+def _compose(src: _Src, text: str) -> yaml.Node:
+    """Compose YAML (or JSON) text into a node tree, or raise ConfigError with its line."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -539,6 +583,7 @@ def load_config(path: Path | str, *, require_files: bool = True) -> BridgeConfig
         console=_console(root.sub("console", ("users",))),
         listener_timeouts=timeouts,
         trusted_proxies=tuple(trusted_proxies),
+        tenants_dir=_absolute(tenants_dir),
     )
 
 
@@ -725,12 +770,18 @@ def _generate_secret_file(m: _Map, file: Path, node: yaml.Node) -> None:
 # Tenant files.
 
 _TENANT_KEYS = ("id", "name", "domains", "protocol", "idp_whitelist", "session_ttl_seconds",
-                "wstrust", "saml2", "device_networks", "device_login_identity", "throttle")
+                "wstrust", "saml2", "device_networks", "device_login_identity", "throttle",
+                "directory")
 _THROTTLE_KEYS = ("user_failures", "device_failures", "source_failures", "window_seconds",
                   "stale_password_ttl_seconds", "spray_distinct_users", "spray_window_seconds")
 _WSTRUST_KEYS = ("adfs_url", "endpoint", "version", "applies_to", "token_type", "issuer",
                  "signing_certificates", "federation_metadata", "signature_algorithms",
                  "clock_skew_seconds", "subject_claim", "ca_file", "metadata_refresh_seconds", "recipient")
+_DIRECTORY_KEYS = ("url", "starttls", "ca_file", "bind_dn", "bind_password_env", "bind_password_file", "base_dn",
+                   "user_filter", "group_dn", "nested_groups", "attributes", "disabled_filter", "page_size",
+                   "timeout_seconds", "sync_every_minutes")
+_DIRECTORY_ATTRIBUTE_KEYS = ("email", "email_fallback", "username", "display_name")
+_LDAP_ATTRIBUTE = re.compile(r"[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+")
 _SAML2_KEYS = ("metadata_file", "metadata_url", "entity_id", "ecp_url", "signing_certificates",
                "sp_entity_id", "clock_skew_seconds", "subject_claim", "signature_algorithms", "ca_file",
                "acs_url", "metadata_refresh_seconds", "sign_requests")
@@ -743,7 +794,7 @@ def _load_tenants(main: _Src, tenants_dir: Path, node: yaml.Node | None, default
     tenants: list[TenantConfig] = []
     ids: dict[str, str] = {}
     domains: dict[str, str] = {}
-    for file in sorted(tenants_dir.glob("*.yaml")):
+    for file in tenant_files(tenants_dir):
         src = _Src(file, os.path.normpath(file))
         m = _Map(src, _read_yaml(src), "", _TENANT_KEYS)
         tenant = _tenant(m, default_ttl, require_files, warnings)
@@ -760,6 +811,26 @@ def _load_tenants(main: _Src, tenants_dir: Path, node: yaml.Node | None, default
             domains[domain] = f"{tenant.id} ({src.shown})"
         tenants.append(tenant)
     return tuple(tenants)
+
+
+def load_tenant_text(text: str, *, shown: str, base_dir: Path, default_ttl: timedelta,
+                     require_files: bool = True) -> tuple[TenantConfig, tuple[str, ...]]:
+    """One tenant from its document (a tenant file's YAML, or JSON): validated as a tenant file is.
+
+    ``shown`` names the document in errors (a file path, or ``api``); relative paths in it are read
+    from ``base_dir``.  Returns the tenant and its warnings; ConfigError (key path and line) otherwise.
+    """
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"document is larger than {MAX_CONFIG_BYTES} bytes", file=shown)
+    src = _Src(base_dir / f"{shown.rsplit('/', 1)[-1] or 'tenant'}", shown)
+    warnings: list[str] = []
+    tenant = _tenant(_Map(src, _compose(src, text), "", _TENANT_KEYS), default_ttl, require_files, warnings)
+    return tenant, tuple(warnings)
+
+
+def tenant_files(tenants_dir: Path) -> list[Path]:
+    """The tenant files of a directory, in the order they are read."""
+    return sorted(tenants_dir.glob("*.yaml"))
 
 
 def _tenant(m: _Map, default_ttl: timedelta, require_files: bool, warnings: list[str]) -> TenantConfig:
@@ -802,6 +873,8 @@ def _tenant(m: _Map, default_ttl: timedelta, require_files: bool, warnings: list
         identity = DeviceLoginIdentity(_choice(m, "device_login_identity", node,
                                                [i.value for i in DeviceLoginIdentity]))
     throttle = _throttle(m.sub("throttle", _THROTTLE_KEYS))
+    directory_map = m.sub("directory", _DIRECTORY_KEYS)
+    directory = None if directory_map is None else _directory(directory_map, require_files, warnings)
 
     ttl = default_ttl
     if (node := m.get("session_ttl_seconds")) is not None:
@@ -833,7 +906,117 @@ def _tenant(m: _Map, default_ttl: timedelta, require_files: bool, warnings: list
         device_networks=tuple(device_networks),
         device_login_identity=identity,
         throttle=throttle,
+        directory=directory,
     )
+
+
+def _directory(m: _Map, require_files: bool, warnings: list[str]) -> DirectoryConfig:
+    """The ``directory:`` section: where the tenant's users are read from (docs/directory.md)."""
+    src = m.src
+    url_node = m.require("url")
+    url = _str(m, "url", url_node)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise src.err(f"not a valid URL ({exc})", m.key("url"), url_node) from exc
+    if parts.scheme not in ("ldaps", "ldap"):
+        raise src.err(f"must be an ldaps:// (or ldap:// with starttls: true) URL, got {url!r}", m.key("url"),
+                      url_node)
+    if not parts.hostname:
+        raise src.err(f"URL has no host: {url!r}", m.key("url"), url_node)
+    if parts.username is not None or parts.password is not None or parts.path not in ("", "/") or parts.query:
+        raise src.err("give only scheme, host and port in the URL (bind_dn and base_dn are their own keys)",
+                      m.key("url"), url_node)
+    starttls = False if (node := m.get("starttls")) is None else _bool(m, "starttls", node)
+    use_ssl = parts.scheme == "ldaps"
+    if use_ssl and starttls:
+        raise src.err("starttls is for ldap:// URLs (ldaps:// is TLS from the start)", m.key("starttls"), node)
+    if not use_ssl and not starttls:
+        raise src.err("the bind password would travel in clear text: use ldaps:// or starttls: true",
+                      m.key("url"), url_node)
+    ca_file: Path | None = None
+    if (node := m.get("ca_file")) is not None:
+        ca_file = _existing_file(m, "ca_file", node, require_files, warnings)
+        if ca_file.is_file():
+            _check_ca_file(m, node, ca_file)
+
+    env_node, file_node = m.get("bind_password_env"), m.get("bind_password_file")
+    if (env_node is None) == (file_node is None):
+        raise src.err("give exactly one of bind_password_env or bind_password_file (never the password itself)",
+                      m.key("bind_password_env"), m.node)
+    password_env: str | None = None
+    password_file: Path | None = None
+    if env_node is not None:
+        password_env = _str(m, "bind_password_env", env_node)
+        if not os.environ.get(password_env):
+            warnings.append(f"{src.shown}: {m.key('bind_password_env')}: environment variable {password_env} "
+                            "is not set (the directory sync will fail until it is)")
+    else:
+        assert file_node is not None
+        password_file = _existing_file(m, "bind_password_file", file_node, require_files, warnings)
+        if password_file.is_file() and password_file.stat().st_mode & 0o077:
+            warnings.append(f"{password_file}: bind password file is readable by other users (chmod 600 it)")
+
+    filters: dict[str, str | None] = {}
+    for name in ("user_filter", "disabled_filter"):
+        filters[name] = None if (node := m.get(name)) is None else _ldap_filter(m, name, node)
+    group_dn = None if (node := m.get("group_dn")) is None else _str(m, "group_dn", node)
+    nested = False if (node := m.get("nested_groups")) is None else _bool(m, "nested_groups", node)
+    if nested and group_dn is None:
+        raise src.err("nested_groups needs group_dn", m.key("nested_groups"), node)
+
+    attrs: dict[str, str | None] = {}
+    a = m.sub("attributes", _DIRECTORY_ATTRIBUTE_KEYS)
+    if a is not None:
+        for name in _DIRECTORY_ATTRIBUTE_KEYS:
+            if (node := a.get(name)) is not None:
+                value = _str(a, name, node)
+                if not _LDAP_ATTRIBUTE.fullmatch(value):
+                    raise src.err(f"not an LDAP attribute name: {value!r}", a.key(name), node)
+                attrs[name] = value
+            elif name == "email_fallback" and name in a.items:  # email_fallback: null turns the fallback off
+                attrs[name] = None
+
+    minutes = 0 if (node := m.get("sync_every_minutes")) is None else _int(m, "sync_every_minutes", node, 0,
+                                                                            7 * 24 * 60)
+    return DirectoryConfig(
+        url=url,
+        host=parts.hostname,
+        port=port or (636 if use_ssl else 389),
+        use_ssl=use_ssl,
+        starttls=starttls,
+        ca_file=ca_file,
+        bind_dn=_str(m, "bind_dn", m.require("bind_dn")),
+        bind_password_env=password_env,
+        bind_password_file=password_file,
+        base_dn=_str(m, "base_dn", m.require("base_dn")),
+        user_filter=filters["user_filter"] or AD_USER_FILTER,
+        group_dn=group_dn,
+        nested_groups=nested,
+        email_attribute=attrs.get("email") or "mail",
+        email_fallback_attribute=attrs.get("email_fallback", "userPrincipalName"),
+        username_attribute=attrs.get("username") or "sAMAccountName",
+        display_name_attribute=attrs.get("display_name") or "displayName",
+        disabled_filter=filters["disabled_filter"],
+        page_size=500 if (node := m.get("page_size")) is None else _int(m, "page_size", node, 1, 100000),
+        timeout=30.0 if (node := m.get("timeout_seconds")) is None else _number(m, "timeout_seconds", node, 0, 600),
+        sync_every=timedelta(minutes=minutes) if minutes else None,
+    )
+
+
+def _ldap_filter(m: _Map, name: str, node: yaml.Node) -> str:
+    """An LDAP search filter (RFC 4515): in parentheses, balanced (the server checks the rest)."""
+    value = _str(m, name, node)
+    depth = 0
+    for char in value:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            break
+    if not (value.startswith("(") and value.endswith(")")) or depth != 0:
+        raise m.src.err(f"not an LDAP filter in parentheses, like (objectClass=user): {value!r}", m.key(name),
+                        node)
+    return value
 
 
 def _valid_domain(domain: str) -> bool:

@@ -72,6 +72,18 @@ ADMIN_DETAIL: dict[str, str] = {
                     "see the log."),
     "service_unavailable": ("The database cannot be reached or does not answer: logins are refused with 503 until "
                             "it is back (fail closed, no IdP call). Check the database and the network to it."),
+    "admin_unauthorized": "Admin API: no `Authorization: Bearer` admin token, or an unknown or revoked one "
+                          "(`loginbridge admin token list`; create one with `admin token create`).",
+    "admin_forbidden": "Admin API: a tenant-scoped admin token tried what only a global one may do (create, "
+                       "change or delete a tenant's settings).",
+    "resource_not_found": "Admin API: no such tenant, user or device, or one of a tenant the token does not see.",
+    "resource_conflict": "Admin API: the change clashes with existing data: a tenant id or domain already taken "
+                         "(the detail names the other tenant), an email or device id already used, a tenant that "
+                         "still has users or devices, a user a shared-account device signs in as.",
+    "invalid_tenant": "Admin API: the tenant document failed the tenant file's validation; `path` is the JSON "
+                      "pointer of the member to fix (e.g. `/wstrust/adfs_url`), `detail` says what is wrong.",
+    "invalid_import": "Admin API: a CSV import had bad rows and imported nothing; `errors` lists each line and "
+                      "why (or send `?skip_invalid=true` to import the good rows).",
 }
 
 MISSING_DETAIL = "(no administrator's note yet)"

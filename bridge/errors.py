@@ -41,9 +41,16 @@ into these at one boundary each, with ``raise ... from exc``.
     │   └── IdpProtocolError            502 idp_protocol_error
     │       ├── XmlRejected             502 idp_protocol_error
     │       └── AssertionRejected       502 assertion_invalid
-    └── StoreError                      500 store_error
-        ├── StoreConflict               500 store_error  (a unique key already taken)
-        └── StoreUnavailable            503 service_unavailable
+    ├── StoreError                      500 store_error
+    │   ├── StoreConflict               500 store_error  (a unique key already taken)
+    │   └── StoreUnavailable            503 service_unavailable
+    └── AdminApiError                   400 bad_request  (the admin API, /admin/v1; detail always sent)
+        ├── AdminUnauthorized           401 admin_unauthorized
+        ├── AdminForbidden              403 admin_forbidden
+        ├── ResourceNotFound            404 resource_not_found
+        ├── ResourceConflict            409 resource_conflict
+        ├── InvalidTenant               422 invalid_tenant  (names the JSON path)
+        └── InvalidImport               422 invalid_import  (lists the CSV lines)
 """
 
 from __future__ import annotations
@@ -331,3 +338,76 @@ class DeviceThrottled(TemporarilyLocked):
 
     code = "device_throttled"
     panel_message = "Too many different accounts were tried from this device. Wait and try again later."
+
+
+class AdminApiError(BridgeError):
+    """An answer of the admin API (``/admin/v1``): its client is an administrator, so ``detail`` is sent."""
+
+    code = "bad_request"
+    http_status = 400
+    ipp_status = IPP_CLIENT_BAD_REQUEST
+    panel_message = "The request was not understood."
+    expose_detail = True
+
+
+class AdminUnauthorized(AdminApiError):
+    """No admin token, or an unknown or revoked one (answered with ``WWW-Authenticate: Bearer``)."""
+
+    code = "admin_unauthorized"
+    http_status = 401
+    ipp_status = IPP_CLIENT_NOT_AUTHENTICATED
+    panel_message = "An admin token is required (Authorization: Bearer TOKEN)."
+
+
+class AdminForbidden(AdminApiError):
+    """The token is valid but may not do this (a tenant-scoped token writing tenant settings)."""
+
+    code = "admin_forbidden"
+    http_status = 403
+    ipp_status = IPP_CLIENT_FORBIDDEN
+    panel_message = "This admin token may not do this."
+
+
+class ResourceNotFound(AdminApiError):
+    """No such tenant, user or device, or one the token does not see (another tenant's)."""
+
+    code = "resource_not_found"
+    http_status = 404
+    panel_message = "No such resource."
+
+
+class ResourceConflict(AdminApiError):
+    """The change clashes with what exists: a tenant id or domain taken, a tenant still holding accounts."""
+
+    code = "resource_conflict"
+    http_status = 409
+    panel_message = "The change conflicts with existing data."
+
+
+class InvalidTenant(AdminApiError):
+    """A tenant document failed the tenant file's validation; ``path`` is the JSON pointer of the bad member."""
+
+    code = "invalid_tenant"
+    http_status = 422
+    panel_message = "The tenant settings are not valid."
+
+    def __init__(self, detail: str, *, path: str = "") -> None:
+        super().__init__(detail)
+        self.path = path
+
+    def to_json(self) -> dict[str, str]:
+        body = super().to_json()
+        body["path"] = self.path
+        return body
+
+
+class InvalidImport(AdminApiError):
+    """A CSV import refused because of bad rows (nothing was imported); ``errors`` lists line and reason."""
+
+    code = "invalid_import"
+    http_status = 422
+    panel_message = "The import file has errors; nothing was imported."
+
+    def __init__(self, detail: str, *, errors: list[tuple[int, str]]) -> None:
+        super().__init__(detail)
+        self.errors = errors

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.appkeys import CONFIG, STORE
+from bridge.appkeys import CONFIG, LOGIN, STORE
 from bridge.basicauth import parse_basic
 from bridge.config import IPNetwork
 from bridge.errors import (
@@ -89,7 +89,7 @@ async def authenticate_device(request: web.Request, attempt: Attempt | None = No
         attempt.device = device
     address = source_address(request)
     await store.touch_device(device.device_id, address, datetime.now(UTC))
-    tenant = next((t for t in request.app[CONFIG].tenants if t.id == device.tenant_id), None)
+    tenant = next((t for t in request.app[LOGIN].config.tenants if t.id == device.tenant_id), None)
     if tenant is None:
         raise DeviceAuthError(f"device {device.device_id} belongs to tenant {device.tenant_id}, "
                               "which is no longer configured")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bridge.appkeys import CONFIG, IDPS
+from bridge.appkeys import IDPS, LOGIN
 from bridge.config import Protocol
 from bridge.idp.saml.client import acs_url_for
 from bridge.idp.saml.metadata import build_sp_metadata
 
 
 async def sp_metadata(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
+    config = request.app[LOGIN].config  # the tenants of this moment
     tenant = next((t for t in config.tenants if t.id == request.match_info["tenant"]), None)
     if tenant is None or tenant.protocol is not Protocol.SAML2 or tenant.saml2 is None:
         raise web.HTTPNotFound(reason="no SAML tenant with this id")

@@ -1,4 +1,4 @@
-"""Console pages: sign-in, tenants and their checks, devices, login attempts, test login.
+"""Console pages: sign-in, tenants and their checks, devices, test login (login attempts: attempts.py).
 
 Every page but sign-in needs a console session; every POST needs the CSRF
 token of the session (or, for sign-in, of the pre-session cookie).  Sign-in
@@ -24,8 +24,8 @@ from bridge.config import BridgeConfig
 from bridge.console.keys import CONSOLE_STATE, SIGNER
 from bridge.console.passwords import check_console_login
 from bridge.console.security import PRE_COOKIE, SESSION_COOKIE, SESSION_SECONDS, ConsoleSession
-from bridge.errorcatalog import ADMIN_DETAIL, catalogue
-from bridge.errors import BridgeError, InvalidCredentials, RequestError, StoreError
+from bridge.errorcatalog import ADMIN_DETAIL
+from bridge.errors import BridgeError, InvalidCredentials, RequestError
 from bridge.login.guard import LoginMode
 from bridge.state.audit import RESULT_OK, AuditEvent, AuditKind
 from bridge.toolkit.certs import days_left
@@ -35,17 +35,16 @@ from bridge.toolkit.report import Report, Status
 log = logging.getLogger(__name__)
 
 BASE = "/console"
-MAX_ATTEMPTS_SHOWN = 200
-ATTEMPTS_SCANNED = 2000
 CONSOLE_MODE = "console"  # audit mode of console sign-ins
-_PANEL = {entry.code: entry.panel_message for entry in catalogue()}
 
 
 # -- plumbing ------------------------------------------------------------------
 
 
 def _config(request: web.Request) -> BridgeConfig:
-    return request.config_dict[CONFIG]
+    """The configuration with the tenants of this moment (they change live: bridge/login/tenants.py)."""
+    login = request.config_dict.get(LOGIN)
+    return login.config if login is not None else request.config_dict[CONFIG]
 
 
 def _is_loopback(address: str | None) -> bool:
@@ -279,47 +278,6 @@ async def set_device(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"{BASE}/devices")
 
 
-# -- login attempts ------------------------------------------------------------------------
-
-
-def _attempt_row(event: AuditEvent) -> dict[str, Any]:
-    ok = event.result == RESULT_OK
-    if event.kind is AuditKind.DEVICE_CHANGED:
-        panel, ok = f"Device {event.result} by technician {event.email}", True
-    elif event.mode == CONSOLE_MODE:
-        panel = "Console sign-in" if ok else "Console sign-in refused"
-    else:
-        panel = "Signed in." if ok else _PANEL.get(event.result, event.result)
-    return {
-        "at": _when(event.at), "result": "ok" if ok else event.result, "css": "pass" if ok else "fail",
-        "panel": panel, "reason": "" if ok else ADMIN_DETAIL.get(event.result, ""),
-        "user": event.email or "", "device": event.device_id or "", "tenant": event.tenant_id or "",
-        "mode": event.mode or event.kind.value, "source": event.source or "",
-        "latency": "" if event.idp_latency_ms is None else f"{event.idp_latency_ms} ms",
-    }
-
-
-async def attempts(request: web.Request) -> web.Response:
-    session = await _session(request)
-    config = _config(request)
-    tenant = request.query.get("tenant", "").strip()
-    device = request.query.get("device", "").strip()
-    user = request.query.get("user", "").strip().lower()
-    known = [t.id for t in config.tenants]
-    try:
-        events = await request.config_dict[STORE].audit_events(tenant_id=tenant if tenant in known else None,
-                                                         last=ATTEMPTS_SCANNED)
-    except StoreError:
-        log.exception("console: cannot read the audit events")
-        events = []
-    shown = [e for e in reversed(events)
-             if (not device or e.device_id == device) and (not user or user in (e.email or "").lower())]
-    return _render(request, "attempts.html", {
-        "title": "Login attempts", "page": "attempts", "tenant_ids": known, "limit": MAX_ATTEMPTS_SHOWN,
-        "filters": {"tenant": tenant, "device": device, "user": user},
-        "attempts": [_attempt_row(e) for e in shown[:MAX_ATTEMPTS_SHOWN]]}, session=session)
-
-
 # -- test login ----------------------------------------------------------------------------------
 
 
@@ -364,7 +322,6 @@ def routes() -> list[web.RouteDef]:
         web.post("/tenants/{tenant}/check", run_tenant_check),
         web.get("/devices", devices),
         web.post("/devices/{device}/{action:enable|disable}", set_device),
-        web.get("/attempts", attempts),
         web.get("/test-login", test_login_form),
         web.post("/test-login", test_login),
     ]

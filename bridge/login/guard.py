@@ -34,6 +34,7 @@ from bridge.errors import (
 )
 from bridge.idp.http import track_idp_contact
 from bridge.logcontext import request_id_var
+from bridge.login.tenants import LiveTenants
 from bridge.login.throttle import Actor, Lock, LockKind, LoginThrottle, StaleAnswer
 from bridge.metrics import UNKNOWN_TENANT, BridgeMetrics
 from bridge.state.audit import RESULT_OK, AuditEvent, AuditKind, AuditLog
@@ -76,8 +77,9 @@ class LoginGuard:
     """Throttles, audit trail and metrics of one bridge process."""
 
     def __init__(self, config: BridgeConfig, throttle: LoginThrottle, *, audit: AuditLog | None = None,
-                 metrics: BridgeMetrics | None = None) -> None:
+                 metrics: BridgeMetrics | None = None, tenants: LiveTenants | None = None) -> None:
         self.config = config
+        self.tenants = tenants  # the live tenants (bridge/login/tenants.py); None: the configuration's
         self.throttle = throttle
         self.audit = audit
         self.metrics = metrics
@@ -86,7 +88,8 @@ class LoginGuard:
         return Attempt(self, mode=mode, source=source, device=device)
 
     def device_limits(self, device: Device) -> ThrottleConfig:
-        for tenant in self.config.tenants:
+        current = self.config if self.tenants is None else self.tenants.config
+        for tenant in current.tenants:
             if tenant.id == device.tenant_id:
                 return tenant.throttle
         return ThrottleConfig()
@@ -116,6 +119,9 @@ class Attempt:
         self._ticket: tuple[str, str, int] | None = None
         # The ticket of an attempt the IdP accepted: finish gives it back (with a success's reset, one statement).
         self._accepted: tuple[str, str, int] | None = None
+        # The user an IdP refusal already fed spray detection for (with the ticket back), and what it tripped.
+        self._spray_fed: str | None = None
+        self._spray_tripped: int | None = None
 
     # -- what the connectors and the login service learn -------------------
 
@@ -173,6 +179,8 @@ class Attempt:
 
         The user check is an admission, atomic across instances: when it passes, this attempt holds
         an in-flight ticket (counted against the user) until :meth:`at_idp` or :meth:`finish` ends it.
+        The ticket also reserves the (actor, user) pair for spray detection: the admission refuses
+        when the actor's users failed or at the IdP, this one aside, already reach the spray count.
         A store error propagates: the login fails rather than reach the IdP unthrottled.
         """
         self.identified(tenant, email)
@@ -181,7 +189,7 @@ class Attempt:
             return
         await self.check_actor()
         await self._release()
-        admission = await guard.throttle.admit(tenant.id, email, password, tenant.throttle)
+        admission = await guard.throttle.admit(tenant.id, email, password, tenant.throttle, self.actor)
         if admission.lock is not None:
             raise self._refuse(admission.lock)
         if admission.stale is not None:
@@ -226,11 +234,15 @@ class Attempt:
             with track_idp_contact() as contact:
                 yield
         except (InvalidCredentials, AccessDenied, IdpRefused) as refusal:
-            # Every refusal of the user by the IdP feeds the throttles (an unclassified one too: fail closed).
+            # Every refusal of the user by the IdP feeds the throttles (an unclassified one too: fail closed),
+            # spray detection included: the ticket's spray reservation becomes the counted failure at once.
             self._ticket = None
             released = True
-            await guard.throttle.idp_rejected(tenant.id, email, password, self.actor, tenant.throttle,
-                                              remember=_remembered_as(refusal), ticket=ticket)
+            tripped = await guard.throttle.idp_rejected(tenant.id, email, password, self.actor, tenant.throttle,
+                                                        remember=_remembered_as(refusal), ticket=ticket)
+            self._spray_fed = email
+            if tripped is not None:
+                self._spray_tripped = tripped
             raise
         else:
             # The IdP accepted the password: the ticket stays counted until finish gives it back, with the
@@ -290,10 +302,12 @@ class Attempt:
         else:
             await self._release()
         user_key = self.email or self.reported_user
-        if isinstance(exc, _SPRAY_SIGNALS) and user_key:
-            tripped = await guard.throttle.failed_for_user(self.actor, user_key, self._limits())
-            if tripped is not None:
-                await self._spray_detected(guard, tripped)
+        tripped, self._spray_tripped = self._spray_tripped, None
+        fed, self._spray_fed = self._spray_fed, None
+        if isinstance(exc, _SPRAY_SIGNALS) and user_key and user_key != fed:  # a refusal before the IdP
+            tripped = await guard.throttle.failed_for_user(self.actor, user_key, self._limits()) or tripped
+        if tripped is not None:
+            await self._spray_detected(guard, tripped)
 
     async def _spray_detected(self, guard: LoginGuard, distinct: int) -> None:
         log.warning("password spray: %s failed for %s distinct users; blocked for %s s", self.actor.key, distinct,

@@ -10,6 +10,7 @@ tenant's IdP, whose signed answer must name the same email.  "The same" is
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import unicodedata
@@ -34,6 +35,7 @@ from bridge.idp.wstrust.client import WsTrustIdp
 from bridge.logcontext import tenant_id_var
 from bridge.login.guard import Attempt, LoginGuard, LoginMode
 from bridge.login.sessions import new_token
+from bridge.login.tenants import LiveTenants
 from bridge.state.store import Device, Store, User
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 # directory are the real judges; this only tells a user name from an email.
 _EMAIL = re.compile(r"^[^@\s]{1,128}@([A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+)$")
 MAX_PASSWORD_CHARS = 1024
+RETIRE_AFTER = 120.0
+"""Seconds an IdP client made for a tenant's previous settings stays open after the settings changed."""
 # Code points outside XML 1.0's Char production (XML 1.0 fifth edition, section 2.2): NUL and the other C0
 # controls but tab, LF and CR, lone surrogates, U+FFFE and U+FFFF.  They cannot be encoded as UTF-8 (surrogates)
 # or carried in a WS-Trust or ECP envelope, so no IdP could check them.
@@ -88,16 +92,49 @@ class IdpRegistry:
     The replay cache is not the registry's: :class:`LoginService` hands its
     store to each ``authenticate`` call, so accepted assertion ids outlive a
     restart (bridge.idp never imports bridge.state).
+
+    Tenants change live (bridge/login/tenants.py): a client is kept for the tenant settings it was
+    made with; when a request brings the tenant's new settings, new clients are made and the old
+    ones are closed after :data:`RETIRE_AFTER` seconds (logins still on the old settings finish).
     """
 
     def __init__(self, config: BridgeConfig, sp_keys: SpKeys) -> None:
         self._config = config
+        self._made_for: dict[str, TenantConfig] = {}
         self._wstrust: dict[str, WsTrustIdp] = {}
         self._saml: dict[str, SamlIdp] = {}
         self._http: dict[str, IdpHttp] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
         self.sp_keys = sp_keys
 
+    def _current(self, tenant: TenantConfig) -> None:
+        """Forget the clients made for other settings of this tenant (closed a little later)."""
+        made_for = self._made_for.get(tenant.id)
+        if made_for is None or made_for is tenant:
+            self._made_for[tenant.id] = tenant
+            return
+        if made_for == tenant:
+            return
+        self._made_for[tenant.id] = tenant
+        old = (self._wstrust.pop(tenant.id, None), self._saml.pop(tenant.id, None), self._http.pop(tenant.id, None))
+        log.info("tenant %s changed: new IdP clients; the old ones close in %s s", tenant.id, RETIRE_AFTER)
+        task = asyncio.get_running_loop().create_task(self._retire(*old))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    @staticmethod
+    async def _retire(wstrust: WsTrustIdp | None, saml: SamlIdp | None, http: IdpHttp | None,
+                      delay: float | None = None) -> None:
+        await asyncio.sleep(RETIRE_AFTER if delay is None else delay)
+        if wstrust is not None:
+            wstrust.close()
+        if saml is not None:
+            saml.close()
+        if http is not None:
+            await http.close()
+
     def http_for(self, tenant: TenantConfig) -> IdpHttp:
+        self._current(tenant)
         http = self._http.get(tenant.id)
         if http is None:
             settings = tenant.wstrust or tenant.saml2
@@ -114,6 +151,7 @@ class IdpRegistry:
         return http
 
     def wstrust_for(self, tenant: TenantConfig) -> WsTrustIdp:
+        self._current(tenant)
         idp = self._wstrust.get(tenant.id)
         if idp is None:
             idp = WsTrustIdp(tenant, self.http_for(tenant))
@@ -121,6 +159,7 @@ class IdpRegistry:
         return idp
 
     def saml_for(self, tenant: TenantConfig) -> SamlIdp:
+        self._current(tenant)
         idp = self._saml.get(tenant.id)
         if idp is None:
             idp = SamlIdp(tenant, self.http_for(tenant), self.sp_keys, self._config.public_url)
@@ -128,6 +167,8 @@ class IdpRegistry:
         return idp
 
     async def close(self) -> None:
+        for task in list(self._retiring):
+            task.cancel()
         for wstrust in self._wstrust.values():
             wstrust.close()
         for saml in self._saml.values():
@@ -140,8 +181,11 @@ class IdpRegistry:
 
 
 class LoginService:
-    def __init__(self, config: BridgeConfig, store: Store, idps: IdpRegistry) -> None:
-        self.config = config
+    def __init__(self, config: BridgeConfig, store: Store, idps: IdpRegistry, *,
+                 tenants: LiveTenants | None = None) -> None:
+        # The tenants as they are now (bridge/login/tenants.py): the configuration's, until the app
+        # wires the store's live ones.  An attempt keeps the TenantConfig it started with.
+        self.tenants = tenants or LiveTenants(config)
         self.store = store
         self.idps = idps
         # Accepted assertion ids live in the store (bridge/state/store.py), so a replay stays refused
@@ -149,6 +193,11 @@ class LoginService:
         self.replay: ReplayCache = store
         # Throttles, audit and metrics (bridge/login/guard.py); the app sets it, None runs unguarded.
         self.guard: LoginGuard | None = None
+
+    @property
+    def config(self) -> BridgeConfig:
+        """The configuration with the tenants of this moment."""
+        return self.tenants.config
 
     def attempt(self, *, mode: LoginMode, source: str | None, device: Device | None = None) -> Attempt:
         """Open the audited, throttled record of one login attempt (a context manager)."""

@@ -12,12 +12,21 @@ the IdP does:
   only as ``HMAC(hmac_key, tenant, email, password)`` with a time to live, and
   refused locally with the IdP's own answer (a wrong password, or a refused
   account), so the same pair never reaches the IdP again;
-* spray detection: one device or source failing for many distinct users.
+* spray detection: one device or source failing for many distinct users.  An
+  attempt at the IdP reserves its (actor, user) pair on its in-flight ticket, so
+  the users an actor has failed for *or* has at the IdP right now count: the
+  admission refuses (a short spray lock) once they reach
+  ``spray_distinct_users`` without this user, and the actor's IdP calls never
+  exceed that count whatever the concurrency.  The reservation ends with the
+  ticket: a success or an attempt without an IdP verdict (IdP down, cancelled)
+  leaves nothing counted (an earlier real failure of that user stays), an IdP
+  refusal turns it into a counted failure in the same transaction, which trips
+  the block exactly at the count.
 
-State lives in the store (:class:`bridge.state.store.Store`, migration 4), so
-every instance of a cluster sees the same counters: a user's admission to the
-IdP (failures + attempts in flight below the limit, pair not stale) and the
-spray detector's trip are atomic across instances.  Only keyed HMACs reach
+State lives in the store (:class:`bridge.state.store.Store`, migrations 4 and 7),
+so every instance of a cluster sees the same counters: a user's admission to
+the IdP (failures + attempts in flight below the limit, pair not stale, the
+actor's spray count) and the spray detector's trip are atomic across instances.  Only keyed HMACs reach
 the store (user, actor and spray-user keys, stale-pair digests), never an
 email, address or password.  Times are wall-clock ``datetime`` from an
 injectable clock (the instances share them).  A store error propagates: the
@@ -37,7 +46,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bridge.config import ThrottleConfig
-from bridge.state.store import Store
+from bridge.state.store import Spray, Store
 
 Clock = Callable[[], datetime]
 
@@ -178,16 +187,24 @@ class LoginThrottle:
                                                                  window=limits.window, limit=limits.user_failures)
         return user_lock(newest, in_flight, now, limits)
 
-    async def admit(self, tenant_id: str, email: str, password: str, limits: ThrottleConfig) -> Admission:
-        """Atomically across instances: a ticket for one IdP attempt, or the user lock, or the stale answer.
+    async def admit(self, tenant_id: str, email: str, password: str, limits: ThrottleConfig,
+                    actor: Actor | None = None) -> Admission:
+        """Atomically across instances: a ticket for one IdP attempt, or the user lock, or the stale answer,
+        or (with ``actor``) the spray lock.
 
-        The user lock wins over the stale answer (as when they were two checks).  A ticket must be
-        given back: :meth:`idp_rejected` or :meth:`idp_finished`.
+        With ``actor`` the ticket reserves the (actor, user) pair for spray detection: refused while the
+        actor is spray-blocked, or while the users it failed for in the spray window or has at the IdP
+        now, this one aside, already reach ``spray_distinct_users`` (a spray lock of a second: an
+        attempt at the IdP ends soon).  The user lock wins over the stale answer (as when they were two
+        checks), the stale answer (no IdP call) over the spray lock.  A ticket must be given back:
+        :meth:`idp_rejected` (which counts the pair's failure) or :meth:`idp_finished` / :meth:`succeeded`
+        (which end the reservation).
         """
         now = self.clock()
+        spray = None if actor is None else self._spray(actor, email, limits)
         found = await self.store.throttle_admit(
             self.keys.user(tenant_id, email), self.keys.stale(tenant_id, email, password), now=now,
-            window=limits.window, limit=limits.user_failures, expires_at=now + self.in_flight_ttl)
+            window=limits.window, limit=limits.user_failures, expires_at=now + self.in_flight_ttl, spray=spray)
         if found.ticket is not None:
             return Admission(ticket=found.ticket)
         lock = user_lock(found.newest, found.in_flight, now, limits)
@@ -195,6 +212,11 @@ class LoginThrottle:
             return Admission(lock=lock)
         if found.stale_answer is not None:
             return Admission(stale=StaleAnswer(found.stale_answer))
+        if found.blocked_until is not None:
+            return Admission(lock=Lock(kind=LockKind.SPRAY,
+                                       retry_after=retry_after_seconds((found.blocked_until - now).total_seconds())))
+        if spray is not None and found.spray_users >= spray.distinct:
+            return Admission(lock=Lock(kind=LockKind.SPRAY, retry_after=1))
         # Refused, yet under the limit and not stale: the store's state changed meanwhile; fail closed.
         return Admission(lock=Lock(kind=LockKind.USER, retry_after=1))
 
@@ -217,29 +239,40 @@ class LoginThrottle:
 
     async def idp_rejected(self, tenant_id: str, email: str, password: str, actor: Actor, limits: ThrottleConfig, *,
                            remember: StaleAnswer | None = StaleAnswer.WRONG_PASSWORD,
-                           ticket: int | None = None) -> None:
-        """The IdP refused the login: count it for the user and the actor, and remember the pair as ``remember``.
+                           ticket: int | None = None) -> int | None:
+        """The IdP refused the login: count it for the user and the actor, feed spray detection (the actor
+        failed for this user), and remember the pair as ``remember``; returns the distinct-user count when
+        this blocked the actor for spraying (as :meth:`failed_for_user`).
 
         ``remember=None`` counts without remembering: for a refusal the bridge
         cannot classify, which must not stop a right password for an hour.
-        ``ticket`` (from :meth:`admit`) is given back in the same transaction.
+        ``ticket`` (from :meth:`admit`) is given back in the same transaction, so its spray
+        reservation becomes the counted failure without a moment in which it counts for nothing.
         """
         now = self.clock()
         user = self.keys.user(tenant_id, email)
         stale = None if remember is None else (self.keys.stale(tenant_id, email, password), remember.value,
                                                now + limits.stale_password_ttl)
-        await self.store.throttle_rejected([(user, limits.window), (self.keys.actor(actor), limits.window)], now=now,
-                                           stale=stale, release=None if ticket is None else (user, ticket))
+        return await self.store.throttle_rejected(
+            [(user, limits.window), (self.keys.actor(actor), limits.window)], now=now, stale=stale,
+            release=None if ticket is None else (user, ticket), spray=self._spray(actor, email, limits))
 
     async def succeeded(self, tenant_id: str, email: str, ticket: int | None = None) -> None:
         """A good password resets the user's count, as a successful logon does at AD.
 
-        ``ticket`` (from :meth:`admit`, for the attempt the IdP accepted) is given back in the same statement.
+        ``ticket`` (from :meth:`admit`, for the attempt the IdP accepted) is given back in the same statement,
+        and its spray reservation with it: a success never counts toward spray detection.
         """
         await self.store.throttle_clear(self.keys.user(tenant_id, email), ticket)
 
     async def failed_for_user(self, actor: Actor, user: str, limits: ThrottleConfig) -> int | None:
-        """Feed spray detection; returns the distinct-user count when the actor just got blocked."""
+        """Feed spray detection with a failure the IdP did not give (a refusal before it: unknown user,
+        stale pair...; :meth:`idp_rejected` feeds its own); returns the distinct-user count when the actor
+        just got blocked."""
         return await self.store.throttle_spray_failure(self.keys.actor(actor), self.keys.spray_user(user),
                                                        now=self.clock(), window=limits.spray_window,
                                                        distinct=limits.spray_distinct_users)
+
+    def _spray(self, actor: Actor, user: str, limits: ThrottleConfig) -> Spray:
+        return Spray(actor=self.keys.actor(actor), user=self.keys.spray_user(user), window=limits.spray_window,
+                     distinct=limits.spray_distinct_users)

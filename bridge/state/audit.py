@@ -50,6 +50,9 @@ class AuditKind(enum.Enum):
     LOGIN = "login"
     SPRAY_DETECTED = "spray_detected"
     DEVICE_CHANGED = "device_changed"  # enabled/disabled by a technician (result says which)
+    PROVISIONING = "provisioning"  # a user or group written over SCIM (result says what; actor: the token's name)
+    DIRECTORY_SYNC = "directory_sync"  # an account created/updated/re-enabled/disabled by the directory sync
+    ADMIN_CHANGE = "admin_change"  # a change through the admin API (result says what; actor: the token's name)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -67,12 +70,13 @@ class AuditEvent:
     idp_latency_ms: int | None = None
     request_id: str | None = None
     distinct_users: int | None = None
+    actor: str | None = None  # who made a change through an API: the bearer token's name (never the token)
     id: int | None = None
 
     def __post_init__(self) -> None:
         # Frozen: the one place the text fields are made safe, whoever built the event.
         object.__setattr__(self, "result", audit_text(self.result))
-        for name in ("tenant_id", "device_id", "mode", "email", "source", "request_id"):
+        for name in ("tenant_id", "device_id", "mode", "email", "source", "request_id", "actor"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, audit_text(value))
@@ -92,6 +96,8 @@ class AuditEvent:
         }
         if self.distinct_users is not None:
             body["distinct_users"] = self.distinct_users
+        if self.actor is not None:
+            body["actor"] = self.actor
         if self.id is not None:
             body["id"] = self.id
         return body

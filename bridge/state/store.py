@@ -5,13 +5,15 @@
 parameters, return types and errors as the SQLite ``Store`` (its dataclasses and helpers are
 imported from :mod:`bridge.state.store`, not copied), one SQL text for both engines.
 
-The schema is :data:`MIGRATIONS` 1..6: 1..3 the ``SCHEMA_VERSION`` steps of the sync store statement
+The schema is :data:`MIGRATIONS` 1..10: 1..3 the ``SCHEMA_VERSION`` steps of the sync store statement
 for statement (on SQLite the very same DDL text, so a file the sync store made at ``PRAGMA
 user_version`` 3 is adopted by :func:`bridge.state.db.migrate` and nothing is run again), 4 the
 lockout protection's tables (``UNLOGGED`` on PostgreSQL: a crash forgets them, at most a few IdP
 calls more; the IdP's own lockout stays the backstop), 5 the Print-to-Web printer's jobs, verified
 credentials and identity (their SQL is the printer's own: ``printers/jobstore.py``), 6 the console's
-sign-outs (``bridge/console/shared.py``). On
+sign-outs (``bridge/console/shared.py``), 7 spray reservations on the in-flight tickets, 8 the API
+tokens and SCIM ids (``bridge/state/tokens.py``, ``bridge/state/scim.py``) and the audit's actor, 9
+the tenants as live data (``bridge/state/tenants.py``), 10 the directory sync's state. On
 PostgreSQL: ``BYTEA`` for the hashes, an identity column for audit ids, and ``TEXT COLLATE "C"``
 for the timestamps (compared as text) and for the keys the store sorts on (tenant, email, device
 id), so ``ORDER BY`` gives SQLite's byte order whatever the database's collation.
@@ -28,15 +30,20 @@ Lockout protection (``throttle_*``, used by :mod:`bridge.login.throttle` with ke
 every row carries its expiry (a sliding window counts ``at > now - window``), and every
 ``THROTTLE_PRUNE_EVERY`` writes a bounded prune goes through the expiry indexes. Per login:
 the actor check is one statement; the admission (failures + live in-flight tickets below the
-limit, pair not stale, then a ticket) is one transaction, serialised per user key (PostgreSQL: an
-advisory transaction lock, then one ``INSERT ... SELECT ... WHERE ... RETURNING``, sent together as
-one :meth:`~bridge.state.db.Database.batch`: one round trip; SQLite: BEGIN IMMEDIATE); a success
-gives its ticket back with the reset, one statement (``throttle_clear(key, ticket)``: a DELETE in
-a WITH on PostgreSQL, one transaction of two on SQLite); a ticket given back otherwise is one
-statement; an IdP refusal is one transaction of three (failures, stale pair, ticket); spray
-detection one transaction, serialised per actor. A successful login's throttle calls (actor
-check, admission, ticket back with the reset) are 3 round trips on PostgreSQL (4 statements),
-where they were 9 with the checked checkouts and the admission's BEGIN/COMMIT.
+limit, pair not stale, and - migration 7 - the actor neither spray-blocked nor at its count of
+distinct users failed or holding a live ticket; then a ticket, which carries the actor and
+spray-user keys: the reservation) is one transaction, serialised per user key and then per actor
+(PostgreSQL: the two advisory transaction locks in one statement, then one ``INSERT ... SELECT ...
+WHERE ... RETURNING``, sent together as one :meth:`~bridge.state.db.Database.batch`: one round
+trip; SQLite: BEGIN IMMEDIATE); a success gives its ticket (and so its spray reservation) back
+with the reset, one statement (``throttle_clear(key, ticket)``: a DELETE in a WITH on PostgreSQL,
+one transaction of two on SQLite); a ticket given back otherwise is one statement; an IdP refusal
+is one transaction (failures, stale pair, ticket, the actor's spray failure and trip, serialised
+per actor: one batch on PostgreSQL, one round trip), so a reservation becomes a counted failure
+atomically; a spray failure before the IdP one transaction, serialised per actor (one batch on
+PostgreSQL). A successful login's throttle calls (actor check, admission, ticket back with the
+reset) are 3 round trips on PostgreSQL (4 statements), where they were 9 with the checked
+checkouts and the admission's BEGIN/COMMIT; the spray reservation added none.
 
 Errors: what the sync store refused with :class:`~bridge.errors.RequestError` it still does,
 with the same texts; a unique key already taken (:class:`~bridge.errors.StoreConflict`) becomes
@@ -78,6 +85,7 @@ from bridge.state.db import (
     Database,
     Dialect,
     Migration,
+    Params,
     Row,
     current_version,
     migrate,
@@ -124,6 +132,7 @@ __all__ = [
     "ImportReport",
     "ImportRowError",
     "Session",
+    "Spray",
     "Store",
     "ThrottleAdmission",
     "User",
@@ -333,6 +342,90 @@ MIGRATIONS: tuple[Migration, ...] = (
     )"""),
         "CREATE INDEX console_revocations_by_expiry ON console_revocations(expires_at)",
     )),
+    # Spray detection counts attempts still at the IdP (bridge/login/throttle.py): an in-flight ticket may carry
+    # the actor (device or source) and the spray-user digest it reserves, so the admission itself checks the
+    # actor's distinct users failed-or-in-flight; the reservation ends with the ticket (success, no verdict,
+    # expiry), or becomes a counted spray failure in the IdP refusal's transaction.
+    Migration(7, "spray reservations on in-flight tickets", statements=(
+        _ddl("ALTER TABLE throttle_in_flight ADD COLUMN actor {blob}"),
+        _ddl("ALTER TABLE throttle_in_flight ADD COLUMN spray_user {blob}"),
+        "CREATE INDEX throttle_in_flight_by_actor ON throttle_in_flight(actor, expires_at)",
+    )),
+    # Bearer tokens of the APIs (bridge/state/tokens.py): SCIM provisioning (one tenant each) and the admin API
+    # (global or one tenant), stored as SHA-256 of a 256-bit random token, never the token; SCIM's view of the
+    # users (bridge/state/scim.py: a stable opaque id, the externalId, the attributes as last written, and the
+    # deprovisioning mark) and SCIM groups; the audit trail names who made a change (``actor``: a token's name).
+    Migration(8, "api tokens, SCIM ids", statements=(
+        _ddl("""CREATE TABLE api_tokens (
+        id {serial},
+        kind TEXT NOT NULL CHECK (kind IN ('scim', 'admin')),
+        name TEXT NOT NULL,
+        tenant_id {key},
+        token_hash {blob} NOT NULL UNIQUE,
+        created_at {time} NOT NULL,
+        last_used_at {time},
+        revoked_at {time}
+    )"""),
+        "CREATE INDEX api_tokens_by_tenant ON api_tokens(kind, tenant_id)",
+        _ddl("""CREATE TABLE scim_users (
+        tenant_id {key} NOT NULL,
+        email_lc {key} NOT NULL,
+        scim_id {key} NOT NULL UNIQUE,
+        external_id TEXT,
+        resource TEXT,
+        version INTEGER NOT NULL DEFAULT 1,
+        created_at {time} NOT NULL,
+        updated_at {time} NOT NULL,
+        deleted_at {time},
+        PRIMARY KEY (tenant_id, email_lc)
+    )"""),
+        "CREATE INDEX scim_users_by_external_id ON scim_users(tenant_id, external_id)",
+        _ddl("""CREATE TABLE scim_groups (
+        scim_id {key} PRIMARY KEY,
+        tenant_id {key} NOT NULL,
+        display_name TEXT NOT NULL,
+        external_id TEXT,
+        resource TEXT NOT NULL,
+        version INTEGER NOT NULL DEFAULT 1,
+        created_at {time} NOT NULL,
+        updated_at {time} NOT NULL
+    )"""),
+        "CREATE INDEX scim_groups_by_tenant ON scim_groups(tenant_id, display_name)",
+        "ALTER TABLE audit_events ADD COLUMN actor TEXT",
+    )),
+    # Tenants as live data (bridge/state/tenants.py): each tenant's document and where it came from, and
+    # one counter every change bumps, so every instance sees a change with one primary-key read.
+    Migration(9, "tenants as live data", statements=(
+        _ddl("""CREATE TABLE tenants (
+        tenant_id {key} PRIMARY KEY,
+        document TEXT NOT NULL,
+        base_dir TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        file_digest TEXT,
+        updated_at {time} NOT NULL
+    )"""),
+        _ddl("""CREATE TABLE settings_version (
+        name {key} PRIMARY KEY,
+        version BIGINT NOT NULL
+    )"""),
+    )),
+    # The directory sync (bridge/directory): the accounts it disabled itself (the only ones it enables again),
+    # and per tenant which instance runs the sync (a lease) and when one last started.
+    Migration(10, "directory sync", statements=(
+        _ddl("""CREATE TABLE directory_disabled (
+        tenant_id {key} NOT NULL,
+        email_lc {key} NOT NULL,
+        disabled_at {time} NOT NULL,
+        PRIMARY KEY (tenant_id, email_lc)
+    )"""),
+        _ddl("""CREATE TABLE directory_sync_runs (
+        tenant_id {key} PRIMARY KEY,
+        owner TEXT NOT NULL,
+        lease_until {time} NOT NULL,
+        started_at {time} NOT NULL
+    )"""),
+    )),
 )
 
 SCHEMA_VERSION = max(m.version for m in MIGRATIONS)
@@ -345,7 +438,7 @@ _USER_COLUMNS = ("tenant_id, email, username, display_name, group_name, enabled,
 _DEVICE_COLUMNS = ("device_id, tenant_id, name, mode, enabled, shared_user_email, allowed_networks, created_at,"
                    " last_seen_at, last_seen_addr")
 _AUDIT_COLUMNS = ("id, at, kind, result, tenant_id, device_id, mode, email, source, idp_latency_ms, request_id,"
-                  " distinct_users")
+                  " distinct_users, actor")
 _SELECT_USERS = f"SELECT {_USER_COLUMNS} FROM users"  # noqa: S608 (fixed text)
 _SELECT_DEVICES = f"SELECT {_DEVICE_COLUMNS} FROM devices"  # noqa: S608
 _INSERT_USER_INTO = (
@@ -394,13 +487,16 @@ PRUNE_SEEN = (
 PRUNE_SEEN_ALL = "DELETE FROM seen_assertions WHERE expires_at <= ?"
 _ADD_AUDIT = (
     "INSERT INTO audit_events (at, kind, result, tenant_id, device_id, mode, email, source, idp_latency_ms,"
-    " request_id, distinct_users) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+    " request_id, distinct_users, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 # -- lockout protection (migration 4) ----------------------------------------------------------------
 # Per-key serialisation of the admission and spray transactions on PostgreSQL (SQLite's BEGIN IMMEDIATE
 # already serialises writers): a transaction-scoped advisory lock in the two-int key space (which never
 # meets the migrations' one-bigint LOCK_KEY), class 1 for users, 2 for spray actors.
 _THROTTLE_LOCK = "SELECT pg_advisory_xact_lock(CAST(? AS INTEGER), CAST(? AS INTEGER))"
+# A user's lock, then its actor's (an admission with a spray reservation): always in this order, the only one in
+# which two throttle locks are ever held (a spray transaction takes the actor's alone), so no deadlock.
+_THROTTLE_LOCKS = f"{_THROTTLE_LOCK}, pg_advisory_xact_lock(CAST(? AS INTEGER), CAST(? AS INTEGER))"
 _LOCK_USER, _LOCK_SPRAY = 0x6C62_0001, 0x6C62_0002
 _FAILURES_IN_WINDOW = "SELECT count(*) FROM throttle_failures WHERE key = ? AND at > ?"
 _NEWEST_FAILURES = "SELECT at FROM throttle_failures WHERE key = ? AND at > ? ORDER BY at DESC LIMIT ?"
@@ -436,10 +532,36 @@ _SPRAY_SEEN = (
     "INSERT INTO throttle_spray (actor, user_digest, at, expires_at) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (actor, user_digest) DO UPDATE SET at = excluded.at, expires_at = excluded.expires_at"
 )
-_SPRAY_STATE = f"SELECT (SELECT count(*) FROM throttle_spray WHERE actor = ? AND at > ?), ({_BLOCKED_UNTIL})"  # noqa: S608
 _BLOCK = (
     "INSERT INTO throttle_blocks (actor, expires_at) VALUES (?, ?)"
     " ON CONFLICT (actor) DO UPDATE SET expires_at = excluded.expires_at"
+)
+# Spray reservations (migration 7): the actor's users other than this one that failed in the spray window or
+# hold a live ticket of the actor now, each counted once.
+_SPRAY_OTHERS = (
+    "SELECT count(*) FROM (SELECT user_digest FROM throttle_spray WHERE actor = ? AND at > ? AND user_digest <> ?"
+    " UNION SELECT spray_user FROM throttle_in_flight WHERE actor = ? AND expires_at > ? AND spray_user <> ?)"
+    " AS others"
+)
+# The admission with a spray reservation: _ADMIT's conditions, and the actor neither blocked nor at its count.
+_ADMIT_RESERVING = (
+    "INSERT INTO throttle_in_flight (key, expires_at, actor, spray_user) SELECT ?, ?, ?, ?"
+    f" WHERE ({_FAILURES_IN_WINDOW}) + ({_LIVE_IN_FLIGHT}) < ? AND NOT EXISTS ({_STALE_ANSWER})"
+    f" AND NOT EXISTS ({_BLOCKED_UNTIL}) AND ({_SPRAY_OTHERS}) < ? RETURNING id"
+)
+_SPRAY_REFUSAL = f"SELECT ({_BLOCKED_UNTIL}), ({_SPRAY_OTHERS})"
+# The spray trip: a block when the actor's distinct users in the window reach the count and it is not blocked.
+_TRIP = (
+    "INSERT INTO throttle_blocks (actor, expires_at) SELECT ?, ?"  # noqa: S608 (fixed text)
+    " WHERE (SELECT count(*) FROM throttle_spray WHERE actor = ? AND at > ?) >= ?"
+    f" AND NOT EXISTS ({_BLOCKED_UNTIL})"
+    " ON CONFLICT (actor) DO UPDATE SET expires_at = excluded.expires_at RETURNING actor"
+)
+_SPRAY_RESET = "DELETE FROM throttle_spray WHERE actor = ?"
+# PostgreSQL: the trip and, when it tripped, the count started again, in one statement (a batch's last).
+_TRIP_AND_RESET = (
+    f"WITH tripped AS ({_TRIP}), reset AS (DELETE FROM throttle_spray WHERE actor IN"  # noqa: S608 (fixed text)
+    " (SELECT actor FROM tripped)) SELECT count(*) FROM tripped"
 )
 # Expired rows, a bounded batch per table through its expiry index (as PRUNE_SEEN).
 _THROTTLE_TABLES = (("throttle_failures", "id"), ("throttle_in_flight", "id"), ("throttle_stale", "digest"),
@@ -468,6 +590,21 @@ class ThrottleAdmission:
     in_flight: int = 0  # live tickets of the key when refused
     newest: tuple[datetime, ...] = ()  # when refused: the key's newest failures in the window (at most ``limit``)
     stale_answer: str | None = None  # when refused: the remembered IdP answer for the pair, if any
+    blocked_until: datetime | None = None  # when refused with a spray reservation: the actor's spray block, if any
+    spray_users: int = 0  # when refused with a spray reservation: the actor's other users failed or in flight
+
+
+@dataclass(frozen=True, slots=True)
+class Spray:
+    """Spray detection's part of a throttle call: ``actor`` may fail for at most ``distinct`` users in ``window``.
+
+    ``actor`` and ``user`` are keyed HMACs (the throttle's actor and spray-user keys).
+    """
+
+    actor: bytes
+    user: bytes
+    window: timedelta
+    distinct: int
 
 _IMPORT_CHUNK = 100  # users per multi-row INSERT (12 parameters each)
 _LOOKUP_CHUNK = 500  # emails per "which exist already" query
@@ -500,7 +637,7 @@ def _device(row: Row) -> Device:
 def _audit_event(r: Row) -> AuditEvent:
     return AuditEvent(id=int(r[0]), at=_dt(str(r[1])), kind=AuditKind(r[2]), result=str(r[3]),
                       tenant_id=r[4], device_id=r[5], mode=r[6], email=r[7], source=r[8],
-                      idp_latency_ms=r[9], request_id=r[10], distinct_users=r[11])
+                      idp_latency_ms=r[9], request_id=r[10], distinct_users=r[11], actor=r[12])
 
 
 def _check_new_user(tenant_id: str, domains: tuple[str, ...] | None, *, email: str, username: str,
@@ -1046,7 +1183,8 @@ class Store:
         """Append one audit event; returns its id."""
         event_id = await self._db.fetchval(
             _ADD_AUDIT, (_ts(event.at), event.kind.value, event.result, event.tenant_id, event.device_id, event.mode,
-                         event.email, event.source, event.idp_latency_ms, event.request_id, event.distinct_users))
+                         event.email, event.source, event.idp_latency_ms, event.request_id, event.distinct_users,
+                         event.actor))
         return int(event_id or 0)
 
     async def audit_events(self, *, tenant_id: str | None = None, after_id: int = 0,
@@ -1071,11 +1209,16 @@ class Store:
         if self._db.dialect == "postgres":
             await tx.execute(_THROTTLE_LOCK, (kind, int.from_bytes(key[:4], "big", signed=True)))
 
-    def _throttle_lock_statement(self, kind: int, key: bytes) -> list[tuple[str, tuple[int, int]]]:
-        """The advisory lock as the first statement of a :meth:`Database.batch` (none on SQLite)."""
-        if self._db.dialect == "postgres":
+    def _throttle_lock_statement(self, kind: int, key: bytes,
+                                 spray_actor: bytes | None = None) -> list[tuple[str, tuple[int, ...]]]:
+        """The advisory lock as the first statement of a :meth:`Database.batch` (none on SQLite); with
+        ``spray_actor``, that actor's spray lock too, after it (the one order two locks are taken in)."""
+        if self._db.dialect != "postgres":
+            return []
+        if spray_actor is None:
             return [(_THROTTLE_LOCK, (kind, int.from_bytes(key[:4], "big", signed=True)))]
-        return []
+        return [(_THROTTLE_LOCKS, (kind, int.from_bytes(key[:4], "big", signed=True),
+                                   _LOCK_SPRAY, int.from_bytes(spray_actor[:4], "big", signed=True)))]
 
     async def _throttle_wrote(self, now: datetime) -> None:
         self._throttle_writes += 1
@@ -1157,62 +1300,111 @@ class Store:
         return in_flight, tuple(_dt(str(r[0])) for r in rows)
 
     async def throttle_admit(self, key: bytes, stale_digest: bytes, *, now: datetime, window: timedelta,
-                             limit: int, expires_at: datetime) -> ThrottleAdmission:
+                             limit: int, expires_at: datetime, spray: Spray | None = None) -> ThrottleAdmission:
         """Atomically: a ticket for one IdP attempt while failures + live tickets < ``limit`` and the pair is
         not remembered stale; else why not.
 
-        One transaction, serialised per key across instances (PostgreSQL: an advisory transaction lock,
-        then one ``INSERT ... SELECT ... WHERE ... RETURNING``, the two in one pipeline: one round trip;
-        SQLite: BEGIN IMMEDIATE).  A refusal reads its reasons afterwards (two statements, one round trip).
+        With ``spray``, the ticket also reserves the (actor, user) pair for spray detection, in the same
+        statement: it is given only while the actor is not spray-blocked and fewer than ``spray.distinct``
+        users other than this one failed for it in ``spray.window`` or hold a live ticket of it, so the
+        actor's IdP calls never pass its distinct-user count, however many are in flight on however many
+        instances. The reservation ends with the ticket (a success, an attempt without a verdict, expiry),
+        or becomes a counted failure in :meth:`throttle_rejected`'s transaction.
+
+        One transaction, serialised per key across instances, and per actor with ``spray`` (PostgreSQL:
+        advisory transaction locks, user then actor, in one statement, then one ``INSERT ... SELECT ...
+        WHERE ... RETURNING``, the two in one pipeline: one round trip; SQLite: BEGIN IMMEDIATE).  A
+        refusal reads its reasons afterwards (two or three statements, one round trip).
         """
-        admit = (_ADMIT, (key, expires_at, key, now - window, key, now, int(limit), stale_digest, now))
-        *_, ticket = await self._db.batch([*self._throttle_lock_statement(_LOCK_USER, key), admit])
+        user_conditions = (key, now - window, key, now, int(limit), stale_digest, now)
+        admit: tuple[str, Params]
+        if spray is None:
+            admit = (_ADMIT, (key, expires_at, *user_conditions))
+        else:
+            others = (spray.actor, now - spray.window, spray.user, spray.actor, now, spray.user)
+            admit = (_ADMIT_RESERVING, (key, expires_at, spray.actor, spray.user, *user_conditions,
+                                        spray.actor, now, *others, int(spray.distinct)))
+        locks = self._throttle_lock_statement(_LOCK_USER, key, None if spray is None else spray.actor)
+        *_, ticket = await self._db.batch([*locks, admit])
         if ticket:
             await self._throttle_wrote(now)
             return ThrottleAdmission(ticket=int(ticket[0][0]))
         # Why not (the rare path): read after the decision, in one more round trip. Only the answer's
         # details (retry-after, which refusal) come from here; the throttle fails closed if they no
         # longer explain a refusal.
-        refusal, newest = await self._db.batch([(_REFUSAL, (key, now, stale_digest, now)),
-                                                (_NEWEST_FAILURES, (key, now - window, max(int(limit), 1)))])
+        reasons: list[tuple[str, Params]] = [
+            (_REFUSAL, (key, now, stale_digest, now)), (_NEWEST_FAILURES, (key, now - window, max(int(limit), 1)))]
+        if spray is not None:
+            reasons.append((_SPRAY_REFUSAL, (spray.actor, now, *others)))
+        refusal, newest, *spray_state = await self._db.batch(reasons)
         row = _one(refusal[0] if refusal else None, "the refusal")
+        blocked, spray_users = (None, 0)
+        if spray_state:
+            spray_row = _one(spray_state[0][0] if spray_state[0] else None, "the spray refusal")
+            blocked, spray_users = (None if spray_row[0] is None else _dt(str(spray_row[0]))), int(spray_row[1])
         return ThrottleAdmission(ticket=None, in_flight=int(row[0]), newest=tuple(_dt(str(r[0])) for r in newest),
-                                 stale_answer=None if row[1] is None else str(row[1]))
+                                 stale_answer=None if row[1] is None else str(row[1]), blocked_until=blocked,
+                                 spray_users=spray_users)
 
     async def throttle_rejected(self, failures: Sequence[tuple[bytes, timedelta]], *, now: datetime,
                                 stale: tuple[bytes, str, datetime] | None = None,
-                                release: tuple[bytes, int] | None = None) -> None:
+                                release: tuple[bytes, int] | None = None, spray: Spray | None = None) -> int | None:
         """An IdP refusal, in one transaction: a failure for each (key, window), the stale pair
-        (digest, answer, expiry) remembered, and the ticket (key, ticket) released."""
-        async with self._db.transaction() as tx:
-            if failures:
-                marks = ", ".join(["(?, ?, ?)"] * len(failures))
-                await tx.execute(f"INSERT INTO throttle_failures (key, at, expires_at) VALUES {marks}",  # noqa: S608
-                                 [v for key, window in failures for v in (key, now, now + window)])
-            if stale is not None:
-                await tx.execute(_REMEMBER_STALE, stale)
-            if release is not None:
-                await tx.execute(_END_IN_FLIGHT, (release[1], release[0]))
+        (digest, answer, expiry) remembered, the ticket (key, ticket) released and, with ``spray``, the
+        actor's failure for the user as :meth:`throttle_spray_failure` (whose answer this returns).
+
+        So a ticket's spray reservation turns into a counted failure atomically: the actor's count of
+        users failed-or-in-flight never dips while another admission reads it.  PostgreSQL: one batch,
+        one round trip (the actor's advisory lock first when ``spray``); SQLite: one transaction.
+        """
+        statements: list[tuple[str, Params]] = []
+        if failures:
+            marks = ", ".join(["(?, ?, ?)"] * len(failures))
+            statements.append((f"INSERT INTO throttle_failures (key, at, expires_at) VALUES {marks}",  # noqa: S608
+                               [v for key, window in failures for v in (key, now, now + window)]))
+        if stale is not None:
+            statements.append((_REMEMBER_STALE, stale))
+        if release is not None:
+            statements.append((_END_IN_FLIGHT, (release[1], release[0])))
+        tripped = await self._throttle_writes_with_spray(statements, spray, now)
         await self._throttle_wrote(now)
+        return tripped
 
     async def throttle_spray_failure(self, actor: bytes, user_digest: bytes, *, now: datetime, window: timedelta,
                                      distinct: int) -> int | None:
         """Note that ``actor`` failed for a user; when this makes ``distinct`` users in the window and the
         actor is not blocked yet, block it for ``window``, start its count again, and return ``distinct``.
 
-        One transaction, serialised per actor (PostgreSQL: an advisory transaction lock): of several
-        instances seeing the last user at once, exactly one trips the detector.
+        One transaction, serialised per actor (PostgreSQL: an advisory transaction lock, then the
+        statements in one batch: one round trip): of several instances seeing the last user at once,
+        exactly one trips the detector.
         """
-        async with self._db.transaction() as tx:
-            await self._throttle_lock(tx, _LOCK_SPRAY, actor)
-            await tx.execute(_SPRAY_SEEN, (actor, user_digest, now, now + window))
-            row = _one(await tx.fetchone(_SPRAY_STATE, (actor, now - window, actor, now)), "the spray state")
-            tripped = int(row[0]) >= distinct and row[1] is None
-            if tripped:
-                await tx.execute(_BLOCK, (actor, now + window))
-                await tx.execute("DELETE FROM throttle_spray WHERE actor = ?", (actor,))
+        tripped = await self._throttle_writes_with_spray(
+            [], Spray(actor=actor, user=user_digest, window=window, distinct=distinct), now)
         await self._throttle_wrote(now)
-        return distinct if tripped else None
+        return tripped
+
+    async def _throttle_writes_with_spray(self, statements: Sequence[tuple[str, Params]],
+                                          spray: Spray | None, now: datetime) -> int | None:
+        """``statements`` and, with ``spray``, the actor's failure for the user and the trip, in one transaction
+        serialised per actor; ``spray.distinct`` when it tripped the detector."""
+        if spray is None:
+            await self._db.batch(statements)
+            return None
+        seen = (_SPRAY_SEEN, (spray.actor, spray.user, now, now + spray.window))
+        trip = (spray.actor, now + spray.window, spray.actor, now - spray.window, int(spray.distinct), spray.actor, now)
+        if self._db.dialect == "postgres":
+            *_, rows = await self._db.batch([*self._throttle_lock_statement(_LOCK_SPRAY, spray.actor), *statements,
+                                             seen, (_TRIP_AND_RESET, trip)])
+            tripped = bool(rows and int(rows[0][0]))
+        else:
+            async with self._db.transaction() as tx:
+                for sql, params in [*statements, seen]:
+                    await tx.execute(sql, params)
+                tripped = await tx.fetchone(_TRIP, trip) is not None
+                if tripped:
+                    await tx.execute(_SPRAY_RESET, (spray.actor,))
+        return int(spray.distinct) if tripped else None
 
     async def prune_throttle(self, now: datetime, *, limit: int | None = None) -> int:
         """Delete expired throttle rows (at most ``limit`` per table), through the expiry indexes."""
@@ -1229,3 +1421,219 @@ class Store:
         """Rows in the throttle tables (tests, tools)."""
         return sum([int(await self._db.fetchval(f"SELECT count(*) FROM {table}"))  # noqa: S608 (fixed text)
                     for table in PRUNE_THROTTLE])
+
+    # -- directory sync (bridge/directory) --------------------------------------------------------------
+    #
+    # The sync remembers the accounts it disabled itself (directory_disabled): only those does it enable
+    # again when their entry is enabled again. directory_sync_runs holds one row per tenant: which instance
+    # runs its sync (a lease) and when a sync last started, so a cluster runs each tenant's sync once per
+    # period whatever the number of instances.
+
+    async def set_user_names(self, tenant_id: str, email: str, *, username: str, display_name: str) -> None:
+        """Change an account's user name and display name (the directory sync's updates)."""
+        if not username.strip():
+            raise RequestError("a user name is required")
+        email_lc = normalize_email(email)
+        changed = await self._db.execute(
+            "UPDATE users SET username = ?, display_name = ? WHERE tenant_id = ? AND email_lc = ?",
+            (username.strip(), display_name.strip(), tenant_id, email_lc))
+        if changed == 0:
+            raise RequestError(f"no user {email.strip()} in tenant {tenant_id}")
+
+    async def directory_disable_user(self, tenant_id: str, email: str, *, now: datetime | None = None
+                                     ) -> tuple[bool, int]:
+        """Disable an account for the directory sync, in one transaction: end its sessions, forget the
+        printer's verified credentials for it, and remember that the sync disabled it (only when it was
+        enabled: an account someone else disabled stays theirs). Returns (disabled now, sessions ended)."""
+        email_lc = normalize_email(email)
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
+                "UPDATE users SET enabled = 0 WHERE tenant_id = ? AND email_lc = ? AND enabled = 1",
+                (tenant_id, email_lc))
+            revoked = await tx.execute(
+                "UPDATE sessions SET revoked = 1 WHERE tenant_id = ? AND user_email_lc = ? AND revoked = 0",
+                (tenant_id, email_lc))
+            await tx.execute("DELETE FROM print_verified WHERE tenant_id = ? AND email_lc = ?", (tenant_id, email_lc))
+            if changed:
+                await tx.execute(
+                    "INSERT INTO directory_disabled (tenant_id, email_lc, disabled_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (tenant_id, email_lc) DO UPDATE SET disabled_at = excluded.disabled_at",
+                    (tenant_id, email_lc, _ts(now or _now())))
+        log.info("user %s in tenant %s disabled by the directory sync, %s sessions revoked", email_lc, tenant_id,
+                 revoked)
+        return bool(changed), revoked
+
+    async def directory_enable_user(self, tenant_id: str, email: str) -> bool:
+        """Enable an account the directory sync disabled; False (nothing done) when the sync did not disable it."""
+        email_lc = normalize_email(email)
+        async with self._db.transaction() as tx:
+            ours = await tx.execute("DELETE FROM directory_disabled WHERE tenant_id = ? AND email_lc = ?",
+                                    (tenant_id, email_lc))
+            if not ours:
+                return False
+            changed = await tx.execute(
+                "UPDATE users SET enabled = 1 WHERE tenant_id = ? AND email_lc = ? AND enabled = 0",
+                (tenant_id, email_lc))
+        return bool(changed)
+
+    async def directory_disabled(self, tenant_id: str) -> set[str]:
+        """Addresses (lookup form) of the accounts the directory sync disabled and that are still disabled."""
+        rows = await self._db.fetchall(
+            "SELECT d.email_lc FROM directory_disabled d JOIN users u"
+            " ON u.tenant_id = d.tenant_id AND u.email_lc = d.email_lc WHERE d.tenant_id = ? AND u.enabled = 0",
+            (tenant_id,))
+        return {str(row[0]) for row in rows}
+
+    async def forget_directory_disables(self, tenant_id: str) -> int:
+        """Drop the sync's marks on accounts enabled since (by someone else): a later disable is not the sync's."""
+        return await self._db.execute(
+            "DELETE FROM directory_disabled WHERE tenant_id = ? AND email_lc IN"
+            " (SELECT email_lc FROM users WHERE tenant_id = ? AND enabled = 1)", (tenant_id, tenant_id))
+
+    async def claim_directory_sync(self, tenant_id: str, owner: str, *, now: datetime, lease: timedelta,
+                                   every: timedelta | None = None) -> bool:
+        """Take the tenant's sync lease for ``lease`` if no one holds it (and, with ``every``, if no sync started
+        within that period). One statement: of several instances asking at once, one gets it."""
+        started_before = _ts(now - every) if every is not None else _ts(now + timedelta(days=1))
+        row = await self._db.fetchone(
+            "INSERT INTO directory_sync_runs (tenant_id, owner, lease_until, started_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (tenant_id) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until,"
+            " started_at = excluded.started_at"
+            " WHERE directory_sync_runs.lease_until <= ? AND directory_sync_runs.started_at <= ? RETURNING owner",
+            (tenant_id, owner, _ts(now + lease), _ts(now), _ts(now), started_before))
+        return row is not None
+
+    async def release_directory_sync(self, tenant_id: str, owner: str, *, now: datetime | None = None) -> None:
+        """Give the lease back (the time the sync started stays: it times the next one)."""
+        await self._db.execute("UPDATE directory_sync_runs SET lease_until = ? WHERE tenant_id = ? AND owner = ?",
+                               (_ts(now or _now()), tenant_id, owner))
+
+    # -- the admin API (bridge/adminapi) ----------------------------------------------------------------------
+    #
+    # Taking access away is one transaction with the change: the account's sessions end and the printer's cached
+    # verifications of its address go (print_verified), so neither a device nor a print queue keeps it signed in.
+
+    async def update_user(self, tenant_id: str, email: str, *, username: str | None = None,
+                          display_name: str | None = None, group: str | None = None, language: str | None = None,
+                          fax_number: str | None = None) -> User:
+        """Change an account's descriptive fields (None: unchanged; "" clears language or fax number)."""
+        changes: list[tuple[str, str | None]] = []
+        if username is not None:
+            if not username.strip():
+                raise RequestError("a user name is required")
+            changes.append(("username", username.strip()))
+        for column, value in (("display_name", display_name), ("group_name", group)):
+            if value is not None:
+                changes.append((column, value.strip()))
+        for column, value in (("language", language), ("fax_number", fax_number)):
+            if value is not None:
+                changes.append((column, value.strip() or None))
+        email_lc = normalize_email(email)
+        if changes:
+            assignments = ", ".join(f"{column} = ?" for column, _ in changes)  # fixed column names only
+            row = await self._db.fetchone(
+                f"UPDATE users SET {assignments} WHERE tenant_id = ? AND email_lc = ?"  # noqa: S608
+                f" RETURNING {_USER_COLUMNS}", (*(value for _, value in changes), tenant_id, email_lc))
+        else:
+            row = await self._db.fetchone(_SELECT_USERS + " WHERE tenant_id = ? AND email_lc = ?",
+                                          (tenant_id, email_lc))
+        if row is None:
+            raise RequestError(f"no user {email.strip()} in tenant {tenant_id}")
+        return _user(row)
+
+    async def deactivate_user(self, tenant_id: str, email: str) -> int:
+        """Disable the account, end its sessions and forget the printer's verifications of it, in one transaction;
+        returns how many sessions ended."""
+        email_lc = normalize_email(email)
+        async with self._db.transaction() as tx:
+            if await tx.execute(_USER_UPDATES["disable"], (tenant_id, email_lc)) == 0:
+                raise RequestError(f"no user {email.strip()} in tenant {tenant_id}")
+            ended = await tx.execute(
+                "UPDATE sessions SET revoked = 1 WHERE tenant_id = ? AND user_email_lc = ? AND revoked = 0",
+                (tenant_id, email_lc))
+            await tx.execute("DELETE FROM print_verified WHERE tenant_id = ? AND email_lc = ?", (tenant_id, email_lc))
+        log.info("user %s in tenant %s disabled, %s sessions ended", email_lc, tenant_id, ended)
+        return ended
+
+    async def delete_user(self, tenant_id: str, email: str) -> int:
+        """Delete the account with its sessions, printer verifications, SCIM id and directory-sync mark, in one
+        transaction; refused while a shared-account device signs in as it. Returns how many live sessions ended."""
+        email_lc = normalize_email(email)
+        async with self._db.transaction() as tx:
+            device = await tx.fetchval(
+                "SELECT device_id FROM devices WHERE tenant_id = ? AND shared_user_email = ? ORDER BY device_id",
+                (tenant_id, email_lc))
+            if device is not None:
+                raise RequestError(f"device {device} signs in as {email.strip()}: change or delete it first")
+            ended = int(await tx.fetchval(
+                "SELECT count(*) FROM sessions WHERE tenant_id = ? AND user_email_lc = ? AND revoked = 0",
+                (tenant_id, email_lc)) or 0)
+            for table, column in (("sessions", "user_email_lc"), ("print_verified", "email_lc"),
+                                  ("scim_users", "email_lc"), ("directory_disabled", "email_lc")):
+                await tx.execute(f"DELETE FROM {table} WHERE tenant_id = ? AND {column} = ?",  # noqa: S608 (fixed)
+                                 (tenant_id, email_lc))
+            if await tx.execute("DELETE FROM users WHERE tenant_id = ? AND email_lc = ?", (tenant_id, email_lc)) == 0:
+                raise RequestError(f"no user {email.strip()} in tenant {tenant_id}")
+        log.info("user %s deleted from tenant %s, %s sessions ended", email_lc, tenant_id, ended)
+        return ended
+
+    async def update_device(self, device_id: str, *, name: str | None = None, mode: DeviceMode | str | None = None,
+                            shared_user_email: str | None = None) -> Device:
+        """Rename a device or change its mode (a shared-account device names its tenant user), in one
+        transaction; a new mode or shared user ends the sessions the device opened."""
+        try:
+            new_mode = None if mode is None else DeviceMode(mode)
+        except ValueError as exc:
+            raise RequestError(f"unknown device mode {mode!r} (modes: "
+                               f"{', '.join(m.value for m in DeviceMode)})") from exc
+        if name is not None and not name.strip():
+            raise RequestError("a device name is required")
+        async with self._db.transaction() as tx:
+            row = await tx.fetchone(_SELECT_DEVICES + " WHERE device_id = ?", (device_id,))
+            if row is None:
+                raise RequestError(f"no device {device_id}")
+            current = _device(row)
+            target = new_mode or current.mode
+            shared: str | None = None
+            if target is DeviceMode.SHARED_ACCOUNT:
+                shared = normalize_email(shared_user_email) if shared_user_email is not None \
+                    else current.shared_user_email
+                if shared is None:
+                    raise RequestError("a shared-account device needs the shared user's email")
+                if await tx.fetchval("SELECT count(*) FROM users WHERE tenant_id = ? AND email_lc = ?",
+                                     (current.tenant_id, shared)) == 0:
+                    raise RequestError(f"no user {shared_user_email or shared} in tenant {current.tenant_id}")
+            elif shared_user_email is not None:
+                raise RequestError(f"a {target.value} device has no shared user")
+            updated = _device(_one(await tx.fetchone(
+                "UPDATE devices SET name = ?, mode = ?, shared_user_email = ? WHERE device_id = ?"  # noqa: S608
+                f" RETURNING {_DEVICE_COLUMNS}", (current.name if name is None else name.strip(), target.value, shared,
+                                                  device_id)), "an updated device"))
+            if (updated.mode, updated.shared_user_email) != (current.mode, current.shared_user_email):
+                await tx.execute("UPDATE sessions SET revoked = 1 WHERE device_id = ? AND revoked = 0", (device_id,))
+        log.info("device %s updated (%s)", device_id, updated.mode.value)
+        return updated
+
+    async def tenant_usage(self, tenant_id: str) -> tuple[int, int]:
+        """(accounts, devices) a tenant holds."""
+        row = await self._db.fetchone(
+            "SELECT (SELECT count(*) FROM users WHERE tenant_id = ?),"
+            " (SELECT count(*) FROM devices WHERE tenant_id = ?)",
+            (tenant_id, tenant_id))
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    async def audit_page(self, tenant_id: str, *, kinds: Sequence[AuditKind] = (AuditKind.LOGIN,),
+                         before_id: int | None = None, limit: int = 50) -> list[AuditEvent]:
+        """A tenant's events of these kinds, newest first: at most ``limit``, with ids below ``before_id``."""
+        if not kinds:
+            return []
+        marks = ", ".join("?" * len(kinds))
+        args: list[str | int] = [tenant_id, *(kind.value for kind in kinds)]
+        where = f"tenant_id = ? AND kind IN ({marks})"
+        if before_id is not None:
+            where += " AND id < ?"
+            args.append(before_id)
+        rows = await self._db.fetchall(
+            f"SELECT {_AUDIT_COLUMNS} FROM audit_events WHERE {where} ORDER BY id DESC"  # noqa: S608 (fixed text)
+            f" LIMIT {max(int(limit), 0):d}", args)
+        return [_audit_event(row) for row in rows]

@@ -237,3 +237,25 @@ def test_db_upgrade_migrates_and_prints_the_version(conf: Path, capsys: pytest.C
     monkeypatch.setenv("LOGINBRIDGE_STORE_URL", f"sqlite://{other.resolve()}")  # the environment names the store
     code, out, _ = run(capsys, "db", "upgrade", "--config", str(conf))
     assert code == 0 and other.exists() and out.startswith(f"sqlite://{other.resolve()}:")
+
+
+def test_tenants_apply_list_delete_and_config_reload(conf: Path, capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOGINBRIDGE_STORE_URL", raising=False)
+    code, out, err = run(capsys, "tenants", "apply", "--config", str(conf))
+    assert (code, out) == (0, "tenants written: example; unchanged: 0\n"), err
+    code, out, _ = run(capsys, "config", "reload", "--config", str(conf))  # nothing changed since
+    assert (code, out) == (0, "tenants written: none; unchanged: 1\n")
+    code, out, _ = run(capsys, "tenants", "list", "--config", str(conf))
+    assert code == 0 and out.startswith("example\tfile:") and "example.yaml\t" in out and "1 tenant(s)" in out
+    tenant_file = conf.parent / "tenants" / "example.yaml"
+    tenant_file.write_text(TENANT.replace("idp_whitelist: [127.0.0.1/32]", "idp_whitelist: [127.0.0.1/40]"))
+    code, out, err = run(capsys, "config", "reload", "--config", str(conf))
+    assert code != 0 and out == "" and "example.yaml:5: idp_whitelist[0]:" in err, err  # file, line, key
+    tenant_file.write_text(TENANT.replace("Example Corp", "Example Corporation"))
+    code, out, _ = run(capsys, "config", "reload", "--config", str(conf))
+    assert (code, out) == (0, "tenants written: example; unchanged: 0\n")
+    code, out, _ = run(capsys, "tenants", "delete", "example", "--config", str(conf))
+    assert (code, out) == (0, "tenant example deleted from the store\n")
+    code, _, err = run(capsys, "tenants", "delete", "example", "--config", str(conf))
+    assert code != 0 and "no tenant 'example'" in err

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import html
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -17,11 +20,17 @@ from aiohttp import web
 from bridge.app import make_app
 from bridge.appkeys import STORE
 from bridge.config import BridgeConfig, load_config
+from bridge.console.attempts import LiveFacts, Reason, attempt_row, reason_of
+from bridge.console.guide import guide
 from bridge.console.passwords import hash_console_password
 from bridge.demo import seed
+from bridge.errorcatalog import all_codes
 from bridge.idpsim.server import RunningSimulator
+from bridge.idpsim.state import FailMode, Mischief
+from bridge.state.audit import AuditEvent, AuditKind
 from bridge.state.store import Store
-from tests.flows.conftest import DEMO_SEED, KNOWN_SECRETS, tenant_yaml
+from tests.flows.conftest import DEMO_SEED, KNOWN_SECRETS, saml_tenant_yaml, tenant_yaml
+from tests.paths import REPO
 
 TECH = ("tech", "tech-test-pass-0001")
 KNOWN_SECRETS.add(TECH[1])
@@ -51,12 +60,59 @@ class ConsoleBridge:
 
 ConsoleFactory = Callable[..., Awaitable[ConsoleBridge]]
 
+# A second tenant whose IdP (the simulator, on 127.0.0.1) is outside its whitelist: its logins are refused.
+UNLISTED_ORG = "10.9.0.0/16"
+
+
+def unlisted_org_tenant(sim: RunningSimulator) -> dict[str, Any]:
+    return saml_tenant_yaml(sim, idp_whitelist=[UNLISTED_ORG])
+
+
+async def varied_attempts(bridge: ConsoleBridge) -> list[str]:
+    """Twenty-eight attempts through the real device API (the simulator as IdP): every result a technician meets.
+
+    Returns the result codes, oldest first.  The bridge needs the tenant of :func:`unlisted_org_tenant`.
+    """
+    results: list[str] = []
+
+    async def attempt(email: str, password: str, device: tuple[str, str] = ("demo-mfp", "demo-mfp-secret")) -> None:
+        status, body = await bridge.device_login(email, password, device)
+        results.append("ok" if status == 200 else body["error"])
+
+    for _ in range(3):
+        await attempt("alice@example.com", "alice-demo-pass")
+    await attempt("alice@example.com", "alice-typed-this-wrong")
+    await attempt("alice@example.com", "alice-typed-this-wrong")  # the stale-password guard answers
+    await attempt("frontdesk@example.com", "frontdesk-demo-pass")
+    await attempt("nobody@example.com", "whatever-password-1")
+    await attempt("carol@unknown-company.test", "whatever-password-2")
+    await attempt("alice", "alice-demo-pass")
+    await attempt("alice@example.com", "alice-demo-pass", ("demo-mfp", "not-the-device-secret"))
+    await attempt("alice@example.com", "alice-demo-pass", ("retired-mfp", "retired-mfp-secret"))
+    await attempt("disabled@example.com", "disabled-demo-pass")
+    for mischief in (Mischief.EXPIRED, Mischief.WRONG_KEY, Mischief.WRONG_AUDIENCE):
+        bridge.sim.state.mischief = mischief
+        await attempt("mallory@example.com", "mallory-demo-pass")
+    bridge.sim.state.reset()
+    bridge.sim.state.fail_mode = FailMode.HTTP_503
+    await attempt("frontdesk@example.com", "frontdesk-demo-pass")
+    bridge.sim.state.reset()
+    for _ in range(2):
+        await attempt("bob@example.org", "bob-demo-pass", ("demo-mfp-org", "demo-mfp-org-secret"))
+    for n in range(4):
+        await attempt("mallory@example.com", f"mallory-guess-{n}")
+    for _ in range(5):
+        await attempt("alice@example.com", "alice-demo-pass")
+    await attempt("frontdesk@example.com", "frontdesk-demo-pass")
+    return results
+
 
 @pytest.fixture
 async def console_bridge(tmp_path: Path, sim: RunningSimulator) -> AsyncIterator[ConsoleFactory]:
     runners: list[web.AppRunner] = []
 
-    async def factory(*, public_url: str | None = None) -> ConsoleBridge:
+    async def factory(*, public_url: str | None = None,
+                      extra_tenants: tuple[dict[str, Any], ...] = ()) -> ConsoleBridge:
         conf = tmp_path / "conf"
         (conf / "tenants").mkdir(parents=True, exist_ok=True)
         main: dict[str, Any] = {
@@ -70,6 +126,8 @@ async def console_bridge(tmp_path: Path, sim: RunningSimulator) -> AsyncIterator
             main["public_url"] = public_url
         (conf / "bridge.yaml").write_text(yaml.safe_dump(main))
         (conf / "tenants" / "example.yaml").write_text(yaml.safe_dump(tenant_yaml(sim)))
+        for extra in extra_tenants:
+            (conf / "tenants" / f"{extra['id']}.yaml").write_text(yaml.safe_dump(extra))
         config = load_config(conf / "bridge.yaml")
         app = make_app(config)
         runner = web.AppRunner(app, access_log=None)
@@ -207,25 +265,165 @@ async def test_devices_enable_disable(console_bridge: ConsoleFactory, browser_li
     assert all(e.email == "tech" for e in changes)  # who did it
 
 
-async def test_attempts_list_shows_a_failed_login_with_its_reason(console_bridge: ConsoleFactory,
-                                                                  browser_like: aiohttp.ClientSession) -> None:
-    bridge = await console_bridge()
-    status, _ = await bridge.device_login("alice@example.com", "wrong-password-for-alice")
-    assert status == 401
-    await bridge.device_login("alice@example.com", "alice-demo-pass")
+_ROW = re.compile(r'<tr class="row-(\w+)" id="a(\d+)">')
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def _rows(page: str) -> list[tuple[str, int]]:
+    return [(css, int(n)) for css, n in _ROW.findall(page)]
+
+
+def _text(page: str) -> str:
+    """What a reader sees: no tags; code spans are HTML, so a backtick or ** left here is raw Markdown."""
+    return html.unescape(_TAGS.sub(" ", page))
+
+
+async def _get(http: aiohttp.ClientSession, bridge: ConsoleBridge, path: str, **params: str) -> str:
+    async with http.get(bridge.url + path, params=params) as resp:
+        assert resp.status == 200, path
+        return await resp.text()
+
+
+async def test_attempts_one_line_each_with_its_reason_and_paging(
+        console_bridge: ConsoleFactory, sim: RunningSimulator, browser_like: aiohttp.ClientSession) -> None:
+    bridge = await console_bridge(extra_tenants=(unlisted_org_tenant(sim),))
+    results = await varied_attempts(bridge)
     await sign_in(browser_like, bridge)
-    async with browser_like.get(bridge.url + "/console/attempts", params={"device": "demo-mfp"}) as resp:
-        page = await resp.text()
-    assert "invalid_credentials" in page and "Wrong email address or password." in page
-    assert "The IdP refused the password" in page  # the reason
-    assert re.search(r"\d+ ms", page)  # IdP latency
-    assert "wrong-password-for-alice" not in page
-    async with browser_like.get(bridge.url + "/console/attempts", params={"user": "bob"}) as resp:
-        assert "invalid_credentials" not in await resp.text()
-    async with browser_like.get(bridge.url + "/console/attempts", params={"tenant": "example",
-                                                                           "user": "alice"}) as resp:
-        page = await resp.text()
-    assert page.count("alice@example.com") >= 2
+    total = len(results) + 1  # and the technician's sign-in
+    page = await _get(browser_like, bridge, "/console/attempts")
+    rows = _rows(page)
+    assert len(rows) == 10 and [n for _, n in rows] == sorted((n for _, n in rows), reverse=True)
+    assert f"1–10 of {total}" in page and 'rel="prev"' not in page
+    assert "wrong-password" not in page and "alice-typed-this-wrong" not in page
+
+    seen, text = list(rows), _text(page)
+    while (older := re.search(r'href="(/console/attempts\?[^"]*before=\d+[^"]*)" rel="next"', page)):
+        page = await _get(browser_like, bridge, html.unescape(older.group(1)))
+        more = _rows(page)
+        assert more and more[0][1] < seen[-1][1] and 'rel="prev"' in page
+        seen += more
+        text += _text(page)
+    assert len(seen) == total and len({n for _, n in seen}) == total
+    assert f"21–{total} of {total}" in page
+    newer = re.search(r'href="(/console/attempts\?[^"]*after=\d+[^"]*)" rel="prev"', page)
+    assert newer
+    back = _rows(await _get(browser_like, bridge, html.unescape(newer.group(1))))
+    assert back == seen[10:20]
+
+    # The specific reason, not only the generic advice; the advice is rendered Markdown.
+    assert "add 127.0.0.1/32 to idp_whitelist" in text
+    assert "stale password: the IdP was not asked again" in text and "the IdP rejected the password" in text
+    assert "no such account in tenant example" in text and "no tenant lists the domain unknown-company.test" in text
+    assert "no device retired-mfp is enrolled" in text
+    assert "`" not in text and "**" not in text
+    assert "<code>idp_whitelist</code>" in page or "<code>idp_whitelist</code>" in await _get(
+        browser_like, bridge, "/console/attempts", result="idp_not_whitelisted")
+
+    # Every code links to a section of the guide that exists.
+    guide_page = await _get(browser_like, bridge, "/console/troubleshooting")
+    every_failure = await _get(browser_like, bridge, "/console/attempts", result="failed", per="100")
+    links = set(re.findall(r'href="/console/troubleshooting#([a-z_]+)"', every_failure))
+    assert {"invalid_credentials", "idp_not_whitelisted", "assertion_invalid", "user_not_provisioned"} <= links
+    for code in links:
+        assert f'id="{code}"' in guide_page, code
+
+
+async def test_attempts_filters_and_time_zone(console_bridge: ConsoleFactory, sim: RunningSimulator,
+                                              browser_like: aiohttp.ClientSession) -> None:
+    bridge = await console_bridge(extra_tenants=(unlisted_org_tenant(sim),))
+    results = await varied_attempts(bridge)
+    await sign_in(browser_like, bridge)
+
+    page = await _get(browser_like, bridge, "/console/attempts", result="failed", per="100")
+    failed = sum(1 for r in results if r != "ok")
+    assert len(_rows(page)) == failed and {css for css, _ in _rows(page)} == {"fail"}
+    page = await _get(browser_like, bridge, "/console/attempts", result="idp_not_whitelisted")
+    assert len(_rows(page)) == 2 and "bob@example.org" in page and "1–2 of 2 matching" in page
+    page = await _get(browser_like, bridge, "/console/attempts", tenant="example-org")
+    assert len(_rows(page)) == 2
+    page = await _get(browser_like, bridge, "/console/attempts", user="MALLORY", per="25")
+    assert len(_rows(page)) == results.count("invalid_credentials") - 2 + results.count("assertion_invalid")
+    page = await _get(browser_like, bridge, "/console/attempts", mode="console")
+    assert len(_rows(page)) == 1 and "console sign-in" in page
+    page = await _get(browser_like, bridge, "/console/attempts", device="retired")
+    assert len(_rows(page)) == 1 and "no device retired-mfp is enrolled" in page
+    # Filters survive paging.
+    page = await _get(browser_like, bridge, "/console/attempts", result="failed")
+    older = re.search(r'href="(/console/attempts\?[^"]*)" rel="next"', page)
+    assert older and "result=failed" in older.group(1)
+
+    # Times: UTC by default; the zone a technician picks is used and remembered; UTC stays on hover.
+    events = await bridge.store.audit_events(last=1)
+    at = events[-1].at
+    page = await _get(browser_like, bridge, "/console/attempts")
+    assert "Time <span class=\"zone\">UTC</span>" in page
+    assert f'title="{at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"' in page
+    assert f">{at.astimezone(UTC):%d %b %H:%M:%S}</time>" in page
+    page = await _get(browser_like, bridge, "/console/attempts", tz="Asia/Tokyo")
+    assert f">{at.astimezone(ZoneInfo('Asia/Tokyo')):%d %b %H:%M:%S}</time>" in page
+    assert f'datetime="{at.astimezone(UTC):%Y-%m-%dT%H:%M:%S}Z"' in page
+    page = await _get(browser_like, bridge, "/console/attempts")
+    assert "<option selected>Asia/Tokyo</option>" in page  # from the cookie
+    page = await _get(browser_like, bridge, "/console/attempts", tz="Mars/Olympus_Mons")
+    assert "Unknown time zone" in page and "<option selected>UTC</option>" in page
+    # A time range, read in the chosen zone.
+    tokyo = at.astimezone(ZoneInfo("Asia/Tokyo"))
+    page = await _get(browser_like, bridge, "/console/attempts", tz="Asia/Tokyo",
+                      since=f"{tokyo + timedelta(minutes=1):%Y-%m-%dT%H:%M}")
+    assert _rows(page) == [] and "No login attempts match." in page
+    page = await _get(browser_like, bridge, "/console/attempts", tz="Asia/Tokyo",
+                      since=f"{tokyo - timedelta(minutes=5):%Y-%m-%dT%H:%M}",
+                      until=f"{tokyo + timedelta(minutes=1):%Y-%m-%dT%H:%M}", per="100")
+    assert len(_rows(page)) == len(results) + 1
+    page = await _get(browser_like, bridge, "/console/attempts", since="yesterday")
+    assert "Not a date and time" in page and len(_rows(page)) == 10
+
+
+@dataclass(frozen=True, kw_only=True)
+class _RecordedEvent(AuditEvent):
+    """An event as the audit trail will hold it once it records the specific reason (not yet a column)."""
+
+    reason: str = ""
+
+
+async def test_changes_in_the_audit_trail_are_not_listed_as_attempts(
+        console_bridge: ConsoleFactory, browser_like: aiohttp.ClientSession) -> None:
+    """SCIM, the directory sync and the admin API write audit events too: changes, not login attempts."""
+    bridge = await console_bridge()
+    for kind in (AuditKind.PROVISIONING, AuditKind.DIRECTORY_SYNC, AuditKind.ADMIN_CHANGE):
+        await bridge.store.add_audit_event(AuditEvent(at=datetime.now(UTC), kind=kind, result="user_created",
+                                                      tenant_id="example", email="new@example.com",
+                                                      actor="ops-token"))
+    await sign_in(browser_like, bridge)
+    page = await _get(browser_like, bridge, "/console/attempts")
+    assert "new@example.com" not in page and "user_created" not in page
+    assert len(_rows(page)) == 1 and "console sign-in" in page  # the sign-in itself is an attempt
+
+
+def test_a_recorded_reason_comes_first_and_is_escaped(tmp_path: Path) -> None:
+    config = load_config(REPO / "conf" / "bridge.yaml", require_files=False)
+    event = _RecordedEvent(at=datetime.now(UTC), kind=AuditKind.LOGIN, result="assertion_invalid",
+                           mode="user-prompt", email="mallory@example.com", idp_latency_ms=12, id=7,
+                           reason="not_yet_valid: Conditions/@NotBefore is in the future <b>")
+    reason = reason_of(event, LiveFacts(), config)
+    assert reason == Reason("not_yet_valid: Conditions/@NotBefore is in the future <b>", "recorded")
+    row = attempt_row(event, UTC, reason, guide().anchors)
+    assert "&lt;b&gt;" in str(row.reason) and row.href == "/console/troubleshooting#assertion_invalid"
+    # Without it: the catalogue's note, its Markdown rendered.
+    plain = AuditEvent(at=event.at, kind=AuditKind.LOGIN, result="assertion_invalid", idp_latency_ms=12)
+    fallback = reason_of(plain, LiveFacts(), config)
+    assert fallback == Reason("The signed token failed validation", "catalogue")
+    advice = attempt_row(plain, UTC, fallback, guide().anchors).advice
+    assert advice is not None and "`" not in advice
+
+
+def test_the_guide_names_every_code_and_stands_in_when_missing(tmp_path: Path) -> None:
+    doc = guide()
+    assert doc.from_docs and set(all_codes()) <= doc.anchors
+    assert '<h3 id="idp_unreachable">' in doc.html and '<span id="idp_error" class="alias">' in doc.html
+    assert "<table>" in doc.html and "`" not in _text(doc.html)
+    stand_in = guide(tmp_path / "missing.md")
+    assert not stand_in.from_docs and set(all_codes()) <= stand_in.anchors
 
 
 async def test_test_login_form(console_bridge: ConsoleFactory, browser_like: aiohttp.ClientSession) -> None:

@@ -7,5 +7,6 @@ when several folders need the one PostgreSQL, import it once, into tests/conftes
 
 from tests.servers.haproxy import haproxy_factory
 from tests.servers.postgres import pg_database, postgres_server
+from tests.servers.slapd import slapd_server
 
-__all__ = ["haproxy_factory", "pg_database", "postgres_server"]
+__all__ = ["haproxy_factory", "pg_database", "postgres_server", "slapd_server"]

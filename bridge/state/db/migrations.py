@@ -167,8 +167,16 @@ async def _adopt_user_version(tx: Connection, ordered: list[Migration], latest: 
     return legacy
 
 
+async def _applied_in(tx: Connection) -> set[int]:
+    return {int(r[0]) for r in await tx.fetchall("SELECT version FROM schema_version")}
+
+
 async def migrate(db: Database, migrations: Sequence[Migration], *, lock_key: int = LOCK_KEY) -> MigrationResult:
-    """Bring ``db`` to the newest of ``migrations``; safe to run from many processes at once."""
+    """Bring ``db`` to the newest of ``migrations``; safe to run from many processes at once.
+
+    Every migration not yet recorded is applied, in version order, even one numbered below the
+    newest applied (two branches of work that each added one land in either order).
+    """
     ordered = _ordered(migrations)
     latest = ordered[-1].version if ordered else 0
     async with db.transaction() as tx:
@@ -177,25 +185,25 @@ async def migrate(db: Database, migrations: Sequence[Migration], *, lock_key: in
         previous = await _version_in(tx)
         if previous == 0 and db.dialect == "sqlite":
             previous = await _adopt_user_version(tx, ordered, latest)
+        done = await _applied_in(tx)
     if previous > latest:
         raise StoreError(f"database schema {previous} is newer than this program ({latest})")
     applied: list[int] = []
-    current = previous
     for migration in ordered:
-        if migration.version <= current:
+        if migration.version in done:
             continue
         async with db.transaction() as tx:
             await _lock(tx, db.dialect, lock_key)
-            current = await _version_in(tx)
-            if migration.version <= current:
+            if migration.version in await _applied_in(tx):
                 continue  # another process applied it while we waited for the lock
             for statement in migration.statements_for(db.dialect):
                 await tx.execute(statement)
             await tx.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
                              (migration.version, migration.description, _now()))
             if db.dialect == "sqlite":
-                await tx.execute(f"PRAGMA user_version = {migration.version:d}")
-            current = migration.version
+                current = max(await _version_in(tx), migration.version)
+                await tx.execute(f"PRAGMA user_version = {current:d}")
         applied.append(migration.version)
         log.info("database %s: applied migration %s (%s)", db.url, migration.version, migration.description)
+    current = int(await db.fetchval("SELECT coalesce(max(version), 0) FROM schema_version") or 0)
     return MigrationResult(previous=previous, current=max(current, previous), applied=tuple(applied))

@@ -826,7 +826,8 @@ def test_config_errors_name_the_key(data: dict[str, object], key: str) -> None:
 
 
 def test_demo_users_file_and_secret_free_repr(config: SimConfig) -> None:
-    assert config.relying_parties == ("urn:loginbridge:example.com", "urn:loginbridge:example.org")
+    assert config.relying_parties == ("urn:loginbridge:example.com", "urn:loginbridge:example.org",
+                                      "urn:loginbridge:acme.test")
     logins = {u.upn: u.enabled for u in config.users}
     assert logins == {
         "alice@example.com": True,
@@ -834,6 +835,7 @@ def test_demo_users_file_and_secret_free_repr(config: SimConfig) -> None:
         "disabled@example.com": False,
         "mallory@example.com": True,
         "bob@example.org": True,
+        "carol@acme.test": True,
     }
     assert config.authenticate("bob@example.org", "bob-demo-pass") is not None
     assert config.authenticate("bob@example.org", "alice-demo-pass") is None

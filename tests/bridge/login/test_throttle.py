@@ -7,14 +7,16 @@ test_throttle_cluster.py); the window arithmetic is tested as pure functions.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from bridge.config import BridgeConfig, Protocol, TenantConfig, ThrottleConfig
-from bridge.errors import StoreError, StoreUnavailable
+from bridge.errors import DeviceThrottled, IdpUnreachable, InvalidCredentials, StoreError, StoreUnavailable
 from bridge.login.guard import LoginGuard, LoginMode
 from bridge.login.throttle import (
     Actor,
@@ -117,8 +119,7 @@ async def test_sliding_window_counts_and_forgets(store: Store) -> None:
 
 async def test_expired_rows_are_pruned(throttle: LoginThrottle, store: Store, clock: Clock) -> None:
     for i in range(10):
-        await throttle.idp_rejected("t", f"u{i}@example.com", "pw", DEVICE, LIMITS)
-        await throttle.failed_for_user(DEVICE, f"u{i}@example.com", LIMITS)
+        await throttle.idp_rejected("t", f"u{i}@example.com", "pw", DEVICE, LIMITS)  # feeds spray detection too
     # 20 failures (user and device), 10 stale pairs, 7 spray rows (3 went with the block at the 3rd), 1 block.
     assert await store.throttle_row_count() == 38
     assert await store.prune_throttle(at(clock.now)) == 0  # all live
@@ -207,18 +208,19 @@ async def test_admission_holds_a_ticket_until_given_back(throttle: LoginThrottle
 
 
 async def test_device_and_source_budgets(throttle: LoginThrottle) -> None:
+    limits = replace(LIMITS, spray_distinct_users=50)  # the failure budgets, not spray detection
     for i in range(5):
-        assert await throttle.actor_lock(DEVICE, LIMITS) is None
-        await throttle.idp_rejected("t", f"u{i}@example.com", "pw", DEVICE, LIMITS)
-    lock = await throttle.actor_lock(DEVICE, LIMITS)
+        assert await throttle.actor_lock(DEVICE, limits) is None
+        await throttle.idp_rejected("t", f"u{i}@example.com", "pw", DEVICE, limits)
+    lock = await throttle.actor_lock(DEVICE, limits)
     assert lock is not None and lock.kind == LockKind.DEVICE
     for i in range(4):
-        assert await throttle.actor_lock(APP, LIMITS) is None
-        await throttle.idp_rejected("t", f"v{i}@example.com", "pw", APP, LIMITS)
-    lock = await throttle.actor_lock(APP, LIMITS)
+        assert await throttle.actor_lock(APP, limits) is None
+        await throttle.idp_rejected("t", f"v{i}@example.com", "pw", APP, limits)
+    lock = await throttle.actor_lock(APP, limits)
     assert lock is not None and lock.kind == LockKind.SOURCE
     # The device's budget is its own, whatever its source address.
-    assert await throttle.actor_lock(Actor(device_id="mfp-2", source="192.0.2.7"), LIMITS) is None
+    assert await throttle.actor_lock(Actor(device_id="mfp-2", source="192.0.2.7"), limits) is None
 
 
 async def test_stale_pair_is_remembered_on_rejection(throttle: LoginThrottle, clock: Clock) -> None:
@@ -304,3 +306,115 @@ async def test_a_store_error_fails_closed(throttle: LoginThrottle, store: Store,
         async with attempt.at_idp(tenant, "a@example.com", "pw"):
             idp_calls += 1
     assert idp_calls == 0
+
+
+# -- spray detection counts attempts at the IdP (the guard's sequence, concurrently) -------------------
+
+
+TENANT = TenantConfig(id="t", name="T", domains=("example.com",), protocol=Protocol.WSTRUST, idp_whitelist=(),
+                      session_ttl=timedelta(hours=1), wstrust=None, saml2=None, source=Path("/dev/null"),
+                      throttle=LIMITS)
+
+
+def make_guard(throttle: LoginThrottle) -> LoginGuard:
+    return LoginGuard(BridgeConfig.__new__(BridgeConfig), throttle)
+
+
+async def login(guard: LoginGuard, email: str, idp: Callable[[str], Awaitable[None]],
+                password: str = "Spring2024!") -> str:
+    """One app login from APP's address as the login service runs it: checks, IdP call, finish."""
+    try:
+        async with guard.attempt(mode=LoginMode.APP, source=APP.source) as attempt:
+            await attempt.check_actor()
+            await attempt.check_password_allowed(TENANT, email, password)
+            async with attempt.at_idp(TENANT, email, password):
+                await idp(email)
+    except DeviceThrottled:
+        return "spray"
+    except InvalidCredentials:
+        return "rejected"
+    except IdpUnreachable:
+        return "no verdict"
+    return "ok"
+
+
+class Idp:
+    """The IdP: records its calls, answers after a pause (attempts overlap), ``verdict`` per email."""
+
+    def __init__(self, verdict: Callable[[str], BaseException | None]) -> None:
+        self.calls: list[str] = []
+        self.verdict = verdict
+
+    async def __call__(self, email: str) -> None:
+        self.calls.append(email)
+        await asyncio.sleep(0.01)
+        error = self.verdict(email)
+        if error is not None:
+            raise error
+
+
+async def test_concurrent_spray_reaches_the_idp_at_most_the_distinct_user_count(
+        throttle: LoginThrottle, caplog: pytest.LogCaptureFixture) -> None:
+    guard, idp = make_guard(throttle), Idp(lambda email: InvalidCredentials("wrong password"))
+    results = await asyncio.gather(*[login(guard, f"user{n:02d}@example.com", idp) for n in range(12)])
+    assert len(idp.calls) == LIMITS.spray_distinct_users == 3
+    assert sorted(results) == ["rejected"] * 3 + ["spray"] * 9
+    assert [r.message for r in caplog.records].count(
+        "password spray: source:198.51.100.9 failed for 3 distinct users; blocked for 50 s") == 1
+    lock = await throttle.actor_lock(APP, LIMITS)
+    assert lock is not None and (lock.kind, lock.retry_after) == (LockKind.SPRAY, 50)
+    assert await login(guard, "late@example.com", idp) == "spray" and len(idp.calls) == 3
+
+
+async def test_a_successful_login_storm_never_blocks_the_device(throttle: LoginThrottle, store: Store) -> None:
+    """50 people log in on one device, some at the same time: never blocked, nothing counted for spraying."""
+    guard, idp = make_guard(throttle), Idp(lambda email: None)
+    for batch in range(25):
+        results = await asyncio.gather(*[login(guard, f"person{batch}-{n}@example.com", idp) for n in range(2)])
+        assert results == ["ok", "ok"]
+    assert len(idp.calls) == 50
+    assert await throttle.actor_lock(APP, LIMITS) is None
+    assert await store.database.fetchval("SELECT count(*) FROM throttle_spray") == 0
+    assert await store.database.fetchval("SELECT count(*) FROM throttle_in_flight") == 0
+    # More at once than the spray count: the surplus waits a second (their users are at the IdP), never a block.
+    results = await asyncio.gather(*[login(guard, f"rush{n}@example.com", idp) for n in range(6)])
+    assert results.count("ok") >= LIMITS.spray_distinct_users and set(results) <= {"ok", "spray"}
+    assert await throttle.actor_lock(APP, LIMITS) is None
+    assert [await login(guard, f"rush{n}@example.com", idp) for n in range(6)] == ["ok"] * 6
+
+
+async def test_an_attempt_without_a_verdict_frees_its_user_but_an_earlier_failure_stays(
+        throttle: LoginThrottle) -> None:
+    guard = make_guard(throttle)
+    rejected, down = Idp(lambda email: InvalidCredentials("wrong")), Idp(lambda email: IdpUnreachable("IdP down"))
+    assert await login(guard, "a@example.com", rejected) == "rejected"  # a: a real failure
+    assert await login(guard, "a@example.com", down, "Summer2024!") == "no verdict"  # a again: still counted
+    assert await login(guard, "b@example.com", down) == "no verdict"  # b: not counted
+    # A cancelled attempt (the client went away at the IdP) gives its reservation back too.
+    started = asyncio.Event()
+
+    async def hangs(email: str) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    task = asyncio.create_task(login(guard, "c@example.com", hangs))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # Counted for APP: "a" only. With the threshold at 3, "d" and "e" may be at the IdP at once, "f" may not.
+    gate = asyncio.Event()
+
+    async def held(email: str) -> None:
+        await gate.wait()
+        raise InvalidCredentials("wrong")
+
+    pending = [asyncio.create_task(login(guard, email, held)) for email in ("d@example.com", "e@example.com")]
+    await asyncio.sleep(0.05)
+    assert await login(guard, "f@example.com", rejected) == "spray"
+    lock = await throttle.actor_lock(APP, LIMITS)
+    assert lock is None  # a wait of a second at most, not a block
+    gate.set()
+    assert await asyncio.gather(*pending) == ["rejected", "rejected"]
+    lock = await throttle.actor_lock(APP, LIMITS)  # a, d, e: the detector tripped at the third user
+    assert lock is not None and lock.kind == LockKind.SPRAY and lock.retry_after == 50

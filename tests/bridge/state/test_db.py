@@ -318,6 +318,17 @@ def test_migration_definitions_are_checked() -> None:
     assert Migration(1, "x", statements=("a",), postgres=("b",)).statements_for("postgres") == ("b",)
 
 
+async def test_a_migration_numbered_below_the_newest_applied_is_still_applied(db: Database) -> None:
+    """Two pieces of work each added a migration (2 and 3); a database that got 3 first still gets 2."""
+    first = await migrate(db, (MIGRATIONS[0], MIGRATIONS[2]))
+    assert (first.current, first.applied) == (3, (1, 3))
+    later = await migrate(db, MIGRATIONS)
+    assert (later.previous, later.current, later.applied) == (3, 3, (2,))
+    assert await runs(db) == [(1, 1), (2, 1), (3, 1)]
+    if db.dialect == "sqlite":
+        assert await db.fetchval("PRAGMA user_version") == 3  # the newest, not the last applied
+
+
 async def test_postgres_concurrent_migrations_apply_each_step_exactly_once(pg_database: PgDatabase) -> None:
     slow = tuple(
         Migration(m.version, m.description, statements=(*m.statements_for("postgres"), "SELECT pg_sleep(0.05)"))

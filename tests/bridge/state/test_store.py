@@ -32,6 +32,7 @@ from bridge.state.store import (
     THROTTLE_PRUNE_EVERY,
     TOUCH_INTERVAL,
     DeviceMode,
+    Spray,
     Store,
     ThrottleAdmission,
     hash_device_secret,
@@ -627,20 +628,24 @@ async def test_a_database_written_by_the_sqlite_store_is_adopted_with_its_rows(t
 
 
 async def test_sqlite_schema_is_the_one_on_disk_since_schema_3(tmp_path: Path) -> None:
-    def schema(path: Path) -> list[tuple[str, str, str]]:
+    """The tables of schema 3 are made today exactly as the sync store made them (later ones are new tables)."""
+    def schema(path: Path, tables: set[str] | None = None) -> list[tuple[str, str, str]]:
         conn = sqlite3.connect(path)
         try:
-            rows = conn.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'schema_version%'"
-                                " AND name != 'sqlite_sequence' AND tbl_name NOT LIKE 'throttle%'"  # schema 4
-                                " AND tbl_name NOT LIKE 'print%' AND tbl_name != 'console_revocations'"  # 5, 6
-                                " ORDER BY name").fetchall()
+            rows = conn.execute("SELECT type, name, sql, tbl_name FROM sqlite_master WHERE name NOT LIKE"
+                                " 'schema_version%' AND name != 'sqlite_sequence' ORDER BY name").fetchall()
         finally:
             conn.close()
-        return [(kind, name, " ".join(str(sql).split())) for kind, name, sql in rows]
+        return [(kind, name, " ".join(str(sql).split())) for kind, name, sql, table in rows
+                if tables is None or table in tables]
 
     write_v3_file(tmp_path / "old.db", secret="x")
     await (await Store.open(f"sqlite://{tmp_path}/new.db")).close()
-    assert schema(tmp_path / "new.db") == schema(tmp_path / "old.db")
+    # Adopted and migrated like any file (migration 8 adds audit_events.actor to both).
+    await (await Store.open(f"sqlite://{tmp_path}/old.db")).close()
+    old = schema(tmp_path / "old.db")
+    assert {"users", "devices", "sessions", "audit_events", "seen_assertions"} <= {name for _, name, _ in old}
+    assert schema(tmp_path / "new.db", {name for kind, name, _ in old if kind == "table"}) == old
 
 
 async def test_duplicates_are_the_sync_stores_request_errors_even_when_racing(store: Store) -> None:
@@ -876,6 +881,65 @@ async def test_throttle_admission_and_spray_are_atomic_across_two_stores(url: st
         assert trips.count(10) == 1 and trips.count(None) == 29
 
 
+SPRAY_WINDOW = timedelta(seconds=300)
+
+
+def _spray(user: bytes, distinct: int = 10) -> Spray:
+    return Spray(actor=b"mfp", user=user, window=SPRAY_WINDOW, distinct=distinct)
+
+
+async def _admit_for(store: Store, user: bytes, now: float = 0, distinct: int = 10) -> ThrottleAdmission:
+    """An admission of ``user`` (its own user key) reserving the spray pair (the actor "mfp", ``user``)."""
+    return await store.throttle_admit(b"key-" + user, b"pw-" + user, now=_t(now), window=WINDOW, limit=5,
+                                      expires_at=_t(now + 120), spray=_spray(user, distinct))
+
+
+async def test_throttle_spray_reservations_cap_concurrent_admissions_across_two_stores(url: str) -> None:
+    """30 attempts for distinct users from one actor at once, on two instances: 10 tickets, the count; the 10
+    rejections trip the detector once, at the 10th; nothing more is admitted."""
+    async with await Store.open(url) as first, await Store.open(url) as second:
+        stores = [first, second]
+        users = [b"user%02d" % n for n in range(30)]
+        admissions = await asyncio.gather(*[_admit_for(stores[n % 2], user) for n, user in enumerate(users)])
+        admitted = [(n, a.ticket) for n, a in enumerate(admissions) if a.ticket is not None]
+        assert len(admitted) == 10
+        refused = [a for a in admissions if a.ticket is None]
+        assert {(a.blocked_until, a.spray_users) for a in refused} == {(None, 10)}
+        trips = await asyncio.gather(*[
+            stores[n % 2].throttle_rejected([(b"key-" + users[n], WINDOW)], now=_t(1),
+                                            release=(b"key-" + users[n], ticket), spray=_spray(users[n]))
+            for n, ticket in admitted])
+        assert trips.count(10) == 1 and trips.count(None) == 9
+        assert await first.throttle_blocked_until(b"mfp", now=_t(2)) == _t(301)
+        late = await asyncio.gather(*[_admit_for(stores[n % 2], b"late%d" % n, now=2) for n in range(6)])
+        assert {(a.ticket, a.blocked_until) for a in late} == {(None, _t(301))}
+        assert await first.throttle_in_flight_count(b"key-" + users[admitted[0][0]], now=_t(2)) == 0
+
+
+async def test_throttle_spray_reservation_ends_with_its_ticket(store: Store) -> None:
+    """A success and an attempt without a verdict leave nothing counted; an earlier real failure stays."""
+    failed = await _admit_for(store, b"a", distinct=3)
+    assert failed.ticket is not None
+    assert await store.throttle_rejected([], now=_t(1), release=(b"key-a", failed.ticket),
+                                         spray=_spray(b"a", 3)) is None
+    for user, end in ((b"a", "no verdict"), (b"b", "no verdict"), (b"c", "success")):
+        admission = await _admit_for(store, user, now=2, distinct=3)
+        assert admission.ticket is not None
+        if end == "success":
+            await store.throttle_clear(b"key-" + user, admission.ticket)
+        else:
+            await store.throttle_in_flight_end(b"key-" + user, admission.ticket)
+    # Counted for the actor now: "a" (its failure) only. Two more users fit in flight, a third does not.
+    assert (await _admit_for(store, b"d", now=3, distinct=3)).ticket is not None
+    assert (await _admit_for(store, b"e", now=3, distinct=3)).ticket is not None
+    refused = await _admit_for(store, b"f", now=3, distinct=3)
+    assert (refused.ticket, refused.blocked_until, refused.spray_users) == (None, None, 3)
+    # The same user again is no new user: admitted (its own user limit permitting).
+    assert (await _admit_for(store, b"d", now=3, distinct=3)).ticket is not None
+    # A crashed instance's reservation expires with its ticket.
+    assert (await _admit_for(store, b"f", now=124, distinct=3)).ticket is not None
+
+
 async def test_throttle_writes_prune_expired_rows_a_bounded_batch_at_a_time(store: Store,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlstore_module, "THROTTLE_PRUNE_BATCH", 7)
@@ -893,7 +957,10 @@ async def test_throttle_statements_read_the_indexes(store: Store) -> None:
     db = store.database
     statements = [(sqlstore_module._ADMIT, (b"k", "2030", b"k", "2030", b"k", "2030", 5, b"d", "2030")),
                   (sqlstore_module._ACTOR_STATE, (b"k", "2030", b"k", "2030", 4)),
-                  (sqlstore_module._SPRAY_STATE, (b"k", "2030", b"k", "2030")),
+                  (sqlstore_module._ADMIT_RESERVING, (b"k", "2030", b"a", b"u", b"k", "2030", b"k", "2030", 5, b"d",
+                                                      "2030", b"a", "2030", b"a", "2030", b"u", b"a", "2030", b"u", 10)),
+                  (sqlstore_module._SPRAY_REFUSAL, (b"a", "2030", b"a", "2030", b"u", b"a", "2030", b"u")),
+                  (sqlstore_module._TRIP, (b"a", "2030", b"a", "2030", 10, b"a", "2030")),
                   *[(sql, ("2030", "2030", 100)) for sql in PRUNE_THROTTLE.values()]]
     if db.dialect == "sqlite":
         for sql, params in statements:
@@ -909,11 +976,14 @@ async def test_throttle_statements_read_the_indexes(store: Store) -> None:
     await db.execute("INSERT INTO throttle_spray (actor, user_digest, at, expires_at) SELECT CAST(md5(CAST(n % 500"
                      " AS TEXT)) AS BYTEA), CAST(md5(CAST(n AS TEXT)) AS BYTEA), CAST(2030 + n % 50 AS TEXT),"
                      " CAST(2030 + n % 50 AS TEXT) FROM generate_series(1, 20000) AS n")
+    await db.execute("INSERT INTO throttle_in_flight (key, expires_at, actor, spray_user) SELECT"
+                     " CAST(md5(CAST(n AS TEXT)) AS BYTEA), CAST(2030 + n % 50 AS TEXT), CAST(md5(CAST(n % 500 AS TEXT))"
+                     " AS BYTEA), CAST(md5(CAST(n AS TEXT)) AS BYTEA) FROM generate_series(1, 20000) AS n")
     for table in PRUNE_THROTTLE:
         await db.execute(f"ANALYZE {table}")
     for sql, params in statements:
         if sql.startswith("DELETE"):
             params = ("2030-06-01", "2030-06-01", THROTTLE_PRUNE_BATCH)
         plan = "\n".join(str(row[0]) for row in await db.fetchall("EXPLAIN " + sql, params))
-        for table in ("throttle_failures", "throttle_stale", "throttle_spray"):
+        for table in ("throttle_failures", "throttle_in_flight", "throttle_stale", "throttle_spray"):
             assert f"Seq Scan on {table}" not in plan, (sql, plan)
