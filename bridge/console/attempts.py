@@ -2,9 +2,8 @@
 
 Where the reason on a line comes from, best first:
 
-1. the reason recorded with the attempt (``AuditEvent.reason``, once the audit
-   trail records one: the assertion check that failed, the CIDR a whitelist
-   refusal asked for ...);
+1. the reason recorded with the attempt (``AuditEvent.reason``, migration 11:
+   today the assertion check that failed, e.g. ``expired`` or ``signature``);
 2. what the event itself tells (no IdP latency on a refused password: the
    stale-password guard answered; the source address of a network refusal;
    the distinct users of a spray block ...);
@@ -277,9 +276,8 @@ async def live_facts(events: Iterable[AuditEvent], config: BridgeConfig, store: 
 
 
 def _recorded(event: AuditEvent) -> str:
-    """The reason recorded with the attempt, once the audit trail has the column (see the module docstring)."""
-    value = getattr(event, "reason", None)
-    return value if isinstance(value, str) else ""
+    """The reason recorded with the attempt (see the module docstring)."""
+    return event.reason or ""
 
 
 def reason_of(event: AuditEvent, facts: LiveFacts, config: BridgeConfig) -> Reason:

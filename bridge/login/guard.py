@@ -22,6 +22,7 @@ from types import TracebackType
 from bridge.config import BridgeConfig, TenantConfig, ThrottleConfig
 from bridge.errors import (
     AccessDenied,
+    AssertionRejected,
     BridgeError,
     DeviceThrottled,
     IdpRefused,
@@ -71,6 +72,13 @@ class LoginMode(enum.Enum):
     APP = "app"
     PRINTER = "printer"
     PASSWORD = "password"  # noqa: S105 (a label: a password check whose caller named no channel)
+
+
+def _reason_of(exc: BaseException | None) -> str | None:
+    """The specific check behind a refusal, for the audit trail: short text the bridge wrote, never a secret."""
+    if isinstance(exc, AssertionRejected):
+        return exc.reason
+    return None
 
 
 class LoginGuard:
@@ -289,7 +297,7 @@ class Attempt:
             if guard.metrics is not None:
                 guard.metrics.count_login(tenant=self._tenant_label(), mode=self.mode.value, result=result)
             if guard.audit is not None:
-                await guard.audit.record(self._event(AuditKind.LOGIN, result))
+                await guard.audit.record(self._event(AuditKind.LOGIN, result, reason=_reason_of(exc)))
 
     async def _feed_throttles(self, guard: LoginGuard, exc: BaseException | None) -> None:
         if exc is None and self.tenant is not None and self.email is not None:
@@ -321,9 +329,10 @@ class Attempt:
                                           source=event.source, request_id=event.request_id,
                                           distinct_users=distinct))
 
-    def _event(self, kind: AuditKind, result: str) -> AuditEvent:
+    def _event(self, kind: AuditKind, result: str, *, reason: str | None = None) -> AuditEvent:
         request_id = request_id_var.get()
         return AuditEvent(
+            reason=reason,
             at=self._at,
             kind=kind,
             result=result,

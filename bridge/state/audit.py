@@ -71,12 +71,13 @@ class AuditEvent:
     request_id: str | None = None
     distinct_users: int | None = None
     actor: str | None = None  # who made a change through an API: the bearer token's name (never the token)
+    reason: str | None = None  # the specific check that refused an attempt (e.g. not_yet_valid), set by the bridge
     id: int | None = None
 
     def __post_init__(self) -> None:
         # Frozen: the one place the text fields are made safe, whoever built the event.
         object.__setattr__(self, "result", audit_text(self.result))
-        for name in ("tenant_id", "device_id", "mode", "email", "source", "request_id", "actor"):
+        for name in ("tenant_id", "device_id", "mode", "email", "source", "request_id", "actor", "reason"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, audit_text(value))
@@ -98,6 +99,8 @@ class AuditEvent:
             body["distinct_users"] = self.distinct_users
         if self.actor is not None:
             body["actor"] = self.actor
+        if self.reason is not None:
+            body["reason"] = self.reason
         if self.id is not None:
             body["id"] = self.id
         return body

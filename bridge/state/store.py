@@ -5,7 +5,7 @@
 parameters, return types and errors as the SQLite ``Store`` (its dataclasses and helpers are
 imported from :mod:`bridge.state.store`, not copied), one SQL text for both engines.
 
-The schema is :data:`MIGRATIONS` 1..10: 1..3 the ``SCHEMA_VERSION`` steps of the sync store statement
+The schema is :data:`MIGRATIONS` 1..11: 1..3 the ``SCHEMA_VERSION`` steps of the sync store statement
 for statement (on SQLite the very same DDL text, so a file the sync store made at ``PRAGMA
 user_version`` 3 is adopted by :func:`bridge.state.db.migrate` and nothing is run again), 4 the
 lockout protection's tables (``UNLOGGED`` on PostgreSQL: a crash forgets them, at most a few IdP
@@ -13,7 +13,8 @@ calls more; the IdP's own lockout stays the backstop), 5 the Print-to-Web printe
 credentials and identity (their SQL is the printer's own: ``printers/jobstore.py``), 6 the console's
 sign-outs (``bridge/console/shared.py``), 7 spray reservations on the in-flight tickets, 8 the API
 tokens and SCIM ids (``bridge/state/tokens.py``, ``bridge/state/scim.py``) and the audit's actor, 9
-the tenants as live data (``bridge/state/tenants.py``), 10 the directory sync's state. On
+the tenants as live data (``bridge/state/tenants.py``), 10 the directory sync's state, 11 the audit's
+reasons. On
 PostgreSQL: ``BYTEA`` for the hashes, an identity column for audit ids, and ``TEXT COLLATE "C"``
 for the timestamps (compared as text) and for the keys the store sorts on (tenant, email, device
 id), so ``ORDER BY`` gives SQLite's byte order whatever the database's collation.
@@ -426,6 +427,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         started_at {time} NOT NULL
     )"""),
     )),
+    # The specific check that refused an attempt (bridge/login/guard.py: an assertion's failed check), shown
+    # by the console's attempts page before the catalogue's generic advice.
+    Migration(11, "audit reasons", statements=("ALTER TABLE audit_events ADD COLUMN reason TEXT",)),
 )
 
 SCHEMA_VERSION = max(m.version for m in MIGRATIONS)
@@ -438,7 +442,7 @@ _USER_COLUMNS = ("tenant_id, email, username, display_name, group_name, enabled,
 _DEVICE_COLUMNS = ("device_id, tenant_id, name, mode, enabled, shared_user_email, allowed_networks, created_at,"
                    " last_seen_at, last_seen_addr")
 _AUDIT_COLUMNS = ("id, at, kind, result, tenant_id, device_id, mode, email, source, idp_latency_ms, request_id,"
-                  " distinct_users, actor")
+                  " distinct_users, actor, reason")
 _SELECT_USERS = f"SELECT {_USER_COLUMNS} FROM users"  # noqa: S608 (fixed text)
 _SELECT_DEVICES = f"SELECT {_DEVICE_COLUMNS} FROM devices"  # noqa: S608
 _INSERT_USER_INTO = (
@@ -487,7 +491,7 @@ PRUNE_SEEN = (
 PRUNE_SEEN_ALL = "DELETE FROM seen_assertions WHERE expires_at <= ?"
 _ADD_AUDIT = (
     "INSERT INTO audit_events (at, kind, result, tenant_id, device_id, mode, email, source, idp_latency_ms,"
-    " request_id, distinct_users, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+    " request_id, distinct_users, actor, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 # -- lockout protection (migration 4) ----------------------------------------------------------------
 # Per-key serialisation of the admission and spray transactions on PostgreSQL (SQLite's BEGIN IMMEDIATE
@@ -637,7 +641,7 @@ def _device(row: Row) -> Device:
 def _audit_event(r: Row) -> AuditEvent:
     return AuditEvent(id=int(r[0]), at=_dt(str(r[1])), kind=AuditKind(r[2]), result=str(r[3]),
                       tenant_id=r[4], device_id=r[5], mode=r[6], email=r[7], source=r[8],
-                      idp_latency_ms=r[9], request_id=r[10], distinct_users=r[11], actor=r[12])
+                      idp_latency_ms=r[9], request_id=r[10], distinct_users=r[11], actor=r[12], reason=r[13])
 
 
 def _check_new_user(tenant_id: str, domains: tuple[str, ...] | None, *, email: str, username: str,
@@ -1184,7 +1188,7 @@ class Store:
         event_id = await self._db.fetchval(
             _ADD_AUDIT, (_ts(event.at), event.kind.value, event.result, event.tenant_id, event.device_id, event.mode,
                          event.email, event.source, event.idp_latency_ms, event.request_id, event.distinct_users,
-                         event.actor))
+                         event.actor, event.reason))
         return int(event_id or 0)
 
     async def audit_events(self, *, tenant_id: str | None = None, after_id: int = 0,

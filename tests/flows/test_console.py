@@ -315,6 +315,11 @@ async def test_attempts_one_line_each_with_its_reason_and_paging(
     assert "stale password: the IdP was not asked again" in text and "the IdP rejected the password" in text
     assert "no such account in tenant example" in text and "no tenant lists the domain unknown-company.test" in text
     assert "no device retired-mfp is enrolled" in text
+    # An assertion failure shows the check that failed (recorded with the attempt), not the generic advice.
+    recorded = {e.reason for e in await bridge.store.audit_events() if e.result == "assertion_invalid"}
+    assert len(recorded) >= 2 and None not in recorded, recorded  # expired, wrong key, wrong audience
+    for reason in recorded:
+        assert reason is not None and reason in text, reason
     assert "`" not in text and "**" not in text
     assert "<code>idp_whitelist</code>" in page or "<code>idp_whitelist</code>" in await _get(
         browser_like, bridge, "/console/attempts", result="idp_not_whitelisted")
