@@ -410,9 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "directory":
             return _with_store(_cmd_directory, args)
         if args.command == scim_commands.COMMAND:
-            return scim_commands.run(args, args.config or _default_config())
+            return _with_store(scim_commands.run, args)
         if args.command == admin_commands.COMMAND:
-            return admin_commands.run(args, args.config or _default_config())
+            return _with_store(admin_commands.run, args)
         if args.command in toolkit.COMMANDS:
             return toolkit.run(args, args.config or _default_config())
         return _cmd_serve(args)

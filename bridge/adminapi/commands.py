@@ -10,12 +10,11 @@ for every change made with the token.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from typing import Any
 
 from bridge.adminapi.http import PREFIX
-from bridge.config import BridgeConfig, load_config
+from bridge.config import BridgeConfig
 from bridge.login.tenants import find_tenant
 from bridge.state.store import Store
 from bridge.state.tokens import create_token, list_tokens, revoke_token, token_json, token_line
@@ -40,7 +39,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     revoke.add_argument("token_id", type=int, metavar="TOKEN_ID", help="the id that 'admin token list' shows")
 
 
-async def _run(args: argparse.Namespace, config: BridgeConfig, store: Store) -> int:
+async def run(args: argparse.Namespace, config: BridgeConfig, store: Store) -> int:
+    """The command on an open store (``loginbridge`` runs it through its ``_with_store``)."""
     db = store.database
     if args.action == "create":
         tenant_id = None if args.tenant is None else (await find_tenant(config, store, args.tenant)).id
@@ -63,13 +63,3 @@ async def _run(args: argparse.Namespace, config: BridgeConfig, store: Store) -> 
         token = await revoke_token(db, args.token_id, kind="admin")
         print(f"revoked admin token {token.id} ({token.name}); it no longer works")
     return EXIT_OK
-
-
-def run(args: argparse.Namespace, config_path: str) -> int:
-    config = load_config(config_path, require_files=False)
-
-    async def main() -> int:
-        async with await Store.open(config.store_url) as store:
-            return await _run(args, config, store)
-
-    return asyncio.run(main())

@@ -8,11 +8,10 @@ URL to give Entra ID or Okta; ``list [--tenant ID] [--json]`` shows names, ids a
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from typing import Any
 
-from bridge.config import BridgeConfig, load_config
+from bridge.config import BridgeConfig
 from bridge.login.tenants import find_tenant
 from bridge.scim import PREFIX
 from bridge.state.store import Store
@@ -38,7 +37,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     revoke.add_argument("token_id", type=int, metavar="TOKEN_ID", help="the id that 'scim token list' shows")
 
 
-async def _run(args: argparse.Namespace, config: BridgeConfig, store: Store) -> int:
+async def run(args: argparse.Namespace, config: BridgeConfig, store: Store) -> int:
+    """The command on an open store (``loginbridge`` runs it through its ``_with_store``)."""
     db = store.database
     if args.action == "create":
         tenant = await find_tenant(config, store, args.tenant)
@@ -61,13 +61,3 @@ async def _run(args: argparse.Namespace, config: BridgeConfig, store: Store) -> 
         token = await revoke_token(db, args.token_id, kind="scim")
         print(f"revoked SCIM token {token.id} ({token.name}, tenant {token.tenant_id}); it no longer works")
     return EXIT_OK
-
-
-def run(args: argparse.Namespace, config_path: str) -> int:
-    config = load_config(config_path, require_files=False)
-
-    async def main() -> int:
-        async with await Store.open(config.store_url) as store:
-            return await _run(args, config, store)
-
-    return asyncio.run(main())
