@@ -31,9 +31,11 @@ from bridge.login.service import IdpRegistry, LoginService
 from bridge.login.tenants import LiveTenants
 from bridge.login.throttle import LoginThrottle
 from bridge.metrics import BridgeMetrics
+from bridge.printsetup import mount_print_setup
 from bridge.scim.http import mount_scim
 from bridge.state.audit import AuditLog
 from bridge.state.store import Store
+from bridge.tasks import stop_task
 from connectors import apps, mfp, saml, service, session
 from printers.server import printer_listener
 
@@ -180,9 +182,7 @@ def make_app(config: BridgeConfig) -> web.Application:
         follower = asyncio.create_task(tenants.follow(store), name="tenants-follow")
         with _reload_on_sighup(config, store, tenants):
             yield
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
+        await stop_task(follower)
         audit.close()
         await idps.close()
         await store.close()
@@ -201,6 +201,7 @@ def make_app(config: BridgeConfig) -> web.Application:
     mount_console(app, config)  # the technician console at /console
     mount_scim(app)  # SCIM 2.0 provisioning at /scim/v2/{tenant}/
     mount_admin_api(app)  # the admin API at /admin/v1 (bridge/adminapi)
+    mount_print_setup(app, config)  # personal printer URLs at /print/setup (bridge/printsetup)
     return app
 
 

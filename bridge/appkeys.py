@@ -18,3 +18,4 @@ LOGIN = web.AppKey("login", LoginService)
 METRICS = web.AppKey("metrics", BridgeMetrics)
 AUDIT = web.AppKey("audit", AuditLog)
 GUARD = web.AppKey("guard", LoginGuard)
+PRINTER_PORT = web.AppKey("printer_port", int)  # the printer listener's bound port, once it listens

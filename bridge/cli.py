@@ -1,7 +1,8 @@
 """The ``loginbridge`` command: check the configuration, manage users and devices, serve.
 
 Errors are one line on stderr with exit status 2, never a traceback: the
-people running this are administrators fixing a file or a typo.
+people running this are administrators fixing a file or a typo.  ``config check``
+lists every mistake of the configuration, a line each, and then how many.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from bridge.adminapi import commands as admin_commands
 from bridge.config import BridgeConfig, TenantConfig, load_config, summarize
-from bridge.errors import BridgeError, ConfigError, RequestError
+from bridge.errors import BridgeError, ConfigError, ConfigErrors, RequestError
 from bridge.scim import commands as scim_commands
 from bridge.state.store import Device, Store, User
 from bridge.toolkit import commands as toolkit
@@ -162,7 +163,14 @@ def _tenant(config: BridgeConfig, tenant_id: str) -> TenantConfig:
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
-    config = _config(args, require_files=True)
+    try:
+        config = _config(args, require_files=True)
+    except ConfigError as exc:  # every mistake, each as file:line: key: message, then the count
+        errors = exc.errors if isinstance(exc, ConfigErrors) else (exc,)
+        for error in errors:
+            print(error, file=sys.stderr)
+        print(f"{len(errors)} {'error' if len(errors) == 1 else 'errors'} in the configuration", file=sys.stderr)
+        return EXIT_ERROR
     print(summarize(config))
     for warning in config.warnings:
         print(f"warning: {warning}")

@@ -4,10 +4,17 @@ The files are read once, validated completely and turned into frozen
 dataclasses.  YAML is read through the node API (``yaml.compose``) rather than
 ``safe_load`` so that every error can name the file, the key path and the line
 an administrator has to fix.  Unknown keys are errors, with a suggestion.
+
+Checking goes on past a mistake, so one run names them all: every tenant file,
+every section of bridge.yaml and the independent parts of a tenant are checked
+on their own (``_Src.part``), every unknown key of a mapping is listed.  The
+loader then raises one :class:`~bridge.errors.ConfigErrors`: it reads as the
+first mistake, and its ``errors`` hold them all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import enum
 import ipaddress
@@ -24,10 +31,11 @@ from urllib.parse import urlsplit
 
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bridge.errors import ConfigError, RequestError
+from bridge.errors import ConfigError, ConfigErrors, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +190,7 @@ class TenantConfig:
     device_login_identity: DeviceLoginIdentity = DeviceLoginIdentity.EMAIL
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
     directory: DirectoryConfig | None = None  # the directory sync (bridge/directory)
+    printer_link_days: int = 90  # how long a personal printer URL works (bridge/state/printlinks.py)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -214,6 +223,37 @@ class PrinterConfig:
     verification_cache: timedelta
     spool_dir: Path
     delivery: DeliveryConfig
+    tls: PrinterTls | None = None
+    """``printer.tls``: the listener speaks TLS (ipps) and plain HTTP on its port; None: plain HTTP only."""
+    plain_http_from: tuple[IPNetwork, ...] | None = None
+    """``printer.plain_http_from``: the clients that may send a password over plain HTTP (ipp://); the others
+    are told to use ipps (printers/server.py).  None (no ``tls`` and no such key): anyone, as before TLS;
+    with ``tls`` the default is loopback only (:data:`LOOPBACK_NETWORKS`)."""
+    dnssd: PrinterDnssd | None = None
+    """``printer.dnssd`` with ``enabled: true``: the printer is announced with DNS-SD over multicast DNS
+    (printers/dnssd.py); None (the default): not announced."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PrinterTls:
+    """The printer's certificate (PEM, the chain after it) and its unencrypted PEM key: a checked pair."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PrinterDnssd:
+    """``printer.dnssd`` when enabled: the DNS-SD service instance name and where to announce it."""
+
+    name: str
+    """The service instance name clients list (RFC 6763 section 4.1.1: at most 63 bytes of UTF-8)."""
+    interfaces: tuple[str, ...] = ()
+    """The addresses to announce on, and the addresses announced; empty: every interface (and the
+    printer's bound address, or every address of this host when it binds all)."""
+
+
+LOOPBACK_NETWORKS: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -287,16 +327,44 @@ class BridgeConfig:
 # YAML node helpers: every error carries file, key path and line.
 
 
+class _Recorded(Exception):
+    """Ends a part of the configuration whose mistake is already in the errors (not recorded again)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Src:
-    """One YAML file: ``path`` resolves relative paths, ``shown`` is for messages."""
+    """One YAML file: ``path`` resolves relative paths, ``shown`` is for messages.
+
+    ``errors`` collects the mistakes found so far; the files of one load share one list.
+    """
 
     path: Path
     shown: str
+    errors: list[ConfigError] = field(default_factory=list, compare=False, repr=False)
 
     def err(self, detail: str, key: str = "", node: yaml.Node | None = None) -> ConfigError:
         line = node.start_mark.line + 1 if node is not None else None
         return ConfigError(detail, file=self.shown, key=key, line=line)
+
+    def record(self, detail: str, key: str = "", node: yaml.Node | None = None) -> None:
+        """A mistake that does not stop the part it is found in."""
+        self.errors.append(self.err(detail, key, node))
+
+    @contextlib.contextmanager
+    def part(self) -> Iterator[None]:
+        """One part checked on its own: a ConfigError raised in it is recorded, and checking goes on after it."""
+        try:
+            yield
+        except ConfigErrors as exc:
+            self.errors.extend(exc.errors)
+        except ConfigError as exc:
+            self.errors.append(exc)
+        except _Recorded:
+            pass
+
+    def failed_since(self, count: int) -> bool:
+        """Whether a mistake was recorded since ``len(self.errors)`` was ``count``."""
+        return len(self.errors) > count
 
     def resolve(self, raw: str) -> Path:
         """A path named in this file, relative to this file's directory."""
@@ -321,16 +389,22 @@ class _Map:
         self.node = node
         self.prefix = prefix
         self.items: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        self.misspelt: set[str] = set()  # allowed keys an unknown key was taken for ("did you mean ...?")
+        # Each bad key is recorded and left out; the rest of the mapping is still checked.
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR_TAG:
-                raise src.err("keys must be plain names", prefix, key_node)
+                src.record("keys must be plain names", prefix, key_node)
+                continue
             name = key_node.value
             if name in self.items:
-                raise src.err("duplicate key", self.key(name), key_node)
+                src.record("duplicate key", self.key(name), key_node)
+                continue
             if name not in allowed:
                 close = difflib.get_close_matches(name, list(allowed), n=1, cutoff=0.6)
                 hint = f"did you mean {close[0]}?" if close else "allowed: " + ", ".join(sorted(allowed))
-                raise src.err(f"unknown key ({hint})", self.key(name), key_node)
+                src.record(f"unknown key ({hint})", self.key(name), key_node)
+                self.misspelt.update(close)
+                continue
             self.items[name] = (key_node, value_node)
 
     def key(self, name: str) -> str:
@@ -346,9 +420,15 @@ class _Map:
     def require(self, name: str) -> yaml.Node:
         node = self.get(name)
         if node is None:
+            if name in self.misspelt and name not in self.items:
+                raise _Recorded  # its "unknown key (did you mean NAME?)" says it already
             where = self.items[name][0] if name in self.items else self.node
             raise self.src.err("missing required key", self.key(name), where)
         return node
+
+    def absent(self, name: str) -> bool:
+        """Not given, and not misspelt either (a misspelt key is reported already, as unknown)."""
+        return self.get(name) is None and name not in self.misspelt
 
     def sub(self, name: str, allowed: Collection[str]) -> _Map | None:
         node = self.get(name)
@@ -485,7 +565,9 @@ _MAIN_KEYS = ("listen", "state_dir", "tenants_dir", "secrets", "sessions", "idp_
 STORE_URL_ENV = "LOGINBRIDGE_STORE_URL"
 _STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
 _PRINTER_KEYS = ("enabled", "host", "port", "name", "location", "info", "max_job_mb",
-                 "verification_cache_seconds", "spool_dir", "delivery")
+                 "verification_cache_seconds", "spool_dir", "delivery", "tls", "plain_http_from", "dnssd")
+_PRINTER_TLS_KEYS = ("cert", "key")
+_PRINTER_DNSSD_KEYS = ("enabled", "name", "interfaces")
 _DELIVERY_KEYS = ("url", "outbox_dir", "max_attempts", "backoff_seconds", "ca_file", "lease_seconds", "poll_seconds")
 
 
@@ -495,82 +577,127 @@ def load_config(path: Path | str, *, require_files: bool = True) -> BridgeConfig
     ``require_files=False`` lets management commands run before the files an
     IdP hands out (signing certificates, CA bundles, metadata) exist: missing
     ones become warnings instead of errors.  Malformed ones are still errors.
+
+    Every mistake is looked for before giving up: :class:`ConfigErrors` reads
+    as the first one (file, key, line) and lists them all in ``errors``.
     """
     main_path = Path(path)
     src = _Src(main_path, os.path.normpath(main_path))
+    config: BridgeConfig | None = None
+    with src.part():
+        config = _load_config(src, require_files)
+    if config is None or src.errors:
+        raise ConfigErrors(src.errors)
+    return config
+
+
+def _load_config(src: _Src, require_files: bool) -> BridgeConfig:
+    """The main file and the tenant files; each section on its own (errors in ``src.errors``)."""
     warnings: list[str] = []
     root = _Map(src, _read_yaml(src), "", _MAIN_KEYS)
 
     host, port = "127.0.0.1", 8080
-    timeouts = ListenerTimeouts()
+    header, idle = ListenerTimeouts().header, ListenerTimeouts().idle
     trusted_proxies: list[IPNetwork] = []
-    listen = root.sub("listen", ("host", "port", "header_timeout_seconds", "idle_timeout_seconds",
-                                 "trusted_proxies"))
+    listen: _Map | None = None
+    with src.part():
+        listen = root.sub("listen", ("host", "port", "header_timeout_seconds", "idle_timeout_seconds",
+                                     "trusted_proxies"))
     if listen is not None:
-        if (node := listen.get("host")) is not None:
-            host = _str(listen, "host", node)
-        if (node := listen.get("port")) is not None:
-            port = _int(listen, "port", node, 0, 65535)
-        header = timeouts.header if (node := listen.get("header_timeout_seconds")) is None else _number(
-            listen, "header_timeout_seconds", node, 0, 300)
-        idle = timeouts.idle if (node := listen.get("idle_timeout_seconds")) is None else _number(
-            listen, "idle_timeout_seconds", node, 0, 3600)
-        timeouts = ListenerTimeouts(header=header, idle=idle)
-        if (node := listen.get("trusted_proxies")) is not None:
-            for key, item in _items(listen, "trusted_proxies", node):
-                trusted_proxies.append(_network(src, key, item))
+        with src.part():
+            if (node := listen.get("host")) is not None:
+                host = _str(listen, "host", node)
+        with src.part():
+            if (node := listen.get("port")) is not None:
+                port = _int(listen, "port", node, 0, 65535)
+        with src.part():
+            if (node := listen.get("header_timeout_seconds")) is not None:
+                header = _number(listen, "header_timeout_seconds", node, 0, 300)
+        with src.part():
+            if (node := listen.get("idle_timeout_seconds")) is not None:
+                idle = _number(listen, "idle_timeout_seconds", node, 0, 3600)
+        with src.part():
+            if (node := listen.get("trusted_proxies")) is not None:
+                for key, item in _items(listen, "trusted_proxies", node):
+                    with src.part():
+                        trusted_proxies.append(_network(src, key, item))
+    timeouts = ListenerTimeouts(header=header, idle=idle)
 
-    state_dir = _path(root, "state_dir", root.require("state_dir"))
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise src.err(f"cannot create {state_dir} ({exc.strerror})", "state_dir",
-                      root.get("state_dir")) from exc
+    state_dir = src.resolve("state")  # stands in for a wrong state_dir while the rest is checked
+    with src.part():
+        state_dir = _path(root, "state_dir", root.require("state_dir"))
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise src.err(f"cannot create {state_dir} ({exc.strerror})", "state_dir",
+                          root.get("state_dir")) from exc
 
-    secrets_map = _Map(src, root.require("secrets"), "secrets", ("hmac_key",))
-    hmac_key = _load_secret(secrets_map, "hmac_key", warnings)
+    hmac_key = b""
+    with src.part():
+        secrets_map = _Map(src, root.require("secrets"), "secrets", ("hmac_key",))
+        hmac_key = _load_secret(secrets_map, "hmac_key", warnings)
 
     ttl = timedelta(seconds=28800)
-    sessions = root.sub("sessions", ("ttl_seconds",))
-    if sessions is not None and (node := sessions.get("ttl_seconds")) is not None:
-        ttl = timedelta(seconds=_int(sessions, "ttl_seconds", node, 60, 30 * 86400))
+    with src.part():
+        sessions = root.sub("sessions", ("ttl_seconds",))
+        if sessions is not None and (node := sessions.get("ttl_seconds")) is not None:
+            ttl = timedelta(seconds=_int(sessions, "ttl_seconds", node, 60, 30 * 86400))
 
-    idp_client = _idp_client(root.sub("idp_client", ("connect_timeout_seconds", "timeout_seconds",
-                                                      "max_connections_per_idp")))
+    idp_client = _idp_client(None)
+    with src.part():
+        idp_client = _idp_client(root.sub("idp_client", ("connect_timeout_seconds", "timeout_seconds",
+                                                          "max_connections_per_idp")))
 
     log_level = "INFO"
-    logging_map = root.sub("logging", ("level",))
-    if logging_map is not None and (node := logging_map.get("level")) is not None:
-        log_level = _str(logging_map, "level", node).upper()
-        if log_level not in LOG_LEVELS:
-            raise src.err(f"must be one of {', '.join(LOG_LEVELS)}", "logging.level", node)
+    with src.part():
+        logging_map = root.sub("logging", ("level",))
+        if logging_map is not None and (node := logging_map.get("level")) is not None:
+            log_level = _str(logging_map, "level", node).upper()
+            if log_level not in LOG_LEVELS:
+                raise src.err(f"must be one of {', '.join(LOG_LEVELS)}", "logging.level", node)
 
-    tenants_node = root.get("tenants_dir")
-    tenants_dir = src.resolve("tenants") if tenants_node is None else _path(root, "tenants_dir", tenants_node)
-    tenants = _load_tenants(src, tenants_dir, tenants_node, ttl, require_files, warnings)
-    if not tenants:
-        warnings.append(f"{tenants_dir}: no tenant files (*.yaml): nobody can sign in")
+    tenants: tuple[TenantConfig, ...] = ()
+    tenants_dir = src.resolve("tenants")
+    with src.part():
+        tenants_node = root.get("tenants_dir")
+        if tenants_node is not None:
+            tenants_dir = _path(root, "tenants_dir", tenants_node)
+        tenants = _load_tenants(src, tenants_dir, tenants_node, ttl, require_files, warnings)
+        if not tenants:
+            warnings.append(f"{tenants_dir}: no tenant files (*.yaml): nobody can sign in")
 
-    printer = _printer(root.sub("printer", _PRINTER_KEYS), state_dir)
+    printer: PrinterConfig | None = None
+    with src.part():
+        printer = _printer(root.sub("printer", _PRINTER_KEYS), state_dir, require_files, warnings)
     audit_file = _absolute(state_dir / "audit.jsonl")
-    audit_map = root.sub("audit", ("file",))
-    if audit_map is not None and (node := audit_map.get("file")) is not None:
-        audit_file = _absolute(_path(audit_map, "file", node))
+    with src.part():
+        audit_map = root.sub("audit", ("file",))
+        if audit_map is not None and (node := audit_map.get("file")) is not None:
+            audit_file = _absolute(_path(audit_map, "file", node))
 
     public_url = f"http://{host}:{port}"
-    if (node := root.get("public_url")) is not None:
-        public_url = _str(root, "public_url", node).rstrip("/")
-        if urlsplit(public_url).scheme not in ("http", "https") or not urlsplit(public_url).netloc:
-            raise src.err("must be an http(s) URL such as https://bridge.example.com", "public_url", node)
+    with src.part():
+        if (node := root.get("public_url")) is not None:
+            public_url = _str(root, "public_url", node).rstrip("/")
+            if urlsplit(public_url).scheme not in ("http", "https") or not urlsplit(public_url).netloc:
+                raise src.err("must be an http(s) URL such as https://bridge.example.com", "public_url", node)
 
-    store_url = _store_url(root.sub("store", ("url",)), state_dir)
+    store_url = ""
+    with src.part():
+        store_url = _store_url(root.sub("store", ("url",)), state_dir)
 
+    console: ConsoleConfig | None = None
+    with src.part():
+        console = _console(root.sub("console", ("users",)))
+
+    if src.errors:
+        raise _Recorded
     return BridgeConfig(
         store_url=store_url,
         public_url=public_url,
         printer=printer,
         audit_file=audit_file,
-        source=_absolute(main_path),
+        source=_absolute(src.path),
         listen_host=host,
         listen_port=port,
         state_dir=_absolute(state_dir),
@@ -580,7 +707,7 @@ def load_config(path: Path | str, *, require_files: bool = True) -> BridgeConfig
         idp_client=idp_client,
         log_level=log_level,
         warnings=tuple(warnings),
-        console=_console(root.sub("console", ("users",))),
+        console=console,
         listener_timeouts=timeouts,
         trusted_proxies=tuple(trusted_proxies),
         tenants_dir=_absolute(tenants_dir),
@@ -625,24 +752,31 @@ def _console(m: _Map | None) -> ConsoleConfig | None:
     node = m.get("users")
     if node is None:
         return ConsoleConfig(users=())
-    for key, item in _items(m, "users", node):
-        u = _Map(m.src, item, key, ("name", "password_hash"))
-        name = _str(u, "name", u.require("name"))
-        if not _CONSOLE_NAME.fullmatch(name):
-            raise m.src.err("a console user name is 1-64 letters, digits, dots, dashes or underscores",
-                            u.key("name"), u.require("name"))
-        if any(other.name == name for other in users):
-            raise m.src.err(f"console user {name} is listed twice", u.key("name"), u.require("name"))
-        hash_node = u.require("password_hash")
-        hashed = _str(u, "password_hash", hash_node)
-        if not _CONSOLE_HASH.fullmatch(hashed):
-            raise m.src.err("not a password hash: run `loginbridge console hash-password` and paste its output "
-                            "(never the password itself)", u.key("password_hash"), hash_node)
-        users.append(ConsoleUser(name=name, password_hash=hashed))
+    names: list[str] = []
+    for key, item in _items(m, "users", node):  # each user, and its name and hash, checked on its own
+        with m.src.part():
+            u = _Map(m.src, item, key, ("name", "password_hash"))
+            name = hashed = ""
+            with m.src.part():
+                name = _str(u, "name", u.require("name"))
+                if not _CONSOLE_NAME.fullmatch(name):
+                    raise m.src.err("a console user name is 1-64 letters, digits, dots, dashes or underscores",
+                                    u.key("name"), u.require("name"))
+                if name in names:
+                    raise m.src.err(f"console user {name} is listed twice", u.key("name"), u.require("name"))
+                names.append(name)
+            with m.src.part():
+                hash_node = u.require("password_hash")
+                hashed = _str(u, "password_hash", hash_node)
+                if not _CONSOLE_HASH.fullmatch(hashed):
+                    raise m.src.err("not a password hash: run `loginbridge console hash-password` and paste its "
+                                    "output (never the password itself)", u.key("password_hash"), hash_node)
+            if name and hashed:
+                users.append(ConsoleUser(name=name, password_hash=hashed))
     return ConsoleConfig(users=tuple(users))
 
 
-def _printer(m: _Map | None, state_dir: Path) -> PrinterConfig | None:
+def _printer(m: _Map | None, state_dir: Path, require_files: bool, warnings: list[str]) -> PrinterConfig | None:
     """The printer section; absent means no printer listener."""
     if m is None:
         return None
@@ -675,9 +809,105 @@ def _printer(m: _Map | None, state_dir: Path) -> PrinterConfig | None:
     poll = 2.0 if (node := d.get("poll_seconds")) is None else _number(d, "poll_seconds", node, 0.1, 300)
     delivery = DeliveryConfig(url=url, outbox_dir=outbox, max_attempts=attempts, backoff_seconds=backoff,
                               ca_file=ca_file, lease_seconds=lease, poll_seconds=poll)
+    tls_map = m.sub("tls", _PRINTER_TLS_KEYS)
+    tls = None if tls_map is None else _printer_tls(tls_map, require_files, warnings)
+    plain_from: tuple[IPNetwork, ...] | None = None if tls is None else LOOPBACK_NETWORKS
+    if (node := m.get("plain_http_from")) is not None:
+        plain_from = tuple(_network(m.src, key, item) for key, item in _items(m, "plain_http_from", node))
+    dnssd_map = m.sub("dnssd", _PRINTER_DNSSD_KEYS)
+    dnssd = None if dnssd_map is None else _printer_dnssd(dnssd_map, name, host, tls is not None, warnings)
     return PrinterConfig(enabled=enabled, host=host, port=port, name=name, location=location, info=info,
                          max_job_bytes=max_mb * 1024 * 1024, verification_cache=timedelta(seconds=cache),
-                         spool_dir=_absolute(spool), delivery=delivery)
+                         spool_dir=_absolute(spool), delivery=delivery, tls=tls, plain_http_from=plain_from,
+                         dnssd=dnssd)
+
+
+DNSSD_NAME_BYTES = 63
+"""RFC 6763 section 4.1.1: a service instance name is at most 63 bytes of UTF-8."""
+
+
+def _dnssd_name(name: str) -> str:
+    """``printer.name`` as a service instance name: no dots (python-zeroconf splits names at every dot, escaped
+    or not), no control characters, cut to 63 bytes on a character boundary."""
+    cleaned = "".join(" " if ch == "." or not ch.isprintable() else ch for ch in name).strip() or "Print-to-Web"
+    return cleaned.encode("utf-8")[:DNSSD_NAME_BYTES].decode("utf-8", "ignore").strip()
+
+
+def _printer_dnssd(m: _Map, printer_name: str, host: str, tls: bool, warnings: list[str]) -> PrinterDnssd | None:
+    """``printer.dnssd``: None unless ``enabled: true``; each key checked on its own (errors in ``m.src``)."""
+    enabled, name, interfaces = False, _dnssd_name(printer_name), []
+    with m.src.part():
+        enabled = False if (node := m.get("enabled")) is None else _bool(m, "enabled", node)
+    with m.src.part():
+        if (node := m.get("name")) is not None:
+            name = _str(m, "name", node)
+            if len(name.encode("utf-8")) > DNSSD_NAME_BYTES or "." in name or not name.isprintable():
+                raise m.src.err(f"a DNS-SD name is at most {DNSSD_NAME_BYTES} bytes of UTF-8, without dots or "
+                                "control characters", m.key("name"), node)
+    with m.src.part():
+        if (node := m.get("interfaces")) is not None:
+            for key, item in _items(m, "interfaces", node):
+                with m.src.part():
+                    raw = _str_item(m.src, key, item)
+                    try:
+                        interfaces.append(str(ipaddress.ip_address(raw)))
+                    except ValueError as exc:
+                        raise m.src.err(f"not an IP address of this host: {raw!r}", key, item) from exc
+    if not enabled:
+        return None
+    if not tls:
+        warnings.append(f"{m.src.shown}: {m.prefix}: announced without printer.tls: clients find a printer that "
+                        "takes passwords over plain HTTP")
+    if not interfaces and host in ("127.0.0.1", "::1", "localhost"):
+        warnings.append(f"{m.src.shown}: {m.prefix}: printer.host is {host}: the announced printer cannot be "
+                        "reached from other hosts")
+    return PrinterDnssd(name=name, interfaces=tuple(interfaces))
+
+
+def _printer_tls(m: _Map, require_files: bool, warnings: list[str]) -> PrinterTls:
+    """``printer.tls``: both files exist and hold a certificate and the (unencrypted) key of its public key."""
+    cert_node, key_node = m.require("cert"), m.require("key")
+    cert_file = _existing_file(m, "cert", cert_node, require_files, warnings)
+    key_file = _existing_file(m, "key", key_node, require_files, warnings)
+    if cert_file.is_file() and key_file.is_file():
+        _check_key_pair(m, (cert_file, cert_node), (key_file, key_node), warnings)
+    return PrinterTls(cert=cert_file, key=key_file)
+
+
+def _check_key_pair(m: _Map, cert: tuple[Path, yaml.Node], key: tuple[Path, yaml.Node], warnings: list[str]) -> None:
+    """The certificate file's first certificate and the key file's key are one pair that TLS can serve."""
+    (cert_file, cert_node), (key_file, key_node) = cert, key
+    try:
+        cert_data, key_data = cert_file.read_bytes(), key_file.read_bytes()
+    except OSError as exc:
+        raise m.src.err(f"cannot read {exc.filename} ({exc.strerror})", m.prefix, m.node) from exc
+    try:
+        certificate = x509.load_pem_x509_certificates(cert_data)[0]
+    except ValueError as exc:
+        raise m.src.err(f"{cert_file}: no readable PEM certificate in it", m.key("cert"), cert_node) from exc
+    try:
+        private_key = serialization.load_pem_private_key(key_data, password=None)
+    except TypeError as exc:  # cryptography: "Password was not given but private key is encrypted"
+        raise m.src.err(f"{key_file}: the key is encrypted; give it without a passphrase (file mode 600)",
+                        m.key("key"), key_node) from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise m.src.err(f"{key_file}: no readable PEM private key in it", m.key("key"), key_node) from exc
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    subject = certificate.subject.rfc4514_string()
+    if private_key.public_key().public_bytes(*spki) != certificate.public_key().public_bytes(*spki):
+        raise m.src.err(f"{key_file} is not the key of the certificate {subject} in {cert_file}",
+                        m.key("key"), key_node)
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cert_file), str(key_file))
+    except ssl.SSLError as exc:
+        raise m.src.err(f"{cert_file} and {key_file} cannot serve TLS ({exc.reason or exc})", m.prefix,
+                        m.node) from exc
+    expiry, now = certificate.not_valid_after_utc, datetime.now(UTC)
+    if expiry <= now:
+        warnings.append(f"{m.src.shown}: {m.key('cert')}: certificate {subject} expired on {expiry:%Y-%m-%d}")
+    elif expiry - now <= CERT_EXPIRY_WARNING:
+        warnings.append(f"{m.src.shown}: {m.key('cert')}: certificate {subject} expires on {expiry:%Y-%m-%d} "
+                        f"(in {(expiry - now).days} days)")
 
 
 def _throttle(m: _Map | None) -> ThrottleConfig:
@@ -771,7 +1001,7 @@ def _generate_secret_file(m: _Map, file: Path, node: yaml.Node) -> None:
 
 _TENANT_KEYS = ("id", "name", "domains", "protocol", "idp_whitelist", "session_ttl_seconds",
                 "wstrust", "saml2", "device_networks", "device_login_identity", "throttle",
-                "directory")
+                "directory", "printer_link_days")
 _THROTTLE_KEYS = ("user_failures", "device_failures", "source_failures", "window_seconds",
                   "stale_password_ttl_seconds", "spray_distinct_users", "spray_window_seconds")
 _WSTRUST_KEYS = ("adfs_url", "endpoint", "version", "applies_to", "token_type", "issuer",
@@ -787,29 +1017,40 @@ _SAML2_KEYS = ("metadata_file", "metadata_url", "entity_id", "ecp_url", "signing
                "acs_url", "metadata_refresh_seconds", "sign_requests")
 
 
+@dataclass(slots=True)
+class _Claims:
+    """What a tenant file claims that no other may (its id, its domains): kept even when the rest is wrong."""
+
+    id: tuple[str, yaml.Node] | None = None
+    domains: list[tuple[str, str, yaml.Node]] = field(default_factory=list)  # (domain, key path, node)
+
+
 def _load_tenants(main: _Src, tenants_dir: Path, node: yaml.Node | None, default_ttl: timedelta,
                   require_files: bool, warnings: list[str]) -> tuple[TenantConfig, ...]:
+    """Every tenant file, each checked on its own; an id or a domain two files claim names both files."""
     if not tenants_dir.is_dir():
         raise main.err(f"tenants directory {tenants_dir} does not exist", "tenants_dir", node)
     tenants: list[TenantConfig] = []
     ids: dict[str, str] = {}
     domains: dict[str, str] = {}
     for file in tenant_files(tenants_dir):
-        src = _Src(file, os.path.normpath(file))
-        m = _Map(src, _read_yaml(src), "", _TENANT_KEYS)
-        tenant = _tenant(m, default_ttl, require_files, warnings)
-        id_node = m.require("id")
-        if tenant.id in ids:
-            raise src.err(f"duplicate tenant id: {tenant.id!r} is already used by {ids[tenant.id]}", "id",
-                          id_node)
-        ids[tenant.id] = src.shown
-        domains_node = m.require("domains")
-        for index, domain in enumerate(tenant.domains):
+        src = _Src(file, os.path.normpath(file), main.errors)
+        claims = _Claims()
+        with src.part():
+            m = _Map(src, _read_yaml(src), "", _TENANT_KEYS)
+            tenants.append(_tenant(m, default_ttl, require_files, warnings, claims))
+        tenant_id = None
+        if claims.id is not None:
+            tenant_id, id_node = claims.id
+            if tenant_id in ids:
+                src.record(f"duplicate tenant id: {tenant_id!r} is already used by {ids[tenant_id]}", "id", id_node)
+            else:
+                ids[tenant_id] = src.shown
+        for domain, key, domain_node in claims.domains:
             if domain in domains:
-                raise src.err(f"domain {domain} is already claimed by tenant {domains[domain]}",
-                              f"domains[{index}]", domains_node.value[index])
-            domains[domain] = f"{tenant.id} ({src.shown})"
-        tenants.append(tenant)
+                src.record(f"domain {domain} is already claimed by tenant {domains[domain]}", key, domain_node)
+            else:
+                domains[domain] = f"{tenant_id or '(id not readable)'} ({src.shown})"
     return tuple(tenants)
 
 
@@ -818,13 +1059,18 @@ def load_tenant_text(text: str, *, shown: str, base_dir: Path, default_ttl: time
     """One tenant from its document (a tenant file's YAML, or JSON): validated as a tenant file is.
 
     ``shown`` names the document in errors (a file path, or ``api``); relative paths in it are read
-    from ``base_dir``.  Returns the tenant and its warnings; ConfigError (key path and line) otherwise.
+    from ``base_dir``.  Returns the tenant and its warnings; otherwise :class:`ConfigErrors`, which
+    reads as the first mistake (key path and line) and lists them all.
     """
     if len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
         raise ConfigError(f"document is larger than {MAX_CONFIG_BYTES} bytes", file=shown)
     src = _Src(base_dir / f"{shown.rsplit('/', 1)[-1] or 'tenant'}", shown)
     warnings: list[str] = []
-    tenant = _tenant(_Map(src, _compose(src, text), "", _TENANT_KEYS), default_ttl, require_files, warnings)
+    tenant: TenantConfig | None = None
+    with src.part():
+        tenant = _tenant(_Map(src, _compose(src, text), "", _TENANT_KEYS), default_ttl, require_files, warnings)
+    if tenant is None or src.errors:
+        raise ConfigErrors(src.errors)
     return tenant, tuple(warnings)
 
 
@@ -833,66 +1079,98 @@ def tenant_files(tenants_dir: Path) -> list[Path]:
     return sorted(tenants_dir.glob("*.yaml"))
 
 
-def _tenant(m: _Map, default_ttl: timedelta, require_files: bool, warnings: list[str]) -> TenantConfig:
+def _tenant(m: _Map, default_ttl: timedelta, require_files: bool, warnings: list[str],
+            claims: _Claims | None = None) -> TenantConfig:
+    """One tenant; its independent parts are each checked on their own (``claims``: its id and domains)."""
     src = m.src
-    id_node = m.require("id")
-    tenant_id = _str(m, "id", id_node)
-    if not _TENANT_ID.fullmatch(tenant_id):
-        raise src.err("tenant id must be lower-case letters, digits and '-' (at most 63)", "id", id_node)
-    name = _str(m, "name", m.require("name"))
+    before = len(src.errors)
+    claims = _Claims() if claims is None else claims
+    tenant_id = name = ""
+    with src.part():
+        id_node = m.require("id")
+        tenant_id = _str(m, "id", id_node)
+        if not _TENANT_ID.fullmatch(tenant_id):
+            raise src.err("tenant id must be lower-case letters, digits and '-' (at most 63)", "id", id_node)
+        claims.id = (tenant_id, id_node)
+    with src.part():
+        name = _str(m, "name", m.require("name"))
 
     domains: list[str] = []
-    domains_node = m.require("domains")
-    for key, item in _items(m, "domains", domains_node):
-        domain = _str_item(src, key, item).lower().rstrip(".")
-        if not _valid_domain(domain):
-            raise src.err(f"not a valid DNS domain name: {domain!r}", key, item)
-        if domain in domains:
-            raise src.err(f"domain {domain} is listed twice", key, item)
-        domains.append(domain)
-    if not domains:
-        raise src.err("at least one domain is needed", "domains", domains_node)
+    with src.part():
+        domains_node = m.require("domains")
+        for key, item in _items(m, "domains", domains_node):
+            with src.part():
+                domain = _str_item(src, key, item).lower().rstrip(".")
+                if not _valid_domain(domain):
+                    raise src.err(f"not a valid DNS domain name: {domain!r}", key, item)
+                if domain in domains:
+                    raise src.err(f"domain {domain} is listed twice", key, item)
+                domains.append(domain)
+                claims.domains.append((domain, key, item))
+        if not domains_node.value:
+            raise src.err("at least one domain is needed", "domains", domains_node)
 
-    protocol_node = m.require("protocol")
-    protocol = Protocol(_choice(m, "protocol", protocol_node, [p.value for p in Protocol]))
+    protocol: Protocol | None = None
+    with src.part():
+        protocol_node = m.require("protocol")
+        protocol = Protocol(_choice(m, "protocol", protocol_node, [p.value for p in Protocol]))
 
     whitelist: list[IPNetwork] = []
-    wl_node = m.require("idp_whitelist")
-    for key, item in _items(m, "idp_whitelist", wl_node):
-        whitelist.append(_network(src, key, item))
-    if not whitelist:
-        raise src.err("at least one network is needed (the identity provider's address)", "idp_whitelist",
-                      wl_node)
+    with src.part():
+        wl_node = m.require("idp_whitelist")
+        for key, item in _items(m, "idp_whitelist", wl_node):
+            with src.part():
+                whitelist.append(_network(src, key, item))
+        if not wl_node.value:
+            raise src.err("at least one network is needed (the identity provider's address)", "idp_whitelist",
+                          wl_node)
 
     device_networks: list[IPNetwork] = []
-    if (dn_node := m.get("device_networks")) is not None:
-        for key, item in _items(m, "device_networks", dn_node):
-            device_networks.append(_network(src, key, item))
+    with src.part():
+        if (dn_node := m.get("device_networks")) is not None:
+            for key, item in _items(m, "device_networks", dn_node):
+                with src.part():
+                    device_networks.append(_network(src, key, item))
     identity = DeviceLoginIdentity.EMAIL
-    if (node := m.get("device_login_identity")) is not None:
-        identity = DeviceLoginIdentity(_choice(m, "device_login_identity", node,
-                                               [i.value for i in DeviceLoginIdentity]))
-    throttle = _throttle(m.sub("throttle", _THROTTLE_KEYS))
-    directory_map = m.sub("directory", _DIRECTORY_KEYS)
-    directory = None if directory_map is None else _directory(directory_map, require_files, warnings)
+    with src.part():
+        if (node := m.get("device_login_identity")) is not None:
+            identity = DeviceLoginIdentity(_choice(m, "device_login_identity", node,
+                                                   [i.value for i in DeviceLoginIdentity]))
+    throttle = ThrottleConfig()
+    with src.part():
+        throttle = _throttle(m.sub("throttle", _THROTTLE_KEYS))
+    directory: DirectoryConfig | None = None
+    with src.part():
+        directory_map = m.sub("directory", _DIRECTORY_KEYS)
+        directory = None if directory_map is None else _directory(directory_map, require_files, warnings)
 
     ttl = default_ttl
-    if (node := m.get("session_ttl_seconds")) is not None:
-        ttl = timedelta(seconds=_int(m, "session_ttl_seconds", node, 60, 30 * 86400))
+    with src.part():
+        if (node := m.get("session_ttl_seconds")) is not None:
+            ttl = timedelta(seconds=_int(m, "session_ttl_seconds", node, 60, 30 * 86400))
+    link_days = 90
+    with src.part():
+        if (node := m.get("printer_link_days")) is not None:
+            link_days = _int(m, "printer_link_days", node, 1, 3660)
 
+    # The protocol's own section; with no readable protocol, whichever section is there is still checked.
     wstrust: WsTrustConfig | None = None
     saml2: Saml2Config | None = None
     for section in (Protocol.WSTRUST, Protocol.SAML2):
         node = m.get(section.value)
-        if section is not protocol and node is not None:
-            raise src.err(f"section only allowed with protocol: {section.value}", section.value, node)
-    if protocol is Protocol.WSTRUST:
-        section_map = _Map(src, m.require("wstrust"), "wstrust", _WSTRUST_KEYS)
-        wstrust = _wstrust(section_map, require_files, warnings)
-    else:
-        section_map = _Map(src, m.require("saml2"), "saml2", _SAML2_KEYS)
-        saml2 = _saml2(section_map, require_files, warnings)
+        if protocol is not None and section is not protocol and node is not None:
+            src.record(f"section only allowed with protocol: {section.value}", section.value, node)
+    with src.part():
+        if protocol is Protocol.WSTRUST or (protocol is None and m.get("wstrust") is not None):
+            section_map = _Map(src, m.require("wstrust"), "wstrust", _WSTRUST_KEYS)
+            wstrust = _wstrust(section_map, require_files, warnings)
+    with src.part():
+        if protocol is Protocol.SAML2 or (protocol is None and m.get("saml2") is not None):
+            section_map = _Map(src, m.require("saml2"), "saml2", _SAML2_KEYS)
+            saml2 = _saml2(section_map, require_files, warnings)
 
+    if protocol is None or src.failed_since(before):
+        raise _Recorded
     return TenantConfig(
         id=tenant_id,
         name=name,
@@ -907,6 +1185,7 @@ def _tenant(m: _Map, default_ttl: timedelta, require_files: bool, warnings: list
         device_login_identity=identity,
         throttle=throttle,
         directory=directory,
+        printer_link_days=link_days,
     )
 
 
@@ -1038,31 +1317,37 @@ def _network(src: _Src, key: str, node: yaml.Node) -> IPNetwork:
 
 def _common_idp(m: _Map, require_files: bool, warnings: list[str]) -> tuple[
         tuple[x509.Certificate, ...], tuple[str, ...], timedelta, Path | None]:
-    """Keys both protocol sections share: pinned certificates, algorithms, skew, CA file."""
+    """Keys both protocol sections share: pinned certificates, algorithms, skew, CA file (each on its own)."""
+    src = m.src
     certs: list[x509.Certificate] = []
-    if (node := m.get("signing_certificates")) is not None:
-        for key, item in _items(m, "signing_certificates", node):
-            certs.extend(_load_certs(m.src, key, item, require_files, warnings))
-    algorithms: list[str] = []
-    if (node := m.get("signature_algorithms")) is not None:
-        for key, item in _items(m, "signature_algorithms", node):
-            alg = _str_item(m.src, key, item).lower()
-            if alg not in SIGNATURE_ALGORITHMS:
-                raise m.src.err(f"must be one of {', '.join(SIGNATURE_ALGORITHMS)}, got {alg!r}", key, item)
-            if alg not in algorithms:
-                algorithms.append(alg)
-        if not algorithms:
-            raise m.src.err("at least one algorithm is needed", m.key("signature_algorithms"), node)
-    else:
-        algorithms = ["rsa-sha256", "rsa-sha512"]
+    with src.part():
+        if (node := m.get("signing_certificates")) is not None:
+            for key, item in _items(m, "signing_certificates", node):
+                with src.part():  # each certificate file
+                    certs.extend(_load_certs(src, key, item, require_files, warnings))
+    algorithms = ["rsa-sha256", "rsa-sha512"]
+    with src.part():
+        if (node := m.get("signature_algorithms")) is not None:
+            algorithms = []
+            for key, item in _items(m, "signature_algorithms", node):
+                with src.part():
+                    alg = _str_item(src, key, item).lower()
+                    if alg not in SIGNATURE_ALGORITHMS:
+                        raise src.err(f"must be one of {', '.join(SIGNATURE_ALGORITHMS)}, got {alg!r}", key, item)
+                    if alg not in algorithms:
+                        algorithms.append(alg)
+            if not node.value:
+                raise src.err("at least one algorithm is needed", m.key("signature_algorithms"), node)
     skew = timedelta(seconds=300)
-    if (node := m.get("clock_skew_seconds")) is not None:
-        skew = timedelta(seconds=_int(m, "clock_skew_seconds", node, 0, 900))
+    with src.part():
+        if (node := m.get("clock_skew_seconds")) is not None:
+            skew = timedelta(seconds=_int(m, "clock_skew_seconds", node, 0, 900))
     ca_file: Path | None = None
-    if (node := m.get("ca_file")) is not None:
-        ca_file = _existing_file(m, "ca_file", node, require_files, warnings)
-        if ca_file.is_file():
-            _check_ca_file(m, node, ca_file)
+    with src.part():
+        if (node := m.get("ca_file")) is not None:
+            ca_file = _existing_file(m, "ca_file", node, require_files, warnings)
+            if ca_file.is_file():
+                _check_ca_file(m, node, ca_file)
     return tuple(certs), tuple(algorithms), skew, ca_file
 
 
@@ -1099,38 +1384,60 @@ def _subject_claim(m: _Map, node: yaml.Node | None, default: str) -> str:
 
 
 def _wstrust(m: _Map, require_files: bool, warnings: list[str]) -> WsTrustConfig:
+    """The ``wstrust:`` section; each setting checked on its own (ConfigError: the first of them)."""
     src = m.src
+    before = len(src.errors)
     adfs_url = endpoint = None
-    if (node := m.get("adfs_url")) is not None:
-        adfs_url = _https_url(src, m.key("adfs_url"), node, _str(m, "adfs_url", node)).rstrip("/")
-    if (node := m.get("endpoint")) is not None:
-        endpoint = _https_url(src, m.key("endpoint"), node, _str(m, "endpoint", node))
-    if adfs_url is None and endpoint is None:
-        raise src.err("give adfs_url (AD FS base URL) or endpoint (the usernamemixed URL)", "wstrust", m.node)
+    with src.part():
+        if (node := m.get("adfs_url")) is not None:
+            adfs_url = _https_url(src, m.key("adfs_url"), node, _str(m, "adfs_url", node)).rstrip("/")
+    with src.part():
+        if (node := m.get("endpoint")) is not None:
+            endpoint = _https_url(src, m.key("endpoint"), node, _str(m, "endpoint", node))
+    if m.absent("adfs_url") and m.absent("endpoint"):
+        src.record("give adfs_url (AD FS base URL) or endpoint (the usernamemixed URL)", "wstrust", m.node)
 
     version = WsTrustVersionSetting.AUTO
-    if (node := m.get("version")) is not None:
-        # YAML reads 1.3 as a float and 2005 as an int; accept both spellings.
-        raw = _scalar(src, node, m.key("version"))
-        text = {1.3: "1.3", 2005: "2005"}.get(raw, raw) if isinstance(raw, int | float) else raw
-        try:
-            version = WsTrustVersionSetting(str(text).strip().lower())
-        except ValueError as exc:
-            raise src.err(f'must be "1.3", "2005" or auto, got {raw!r}', m.key("version"), node) from exc
+    with src.part():
+        if (node := m.get("version")) is not None:
+            # YAML reads 1.3 as a float and 2005 as an int; accept both spellings.
+            raw = _scalar(src, node, m.key("version"))
+            text = {1.3: "1.3", 2005: "2005"}.get(raw, raw) if isinstance(raw, int | float) else raw
+            try:
+                version = WsTrustVersionSetting(str(text).strip().lower())
+            except ValueError as exc:
+                raise src.err(f'must be "1.3", "2005" or auto, got {raw!r}', m.key("version"), node) from exc
 
-    applies_to = _str(m, "applies_to", m.require("applies_to"))
-    recipient = None if (node := m.get("recipient")) is None else _str(m, "recipient", node)
+    applies_to = ""
+    with src.part():
+        applies_to = _str(m, "applies_to", m.require("applies_to"))
+    recipient = issuer = None
+    with src.part():
+        recipient = None if (node := m.get("recipient")) is None else _str(m, "recipient", node)
     token_type = TokenTypeSetting.SAML2
-    if (node := m.get("token_type")) is not None:
-        token_type = TokenTypeSetting(_choice(m, "token_type", node, [t.value for t in TokenTypeSetting]))
-    issuer = None if (node := m.get("issuer")) is None else _str(m, "issuer", node)
-    federation_metadata = False
-    if (node := m.get("federation_metadata")) is not None:
-        federation_metadata = _bool(m, "federation_metadata", node)
+    with src.part():
+        if (node := m.get("token_type")) is not None:
+            token_type = TokenTypeSetting(_choice(m, "token_type", node, [t.value for t in TokenTypeSetting]))
+    with src.part():
+        issuer = None if (node := m.get("issuer")) is None else _str(m, "issuer", node)
+    federation_metadata: bool | None = None if "federation_metadata" in m.misspelt else False  # None: unknown
+    with src.part():
+        if (node := m.get("federation_metadata")) is not None:
+            federation_metadata = None
+            federation_metadata = _bool(m, "federation_metadata", node)
     certs, algorithms, skew, ca_file = _common_idp(m, require_files, warnings)
-    if m.get("signing_certificates") is None and not federation_metadata:
-        raise src.err("give signing_certificates and/or federation_metadata: true (the IdP's signing "
-                      "certificate must be pinned)", "wstrust", m.node)
+    if m.absent("signing_certificates") and federation_metadata is False:
+        src.record("give signing_certificates and/or federation_metadata: true (the IdP's signing "
+                   "certificate must be pinned)", "wstrust", m.node)
+    subject_claim = "upn"
+    with src.part():
+        subject_claim = _subject_claim(m, m.get("subject_claim"), "upn")
+    refresh = 3600
+    with src.part():
+        if (node := m.get("metadata_refresh_seconds")) is not None:
+            refresh = _int(m, "metadata_refresh_seconds", node, 1, 7 * 86400)
+    if src.failed_since(before):
+        raise _Recorded
     return WsTrustConfig(
         adfs_url=adfs_url,
         endpoint=endpoint,
@@ -1140,38 +1447,59 @@ def _wstrust(m: _Map, require_files: bool, warnings: list[str]) -> WsTrustConfig
         token_type=token_type,
         issuer=issuer,
         signing_certificates=certs,
-        federation_metadata=federation_metadata,
+        federation_metadata=bool(federation_metadata),
         signature_algorithms=algorithms,
         clock_skew=skew,
-        subject_claim=_subject_claim(m, m.get("subject_claim"), "upn"),
+        subject_claim=subject_claim,
         ca_file=ca_file,
-        metadata_refresh=timedelta(seconds=3600 if (node := m.get("metadata_refresh_seconds")) is None
-                                   else _int(m, "metadata_refresh_seconds", node, 1, 7 * 86400)),
+        metadata_refresh=timedelta(seconds=refresh),
     )
 
 
 def _saml2(m: _Map, require_files: bool, warnings: list[str]) -> Saml2Config:
+    """The ``saml2:`` section; each setting checked on its own (ConfigError: the first of them)."""
     src = m.src
+    before = len(src.errors)
     metadata_file: Path | None = None
     metadata_url: str | None = None
-    if (node := m.get("metadata_file")) is not None:
-        metadata_file = _existing_file(m, "metadata_file", node, require_files, warnings)
-    if (node := m.get("metadata_url")) is not None:
-        metadata_url = _https_url(src, m.key("metadata_url"), node, _str(m, "metadata_url", node))
-    if metadata_file is not None and metadata_url is not None:
-        raise src.err("give metadata_file or metadata_url, not both", "saml2", m.node)
-    entity_id = None if (node := m.get("entity_id")) is None else _str(m, "entity_id", node)
-    ecp_url = None
-    if (node := m.get("ecp_url")) is not None:
-        ecp_url = _https_url(src, m.key("ecp_url"), node, _str(m, "ecp_url", node))
-    sp_entity_id = _str(m, "sp_entity_id", m.require("sp_entity_id"))
+    with src.part():
+        if (node := m.get("metadata_file")) is not None:
+            metadata_file = _existing_file(m, "metadata_file", node, require_files, warnings)
+    with src.part():
+        if (node := m.get("metadata_url")) is not None:
+            metadata_url = _https_url(src, m.key("metadata_url"), node, _str(m, "metadata_url", node))
+    has_metadata = not (m.absent("metadata_file") and m.absent("metadata_url"))
+    if m.get("metadata_file") is not None and m.get("metadata_url") is not None:
+        src.record("give metadata_file or metadata_url, not both", "saml2", m.node)
+    entity_id = ecp_url = None
+    with src.part():
+        entity_id = None if (node := m.get("entity_id")) is None else _str(m, "entity_id", node)
+    with src.part():
+        if (node := m.get("ecp_url")) is not None:
+            ecp_url = _https_url(src, m.key("ecp_url"), node, _str(m, "ecp_url", node))
+    sp_entity_id = ""
+    with src.part():
+        sp_entity_id = _str(m, "sp_entity_id", m.require("sp_entity_id"))
     certs, algorithms, skew, ca_file = _common_idp(m, require_files, warnings)
-    has_metadata = metadata_file is not None or metadata_url is not None
-    if m.get("signing_certificates") is None and not has_metadata:
-        raise src.err("give signing_certificates or IdP metadata (metadata_file / metadata_url)", "saml2",
-                      m.node)
-    if entity_id is None and not has_metadata:
-        raise src.err("missing required key (no metadata to take it from)", "saml2.entity_id", m.node)
+    if m.absent("signing_certificates") and not has_metadata:
+        src.record("give signing_certificates or IdP metadata (metadata_file / metadata_url)", "saml2", m.node)
+    if m.absent("entity_id") and not has_metadata:
+        src.record("missing required key (no metadata to take it from)", "saml2.entity_id", m.node)
+    subject_claim = "nameid"
+    with src.part():
+        subject_claim = _subject_claim(m, m.get("subject_claim"), "nameid")
+    acs_url = None
+    with src.part():
+        acs_url = None if (node := m.get("acs_url")) is None else _str(m, "acs_url", node)
+    refresh = 3600
+    with src.part():
+        if (node := m.get("metadata_refresh_seconds")) is not None:
+            refresh = _int(m, "metadata_refresh_seconds", node, 1, 7 * 86400)
+    sign_requests = False
+    with src.part():
+        sign_requests = False if (node := m.get("sign_requests")) is None else _bool(m, "sign_requests", node)
+    if src.failed_since(before):
+        raise _Recorded
     return Saml2Config(
         metadata_file=metadata_file,
         metadata_url=metadata_url,
@@ -1180,13 +1508,12 @@ def _saml2(m: _Map, require_files: bool, warnings: list[str]) -> Saml2Config:
         signing_certificates=certs,
         sp_entity_id=sp_entity_id,
         clock_skew=skew,
-        subject_claim=_subject_claim(m, m.get("subject_claim"), "nameid"),
+        subject_claim=subject_claim,
         signature_algorithms=algorithms,
         ca_file=ca_file,
-        acs_url=None if (node := m.get("acs_url")) is None else _str(m, "acs_url", node),
-        metadata_refresh=timedelta(seconds=3600 if (node := m.get("metadata_refresh_seconds")) is None
-                                   else _int(m, "metadata_refresh_seconds", node, 1, 7 * 86400)),
-        sign_requests=False if (node := m.get("sign_requests")) is None else _bool(m, "sign_requests", node),
+        acs_url=acs_url,
+        metadata_refresh=timedelta(seconds=refresh),
+        sign_requests=sign_requests,
     )
 
 

@@ -38,6 +38,7 @@ from aiohttp import web
 from cryptography.utils import CryptographyDeprecationWarning
 
 from bridge.config import BridgeConfig, Saml2Config, TenantConfig, WsTrustConfig, load_config, tenant_files
+from bridge.idpsim.keys import SimKeys
 from bridge.logcontext import setup_logging
 from bridge.state.store import DeviceMode, Store
 
@@ -295,13 +296,13 @@ def check_ports(wanted: Sequence[tuple[str, str, str, int]]) -> None:
 # The banner.
 
 
-def _instructions(config: BridgeConfig, sim_url: str) -> str:
+def _instructions(config: BridgeConfig, sim_url: str, ca_file: Path | None = None) -> str:
     api = f"http://{config.listen_host}:{config.listen_port}"
     return (
         f"\nloginbridge demo is up.\n"
         f"  device API      {api}\n"
         + _console_line(config, api)
-        + _printer_line(config)
+        + _printer_line(config, ca_file)
         + f"  IdP simulator   {sim_url}  (AD FS MEX {sim_url}/adfs/services/trust/mex, "
         f"SAML metadata {sim_url}/idp/shibboleth)\n\n"
         f"Log alice in from the user-prompt MFP 'demo-mfp':\n"
@@ -315,7 +316,7 @@ def _instructions(config: BridgeConfig, sim_url: str) -> str:
         f"       -d '{{\"user\": \"alice@example.com\"}}' {api}/v1/mfp/device-login\n"
         f"Apps (no device credential): POST {api}/v1/apps/login with the same JSON as the user prompt.\n"
         f"Metrics: {api}/metrics   API description: {api}/v1/openapi.json\n"
-        + _printer_instructions(config)
+        + _printer_instructions(config, api)
         + "Ctrl-C stops it all.\n"
     )
 
@@ -329,23 +330,34 @@ def _console_line(config: BridgeConfig, api: str) -> str:
     return f"  console         {api}/console  ({login})\n"
 
 
-def _printer_line(config: BridgeConfig) -> str:
+def _printer_line(config: BridgeConfig, ca_file: Path | None) -> str:
     printer = config.printer
     if printer is None or not printer.enabled:
         return ""
-    return f"  printer         ipp://{printer.host}:{printer.port}/ipp/print\n"
+    plain = f"  printer         ipp://{printer.host}:{printer.port}/ipp/print\n"
+    if printer.tls is None:
+        return plain
+    demo_ca = ca_file is not None and printer.tls.cert.parent == ca_file.parent
+    trust = f"issued by the demo CA {ca_file}" if demo_ca else f"certificate {printer.tls.cert}"
+    return plain + f"  printer (TLS)   ipps://{printer.host}:{printer.port}/ipp/print  ({trust})\n"
 
 
-def _printer_instructions(config: BridgeConfig) -> str:
+def _printer_instructions(config: BridgeConfig, api: str) -> str:
     printer = config.printer
     if printer is None or not printer.enabled:
         return ""
     outbox = printer.delivery.outbox_dir or printer.delivery.url
+    scheme = "ipp" if printer.tls is None else "ipps"
+    tls_note = "" if printer.tls is None else (
+        "(ipps:// is TLS; ipptool trusts the certificate on first use. A password may cross plain ipp://\n"
+        f"only from {', '.join(str(n) for n in printer.plain_http_from or ()) or 'nowhere'}.)\n")
     return (
         f"Print-to-Web printer (alice and bob print with their demo passwords; delivered jobs land in\n"
         f"{outbox}):\n"
-        f"  ipptool -tv -f FILE.pdf 'ipp://alice%40example.com:alice-demo-pass@{printer.host}:{printer.port}"
+        f"  ipptool -tv -f FILE.pdf '{scheme}://alice%40example.com:alice-demo-pass@{printer.host}:{printer.port}"
         f"/ipp/print' print-job.test\n"
+        + tls_note
+        + f"  A personal printer URL that needs no password (Windows, phones): {api}/print/setup\n"
     )
 
 
@@ -406,7 +418,8 @@ async def serve_demo(opts: DemoOptions) -> None:
 
     sim_config = load_sim_config(opts.sim_users)
     async with run_simulator(sim_config, preliminary.state_dir / "idp-sim", host=SIM_HOST, port=sim_port) as sim:
-        # Now the simulator's CA exists: full validation.
+        await asyncio.to_thread(demo_printer_cert, preliminary, sim.keys)
+        # Now the simulator's CA and the demo printer's certificate exist: full validation.
         config = with_demo_ports(load_config(opts.config), api_port=opts.api_port, printer_port=opts.printer_port)
         if named_sim_port(config) not in (None, sim.port):
             # The tenant files name another port: the bridge reads copies of them with the simulator's.
@@ -426,11 +439,26 @@ async def serve_demo(opts: DemoOptions) -> None:
         try:
             site = web.TCPSite(runner, config.listen_host, config.listen_port)
             await site.start()
-            print(_instructions(config, sim.base_url), flush=True)
+            print(_instructions(config, sim.base_url, sim.ca_file), flush=True)
             await _until_stopped()
         finally:
             await runner.cleanup()
     print("loginbridge demo stopped.", file=sys.stderr, flush=True)
+
+
+def demo_printer_cert(config: BridgeConfig, keys: SimKeys) -> None:
+    """The simulator made the demo printer's certificate (loopback, host name); add ``printer.host`` if another.
+
+    Only when ``printer.tls`` names that certificate: a printer's own is never touched.
+    """
+    from bridge.idpsim.keys import PRINTER_CERT_FILE, PRINTER_KEY_FILE, ensure_server_cert, printer_names
+
+    printer = config.printer
+    if printer is None or printer.tls is None or printer.tls.cert != keys.printer_cert_file:
+        return
+    names = printer_names()
+    if printer.host not in (*names, "0.0.0.0", "::", ""):  # noqa: S104 - wildcard binds name no host
+        ensure_server_cert(keys.keys_dir, PRINTER_CERT_FILE, PRINTER_KEY_FILE, (*names, printer.host))
 
 
 def _port(text: str) -> int:

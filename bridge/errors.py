@@ -5,13 +5,17 @@ Each class carries a stable ``code`` (the JSON ``error`` field devices switch
 on), the HTTP status, the IPP status a printer answers with, and a short
 ``panel_message`` that is safe to show on an MFP panel.  The optional
 ``detail`` is for administrators: it is logged, and only sent to the client
-when the class says it is safe (``expose_detail``).
+when the class says it is safe (``expose_detail``).  The optional ``cause`` is
+the specific reason the audit trail records with the attempt: short plain text
+the bridge wrote (which throttle, which address, which status), never a secret
+nor text an IdP sent.
 
 Third-party exceptions (aiohttp, lxml, signxml, yaml, sqlite3 ...) are turned
 into these at one boundary each, with ``raise ... from exc``.
 
     BridgeError                         500 internal_error
     ├── ConfigError                     (start-up only; names file, key, line)
+    │   └── ConfigErrors                (every mistake of one load; reads as the first, ``errors`` lists all)
     ├── RequestError                    400 bad_request
     │   ├── EmailRequired               400 email_required
     │   ├── InvalidText                 400 invalid_request
@@ -55,6 +59,7 @@ into these at one boundary each, with ``raise ... from exc``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 # IPP status codes (RFC 8011 section 4.1.6) used by the mapping below.
@@ -77,10 +82,11 @@ class BridgeError(Exception):
     panel_message: ClassVar[str] = "Sign-in is not available right now. Try again later."
     expose_detail: ClassVar[bool] = False
 
-    def __init__(self, detail: str = "", *, message: str | None = None) -> None:
+    def __init__(self, detail: str = "", *, message: str | None = None, cause: str = "") -> None:
         super().__init__(detail or self.panel_message)
         self.detail = detail
         self._message = message
+        self.cause = cause
 
     @property
     def message(self) -> str:
@@ -109,6 +115,28 @@ class ConfigError(BridgeError):
         self.file = file
         self.key = key
         self.line = line
+
+
+class ConfigErrors(ConfigError):
+    """Every mistake one load of the configuration found (``loginbridge config check`` lists them all).
+
+    It reads as the first of them (message, ``file``, ``key``, ``line``), so a caller that reports one
+    error reports the one it always did; ``errors`` holds them all, in the order they were found.
+    """
+
+    errors: tuple[ConfigError, ...]
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        flat = tuple(inner for error in errors
+                     for inner in (error.errors if isinstance(error, ConfigErrors) else (error,)))
+        if not flat:
+            raise ValueError("ConfigErrors needs at least one error")
+        first = flat[0]
+        super().__init__(first.detail)  # already "file:line: key: detail"
+        self.file = first.file
+        self.key = first.key
+        self.line = first.line
+        self.errors = flat
 
 
 class RequestError(BridgeError):
@@ -241,9 +269,10 @@ class TemporarilyLocked(LoginRefused):
     ipp_status = IPP_SERVER_BUSY
     panel_message = "Too many sign-in attempts. Wait a few minutes and try again."
 
-    def __init__(self, detail: str = "", *, retry_after: int = 60) -> None:
-        super().__init__(detail)
+    def __init__(self, detail: str = "", *, retry_after: int = 60, throttle: str = "", cause: str = "") -> None:
+        super().__init__(detail, cause=cause)
         self.retry_after = retry_after
+        self.throttle = throttle  # which one refused: user, device, source or spray (bridge.login.throttle.LockKind)
 
 
 class PasswordLoginUnsupported(LoginRefused):

@@ -26,10 +26,14 @@ from bridge.errors import BridgeError, LoginRefused, RequestError, StoreError, T
 from bridge.logcontext import tenant_id_var
 from bridge.login.guard import LoginMode
 from bridge.login.service import LoginService
-from printers.errors import PrintAuthRequired
+from bridge.state.printlinks import prune_links, resolve_link
+from printers.errors import PrintAuthRequired, PrinterLinkGuesses, PrinterLinkUnknown
 from printers.jobs import Owner
 
 log = logging.getLogger(__name__)
+
+LINK_GUESS_WINDOW = timedelta(minutes=15)
+LINK_GUESS_LIMIT = 10  # unknown personal printer URLs per source address in the window
 
 _REMEMBER = (
     "INSERT INTO print_verified (key, tenant_id, email, email_lc, expires_at) VALUES (?, ?, ?, ?, ?)"
@@ -65,8 +69,9 @@ class PrintAuthenticator:
         await self._db.execute("DELETE FROM print_verified WHERE email_lc = ?", (email.strip().lower(),))
 
     async def prune(self, now: datetime) -> int:
-        """Remove expired verifications (through the expiry index)."""
-        return await self._db.execute("DELETE FROM print_verified WHERE expires_at <= ?", (now,))
+        """Remove expired verifications (through the expiry index) and expired personal printer links."""
+        removed = await self._db.execute("DELETE FROM print_verified WHERE expires_at <= ?", (now,))
+        return removed + await prune_links(self._db, now)
 
     async def authenticate(self, authorization: str | None, *, source: str | None = None) -> Owner:
         """The owner for an ``Authorization`` header, or the BridgeError that refused it.
@@ -108,6 +113,36 @@ class PrintAuthenticator:
             return owner
         finally:
             del self._inflight[key]
+
+    def _guess_key(self, source: str | None) -> bytes:
+        return hmac.new(self._key, b"printer-link guesses\0" + (source or "-").encode(), hashlib.sha256).digest()
+
+    async def authenticate_link(self, token: str, *, source: str | None = None) -> Owner:
+        """The owner of a personal printer URL's token (bridge/state/printlinks.py), or the error refusing it.
+
+        Unknown tokens are counted per source address in the lockout protection's failure table
+        (shared by every instance): after :data:`LINK_GUESS_LIMIT` in :data:`LINK_GUESS_WINDOW`
+        the source gets 429 without a lookup, as a password guesser would. A known token still
+        needs the user to exist and be enabled (a disabled user's links are deleted as well).
+        """
+        store = self._login.store
+        key, now = self._guess_key(source), datetime.now(UTC)
+        if await store.throttle_count(key, now=now, window=LINK_GUESS_WINDOW) >= LINK_GUESS_LIMIT:
+            retry = await store.throttle_retry_after(key, now=now, window=LINK_GUESS_WINDOW, limit=LINK_GUESS_LIMIT)
+            raise PrinterLinkGuesses(f"too many unknown printer links from {source}", retry_after=max(retry, 1))
+        link = await resolve_link(self._db, token, now=now)
+        if link is None:
+            await store.throttle_failure(key, now=now, window=LINK_GUESS_WINDOW)
+            log.info("unknown, expired or revoked personal printer link from %s", source)
+            raise PrinterLinkUnknown("unknown, expired or revoked personal printer link")
+        owner = Owner(tenant_id=link.tenant_id, email=link.email)
+        try:
+            tenant = self._login.config.tenant(owner.tenant_id)
+        except BridgeError as exc:
+            raise PrinterLinkUnknown(f"the link's tenant {owner.tenant_id} is gone") from exc
+        tenant_id_var.set(tenant.id)
+        await self._login.provisioned_user(tenant, owner.email)
+        return owner
 
     async def _forget_quietly(self, email: str) -> None:
         try:

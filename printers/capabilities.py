@@ -17,6 +17,7 @@ from itertools import pairwise
 
 from pyipp.enums import IppOperation
 
+from printers.compression import SUPPORTED as COMPRESSIONS
 from printers.formats import OCTET_STREAM, SUPPORTED_FORMATS
 from printers.icons import icon_uris
 from printers.ipp import Attribute, Collection, IntRange, PyValue, Resolution, ResolutionUnit, Value, ValueTag
@@ -44,6 +45,8 @@ MEDIA_DEFAULT = "iso_a4_210x297mm"
 MEDIA_SOURCE = "auto"
 MEDIA_TYPE = "stationery"
 RESOLUTION = Resolution(x=300, y=300, units=ResolutionUnit.DOTS_PER_INCH)
+RESOLUTIONS = (RESOLUTION, Resolution(x=600, y=600, units=ResolutionUnit.DOTS_PER_INCH))
+"""What a document may be rendered at: the printer only forwards it, so both common raster resolutions."""
 PWG_RASTER_TYPES = ("black_1", "sgray_8")
 """PWG 5102.4 colour spaces for a monochrome printer."""
 # RFC 3805 prtMarkerSuppliesLevel -2: unknown.  A virtual printer has no consumables to report.
@@ -68,6 +71,9 @@ class PrinterStatus:
     queued_jobs: int
     max_job_bytes: int
     auth_required: bool
+    uris: tuple[tuple[str, str], ...] = ()
+    """printer-uri-supported with the uri-security-supported of each (``tls`` or ``none``), in that order;
+    empty: ``uri`` alone, without TLS."""
 
 
 def _media_col(name: str) -> Collection:
@@ -84,6 +90,10 @@ def _media_col(name: str) -> Collection:
         Attribute.of("media-source", ValueTag.KEYWORD, MEDIA_SOURCE),
         Attribute.of("media-type", ValueTag.KEYWORD, MEDIA_TYPE),
     ))
+
+
+def _uris(status: PrinterStatus) -> tuple[tuple[str, str], ...]:
+    return status.uris or ((status.uri, "none"),)
 
 
 def _kw(name: str, *values: str) -> Attribute:
@@ -169,7 +179,7 @@ def _job_template_attributes() -> list[Attribute]:
         _int("media-right-margin-supported", 0),
         _int("media-top-margin-supported", 0),
         Attribute.of("printer-resolution-default", ValueTag.RESOLUTION, RESOLUTION),
-        Attribute.of("printer-resolution-supported", ValueTag.RESOLUTION, RESOLUTION),
+        Attribute.of("printer-resolution-supported", ValueTag.RESOLUTION, *RESOLUTIONS),
         Attribute.of("page-ranges-supported", ValueTag.BOOLEAN, True),
         _kw("overrides-supported", *OVERRIDE_MEMBERS),
     ]
@@ -186,7 +196,7 @@ def printer_attributes(status: PrinterStatus) -> tuple[Attribute, ...]:
     attrs = [
         Attribute.of("charset-configured", ValueTag.CHARSET, "utf-8"),
         Attribute.of("charset-supported", ValueTag.CHARSET, "us-ascii", "utf-8"),
-        _kw("compression-supported", "none"),
+        _kw("compression-supported", *COMPRESSIONS),  # RFC 8011 section 5.4.32
         Attribute.of("document-format-default", ValueTag.MIME_MEDIA_TYPE, OCTET_STREAM),
         Attribute.of("document-format-supported", ValueTag.MIME_MEDIA_TYPE, *SUPPORTED_FORMATS),
         Attribute.of("generated-natural-language-supported", ValueTag.NATURAL_LANGUAGE, "en"),
@@ -231,14 +241,15 @@ def printer_attributes(status: PrinterStatus) -> tuple[Attribute, ...]:
         Attribute.of("printer-supply-description", ValueTag.TEXT, SUPPLY_DESCRIPTION),
         Attribute.of("printer-supply-info-uri", ValueTag.URI, status.more_info),
         _int("printer-up-time", status.up_time),
-        Attribute.of("printer-uri-supported", ValueTag.URI, status.uri),
+        Attribute.of("printer-uri-supported", ValueTag.URI, *(uri for uri, _ in _uris(status))),
         Attribute.of("printer-uuid", ValueTag.URI, f"urn:uuid:{status.uuid}"),
-        Attribute.of("pwg-raster-document-resolution-supported", ValueTag.RESOLUTION, RESOLUTION),
+        Attribute.of("pwg-raster-document-resolution-supported", ValueTag.RESOLUTION, *RESOLUTIONS),
         _kw("pwg-raster-document-sheet-back", "normal"),
         _kw("pwg-raster-document-type-supported", *PWG_RASTER_TYPES),
         _int("queued-job-count", status.queued_jobs),
-        _kw("uri-authentication-supported", "basic" if status.auth_required else "none"),
-        _kw("uri-security-supported", "none"),
+        # RFC 8011 section 5.4.1-3: three parallel 1setOf, one value per printer-uri-supported value.
+        _kw("uri-authentication-supported", *("basic" if status.auth_required else "none" for _ in _uris(status))),
+        _kw("uri-security-supported", *(security for _, security in _uris(status))),
         _kw("which-jobs-supported", *WHICH_JOBS),
         *_STATIC_TEMPLATE,
     ]
@@ -261,7 +272,7 @@ def _value_ok(name: str, value: Value) -> bool:
     if name in _INT_CHOICES:
         return value.tag == ValueTag.INTEGER and v in _INT_CHOICES[name][1]
     if name == "printer-resolution":
-        return value.tag == ValueTag.RESOLUTION and v == RESOLUTION
+        return value.tag == ValueTag.RESOLUTION and v in RESOLUTIONS
     if name == "media-col":
         return value.tag == ValueTag.BEG_COLLECTION and isinstance(v, Collection) and _media_col_ok(v)
     if name == "page-ranges":

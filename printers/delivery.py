@@ -22,7 +22,6 @@ earlier claim ended without a verdict is also checked with the sink first.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ import aiohttp
 
 from bridge.config import DeliveryConfig
 from bridge.errors import BridgeError
+from bridge.tasks import stop_task
 from printers.capabilities import MULTIPLE_OPERATION_TIME_OUT
 from printers.errors import DeliveryFailed, JobChanged
 from printers.formats import EXTENSIONS
@@ -324,9 +324,7 @@ class DeliveryWorker:
         except DeliveryFailed as exc:
             return await self._failed(job, exc)
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            await stop_task(keeper)
         log.info("print job %s delivered for %s", job.job_id, job.owner.email)
         return await self._finish(job, state=JobState.COMPLETED, reasons=("job-completed-successfully",),
                                   message="Delivered.")

@@ -61,9 +61,29 @@ class IppCharsetNotSupported(IppOperationError):
     ipp_status = IppStatus.ERROR_CHARSET
 
 
+# pyipp's IppStatus has no client-error-compression-not-supported, so from 0x040F on its names
+# are one off: its ERROR_COMPRESSION_ERROR is 0x040F, its ERROR_DOCUMENT_FORMAT_ERROR 0x0410.
+# The values here are RFC 8011's (section 13.1.4.16 and 13.1.4.17; Appendix B), as libcups names them.
+IPP_COMPRESSION_NOT_SUPPORTED = 0x040F
+"""client-error-compression-not-supported."""
+IPP_COMPRESSION_ERROR = 0x0410
+"""client-error-compression-error."""
+IPP_DOCUMENT_FORMAT_ERROR = 0x0411
+"""client-error-document-format-error (pyipp's ERROR_DOCUMENT_FORMAT_ERROR is 0x0410: wrong)."""
+
+
 class IppCompressionNotSupported(IppOperationError):
+    """A ``compression`` value the printer does not take (RFC 8011 section 13.1.4.16)."""
+
     code = "ipp_compression_not_supported"
-    ipp_status = IppStatus.ERROR_COMPRESSION_ERROR  # 0x040F client-error-compression-not-supported
+    ipp_status = IPP_COMPRESSION_NOT_SUPPORTED
+
+
+class IppCompressionError(IppOperationError):
+    """The document data cannot be decompressed: corrupt or truncated (RFC 8011 section 13.1.4.17)."""
+
+    code = "ipp_compression_error"
+    ipp_status = IPP_COMPRESSION_ERROR
 
 
 class IppDocumentFormatNotSupported(IppOperationError):
@@ -75,7 +95,7 @@ class IppDocumentFormatError(IppOperationError):
     """The bytes are not the format the client declared (RFC 8011 section 4.1.6.2)."""
 
     code = "ipp_document_format_error"
-    ipp_status = IppStatus.ERROR_DOCUMENT_FORMAT_ERROR
+    ipp_status = IPP_DOCUMENT_FORMAT_ERROR
 
 
 class IppOperationNotSupported(IppOperationError):
@@ -101,6 +121,33 @@ class PrintAuthRequired(BridgeError):
     http_status = 401
     ipp_status = IppStatus.ERROR_NOT_AUTHENTICATED
     panel_message = "Sign in with your email address and password to print."
+
+
+class PrinterLinkUnknown(BridgeError):
+    """A personal printer URL whose token is unknown, expired or revoked (bridge/state/printlinks.py).
+
+    An IPP answer, not a 401: there is no password to ask for, and a Basic prompt
+    would only confuse the user; the message says how to get a new address.
+    """
+
+    code = "printer_link_unknown"
+    http_status = 404
+    ipp_status = IppStatus.ERROR_NOT_FOUND
+    panel_message = ("This personal printer address is not valid any more (expired or revoked): "
+                     "get a new one at /print/setup.")
+
+
+class PrinterLinkGuesses(BridgeError):
+    """Too many unknown personal printer URLs from one address: HTTP 429, nothing looked up."""
+
+    code = "printer_link_throttled"
+    http_status = 429
+    ipp_status = IppStatus.ERROR_BUSY
+    panel_message = "Too many invalid printer addresses from this computer. Wait a few minutes."
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class PrinterBusy(BridgeError):

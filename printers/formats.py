@@ -3,7 +3,9 @@
 The platform receives the document as sent, so only formats it can use are
 accepted; a declared format is checked against the bytes (a client that
 labels a PostScript file as PDF gets client-error-document-format-error, not
-a failed fax later).
+a failed fax later).  A document sent with ``compression`` is sniffed after
+decompression (the spool decompresses it first); :func:`compressed_format`
+only explains a refusal when compressed bytes arrive without it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ PWG_SYNC_WORD = b"RaS2"
 
 EXTENSIONS = {PDF: ".pdf", JPEG: ".jpg", PWG_RASTER: ".pwg"}
 
+GZIP_MAGIC = b"\x1f\x8b\x08"
+"""RFC 1952 section 2.3.1: ID1 31, ID2 139, CM 8 (deflate)."""
+
 
 def sniff(head: bytes) -> str | None:
     """The accepted format these leading bytes are, or None."""
@@ -36,6 +41,11 @@ def sniff(head: bytes) -> str | None:
     if b"%PDF-" in head[:SNIFF_BYTES]:
         return PDF
     return None
+
+
+def compressed_format(head: bytes) -> str | None:
+    """The ``compression`` keyword these leading bytes look like (only gzip has a signature), or None."""
+    return "gzip" if head.startswith(GZIP_MAGIC) else None
 
 
 def is_supported(declared: str) -> bool:

@@ -10,6 +10,7 @@ import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from printers.compression import compression_of
 from printers.ipp import Attribute, AttributeGroup, GroupTag, IppMessage, Value, ValueTag, decode, encode
 
 
@@ -63,6 +64,14 @@ class Job:
     """Bumped by every write: the store writes back only the version it read (printers/jobstore.py)."""
     claims: int = 0
     """Delivery claims so far; more than ``attempts + 1`` means an earlier claim ended without a verdict."""
+
+    @property
+    def compression(self) -> str:
+        """The ``compression`` the document came with (the spool file holds it decompressed).
+
+        Kept in the spool file's name (printers/compression.py), since the store has no column for it.
+        """
+        return compression_of(self.document_file)
 
 
 def encode_template(attributes: tuple[Attribute, ...]) -> bytes:
@@ -121,7 +130,7 @@ def job_attributes(job: Job, *, printer_uri: str, up_time: int, intervening: int
         Attribute(name="date-time-at-creation", values=(_date(job.created_at),)),
         Attribute(name="date-time-at-processing", values=(_date(job.processing_at),)),
         Attribute(name="date-time-at-completed", values=(_date(job.completed_at),)),
-        Attribute.of("compression-supplied", ValueTag.KEYWORD, "none"),
+        Attribute.of("compression-supplied", ValueTag.KEYWORD, job.compression),  # PWG 5100.7 (Job Extensions)
     ]
     if job.message:
         attrs.append(Attribute.of("job-state-message", ValueTag.TEXT, job.message))

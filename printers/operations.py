@@ -27,6 +27,8 @@ from printers.capabilities import (
     check_job_template,
     printer_attributes,
 )
+from printers.compression import NONE
+from printers.compression import SUPPORTED as COMPRESSIONS
 from printers.errors import (
     IppAttributesNotSupported,
     IppCompressionNotSupported,
@@ -72,6 +74,8 @@ class Endpoint:
 
     printer_uri: str
     more_info: str
+    printer_uris: tuple[tuple[str, str], ...] = ()
+    """printer-uri-supported for this client: (URI, uri-security-supported) pairs; empty: printer_uri alone."""
 
 
 Document = AsyncIterator[bytes]
@@ -164,7 +168,7 @@ class Printer:
             location=self.config.location, info=self.config.info, up_time=self.up_time(),
             started_at=self.started_at, state=self._state, state_changed_at=self._state_changed_at,
             queued_jobs=active, max_job_bytes=self.config.max_job_bytes,
-            auth_required=self.auth_required,
+            auth_required=self.auth_required, uris=endpoint.printer_uris,
         )
 
     # -- helpers ----------------------------------------------------------
@@ -185,12 +189,25 @@ class Printer:
                                intervening=intervening)
         return AttributeGroup(tag=GroupTag.JOB, attributes=select(attrs, wanted, _JOB_GROUPS))
 
-    def _creation(self, req: PrintRequest) -> tuple[str, tuple[Attribute, ...], tuple[Attribute, ...]]:
-        """Checks shared by Print-Job, Validate-Job and Create-Job: (format, template kept, unsupported)."""
-        compression = req.get("compression")
-        if _text_of(compression, ValueTag.KEYWORD) not in (None, "none"):
-            assert compression is not None
-            raise IppCompressionNotSupported("only compression 'none' is supported", unsupported=(compression,))
+    @staticmethod
+    def _compression(req: PrintRequest) -> str:
+        """The request's ``compression`` (RFC 8011 section 5.4.32 values: compression-supported), default none."""
+        attr = req.get("compression")
+        value = _text_of(attr, ValueTag.KEYWORD)
+        if value is None:
+            return NONE
+        if value not in COMPRESSIONS:
+            assert attr is not None
+            raise IppCompressionNotSupported(f"compression {value} is not supported", unsupported=(attr,))
+        return value
+
+    def _creation(self, req: PrintRequest) -> tuple[str, str, tuple[Attribute, ...], tuple[Attribute, ...]]:
+        """Checks shared by Print-Job, Validate-Job and Create-Job: (format, compression, template kept, unsupported).
+
+        Create-Job carries no document, so its ``compression`` (if any) only has to be one the
+        printer takes; the one that counts comes with Send-Document.
+        """
+        compression = self._compression(req)
         fmt_attr = req.get("document-format")
         declared = (_text_of(fmt_attr, ValueTag.MIME_MEDIA_TYPE) or OCTET_STREAM).lower()
         if not is_supported(declared):
@@ -202,7 +219,7 @@ class Printer:
         kept, unsupported = check_job_template(req.job_attributes)
         if unsupported and _bool_of(req.get("ipp-attribute-fidelity"), False):
             raise IppAttributesNotSupported("job attributes not supported", unsupported=unsupported)
-        return declared, kept, unsupported
+        return declared, compression, kept, unsupported
 
     async def _accepted(self, job: Job, endpoint: Endpoint, unsupported: tuple[Attribute, ...]) -> IppReply:
         groups = [await self._job_group(job, endpoint, _JOB_STATUS_ATTRIBUTES)]
@@ -230,8 +247,8 @@ class Printer:
     async def print_job(self, req: PrintRequest, owner: Owner | None, endpoint: Endpoint,
                         document: Document) -> IppReply:
         assert owner is not None
-        declared, kept, unsupported = self._creation(req)
-        spooled = await self.spool.receive(document, declared=declared)
+        declared, compression, kept, unsupported = self._creation(req)
+        spooled = await self.spool.receive(document, declared=declared, compression=compression)
         try:
             job = await self.jobs.create(
                 owner=owner, name=self._job_name(req), template=kept, state=JobState.PENDING,
@@ -243,14 +260,14 @@ class Printer:
         except BaseException:
             self.spool.remove(spooled.file_name)
             raise
-        log.info("print job %s accepted for %s (%s bytes, %s)", job.job_id, owner.email, spooled.size,
-                 spooled.detected_format)
+        log.info("print job %s accepted for %s (%s bytes, %s, compression %s)", job.job_id, owner.email,
+                 spooled.size, spooled.detected_format, compression)
         self.job_ready.set()
         return await self._accepted(job, endpoint, unsupported)
 
     async def validate_job(self, req: PrintRequest, owner: Owner | None, endpoint: Endpoint,
                            document: Document) -> IppReply:
-        _, _, unsupported = self._creation(req)
+        _, _, _, unsupported = self._creation(req)
         if unsupported:
             return IppReply(status=IppStatus.OK_IGNORED_OR_SUBSTITUTED,
                             groups=(AttributeGroup(tag=GroupTag.UNSUPPORTED, attributes=unsupported),))
@@ -259,7 +276,7 @@ class Printer:
     async def create_job(self, req: PrintRequest, owner: Owner | None, endpoint: Endpoint,
                          document: Document) -> IppReply:
         assert owner is not None
-        _, kept, unsupported = self._creation(req)
+        _, _, kept, unsupported = self._creation(req)
         job = await self.jobs.create(owner=owner, name=self._job_name(req), template=kept, state=JobState.PENDING,
                                reasons=("job-incoming",), incoming=True)
         log.info("print job %s created for %s", job.job_id, owner.email)
@@ -280,15 +297,12 @@ class Printer:
             assert fmt_attr is not None
             raise IppDocumentFormatNotSupported(f"document-format {declared} is not supported",
                                                 unsupported=(fmt_attr,))
-        compression = req.get("compression")
-        if _text_of(compression, ValueTag.KEYWORD) not in (None, "none"):
-            assert compression is not None
-            raise IppCompressionNotSupported("only compression 'none' is supported", unsupported=(compression,))
+        compression = self._compression(req)
         empty, document = await _is_empty(document)
         if not empty:
             if job.document_file is not None:
                 raise IppNotPossible("this printer takes one document per job")
-            spooled = await self.spool.receive(document, declared=declared)
+            spooled = await self.spool.receive(document, declared=declared, compression=compression)
             try:
                 job = await self.jobs.update(
                     job, document_format=declared, document_format_detected=spooled.detected_format,
@@ -298,7 +312,8 @@ class Printer:
             except BaseException:
                 self.spool.remove(spooled.file_name)
                 raise
-            log.info("print job %s received its document (%s bytes)", job.job_id, spooled.size)
+            log.info("print job %s received its document (%s bytes, compression %s)", job.job_id, spooled.size,
+                     compression)
         if last:
             job = await self._close(job)
         return await self._accepted(job, endpoint, ())

@@ -21,6 +21,14 @@ of a hundred-odd values with the event loop let in between.
 
 The document is never held in memory: the attribute section is decoded from
 a bounded prefix, and the rest of the body streams to the spool.
+
+With ``printer.tls`` the port speaks TLS (``ipps://``) and plain HTTP
+(``ipp://``) alike (:class:`bridge.listeners.SniffingSite`).  A password may
+cross plain HTTP only from ``printer.plain_http_from`` (loopback by default);
+from anywhere else a request is answered 426 Upgrade Required before any
+credential check and never challenged for Basic over plain HTTP
+(:func:`upgrade_required` says why 426).  printer-uri-supported lists the
+``ipps`` URI, and the ``ipp`` one when this client may use it.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import ipaddress
 import logging
 import re
 import secrets
@@ -39,17 +48,19 @@ from aiohttp.http import HttpVersion11
 from aiohttp.streams import StreamReader
 from pyipp.enums import IppOperation
 
-from bridge.appkeys import LOGIN
+from bridge.appkeys import LOGIN, PRINTER_PORT
 from bridge.config import BridgeConfig, IPNetwork, PrinterConfig
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, StoreError
 from bridge.forwarded import client_address, forwarded_middleware
-from bridge.listeners import ListenerRunner
+from bridge.listeners import ListenerRunner, SniffingSite, tls_server_context
 from bridge.logcontext import request_id_var, tenant_id_var
 from bridge.login.service import LoginService
 from bridge.state.store import Store
+from bridge.tasks import stop_task
 from printers.auth import PrintAuthenticator, asks_for_credentials
 from printers.delivery import DeliveryWorker, make_sink
-from printers.errors import IppOperationError, PrintAuthRequired, PrinterBusy
+from printers.dnssd import advertised
+from printers.errors import IppOperationError, PrintAuthRequired, PrinterBusy, PrinterLinkGuesses, PrinterLinkUnknown
 from printers.icons import ICON_PATH, make_icons
 from printers.identity import load_printer_uuid
 from printers.ipp import (
@@ -77,6 +88,8 @@ from printers.spool import Spool
 log = logging.getLogger(__name__)
 
 RESOURCE = "/ipp/print"
+PERSONAL = RESOURCE + "/u/{token:[^/]{1,128}}"
+"""A personal queue (bridge/state/printlinks.py): the token in the path names the user; no password."""
 IPP_CONTENT_TYPE = "application/ipp"
 UNAUTHENTICATED_BYTES = 16 * 1024
 """Largest body accepted without credentials: attributes only, never a document."""
@@ -100,6 +113,12 @@ class PrinterRuntime:
     """The rate that requests without verified credentials share."""
     trusted_proxies: tuple[IPNetwork, ...] = ()
     """``listen.trusted_proxies``: the expect handler runs before the middleware and reads them itself."""
+    tls: bool = False
+    """``printer.tls`` is set: this listener also speaks TLS, on the same port."""
+    plain_http_from: tuple[IPNetwork, ...] | None = None
+    """``printer.plain_http_from``: who may send a password over plain HTTP; None: anyone."""
+    setup_url: str = ""
+    """Where a user gets a personal printer URL (/print/setup on the public URL); the info page links it."""
 
 
 RUNTIME = web.AppKey("printer_runtime", PrinterRuntime)
@@ -108,6 +127,7 @@ ICONS = web.AppKey("printer_icons", dict[int, bytes])
 _OWNER = web.RequestKey("print_owner", Owner)
 _AUTH_ERROR = web.RequestKey("print_auth_error", BridgeError)
 _AUTH_DONE = web.RequestKey("print_auth_done", bool)
+_LINK_ERROR = web.RequestKey("print_link_error", BridgeError)
 _REQUEST_ID = web.RequestKey("print_request_id", str)
 
 
@@ -131,6 +151,85 @@ def unauthorized() -> web.Response:
     resp = web.Response(status=401, text="Authentication required.\n", headers={hdrs.WWW_AUTHENTICATE: CHALLENGE})
     resp.force_close()
     return resp
+
+
+def upgrade_required(request: web.BaseRequest) -> web.Response:
+    """426 Upgrade Required (RFC 2817 section 4.2): what a client that may not send a password in clear gets.
+
+    Sent where a 401 would be (a request without credentials that needs them)
+    and to a request that brought Basic credentials over plain HTTP anyway,
+    which are then not checked: the IdP is never asked about a password that
+    crossed the network in clear.  Why 426 rather than an IPP status:
+
+    * libcups (CUPS's ipp backend, ``lp`` through cupsd, ipptool) reacts to 426
+      by reconnecting and asking for TLS on the same port (``OPTIONS *`` with
+      ``Upgrade: TLS/1.2``), which :class:`bridge.listeners.SniffingSite`
+      grants: the job then goes through over TLS, and the Basic challenge and
+      the password come after the upgrade.  This is cupsd's own behaviour
+      (``DefaultEncryption Required``), so the queue needs no change.
+    * client-error-not-authorized / client-error-forbidden would make CUPS's ipp
+      backend hold the job for authentication and ask the user for the password
+      again, which would be refused again: a loop with a misleading prompt.
+    * Windows' IPP class driver and Mopria clients follow neither; they show a
+      connection or access error whatever the status, and have to be set up
+      with the ipps:// (Windows: https://) URI.  The body says which one.
+
+    No ``WWW-Authenticate`` either way: a challenge over plain HTTP would invite
+    the password in clear.
+    """
+    uri = f"ipps://{_host(request)}{_resource(request)}"
+    text = f"This printer takes passwords only over TLS: use {uri}\n"
+    resp = web.Response(status=426, text=text, headers={hdrs.UPGRADE: "TLS/1.2, HTTP/1.1",
+                                                        hdrs.CONNECTION: "Upgrade, close"})
+    resp.force_close()
+    return resp
+
+
+def _ip_in(address: str | None, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in networks)
+
+
+def _over_tls(request: web.BaseRequest, rt: PrinterRuntime) -> bool:
+    """The client's request came over TLS: to this listener, or to a trusted proxy that says so.
+
+    ``X-Forwarded-Proto`` counts only when the TCP peer is in ``listen.trusted_proxies``
+    (as ``X-Forwarded-For`` does), and only when every value in it is ``https``: a proxy
+    that appends its own value after one the client sent cannot be talked into TLS.
+    """
+    transport = request.transport
+    if transport is None:
+        return False
+    if transport.get_extra_info("sslcontext") is not None:
+        return True
+    peer = transport.get_extra_info("peername")
+    if not rt.trusted_proxies or not isinstance(peer, tuple) or not _ip_in(str(peer[0]), rt.trusted_proxies):
+        return False
+    protos = [v.strip().lower() for line in request.headers.getall(hdrs.X_FORWARDED_PROTO, []) for v in line.split(",")]
+    return bool(protos) and all(proto == "https" for proto in protos)
+
+
+def _plain_allowed(request: web.BaseRequest, rt: PrinterRuntime) -> bool:
+    """This client may send a password over plain HTTP (``printer.plain_http_from``)."""
+    return rt.plain_http_from is None or _ip_in(client_address(request, rt.trusted_proxies), rt.plain_http_from)
+
+
+def _may_send_password(request: web.BaseRequest, rt: PrinterRuntime) -> bool:
+    return _over_tls(request, rt) or _plain_allowed(request, rt)
+
+
+def _challenge(request: web.BaseRequest, rt: PrinterRuntime) -> web.Response:
+    """Ask for credentials: 401 with a Basic challenge, or 426 where a password may not come in clear."""
+    if _may_send_password(request, rt):
+        return unauthorized()
+    log.info("credentials needed over plain HTTP from %s (not in printer.plain_http_from): 426, no Basic challenge",
+             client_address(request, rt.trusted_proxies))
+    return upgrade_required(request)
 
 
 def busy(exc: PrinterBusy) -> web.Response:
@@ -166,14 +265,22 @@ async def _authenticate(request: web.Request, rt: PrinterRuntime, *, expecting: 
     request[_AUTH_DONE] = True
     if rt.auth is None:
         return None
+    if "token" in request.match_info:
+        return await _authenticate_link(request, rt, rt.auth)
     header = request.headers.get(hdrs.AUTHORIZATION)
+    if header is not None and not _may_send_password(request, rt):
+        if (refused := await _turn(rt)) is not None:
+            return refused
+        log.warning("print credentials sent over plain HTTP from %s (not in printer.plain_http_from): 426, "
+                    "not checked", client_address(request, rt.trusted_proxies))
+        return upgrade_required(request)
     if header is None:
         if (refused := await _turn(rt)) is not None:
             return refused
         length = request.content_length
         if (length is None and expecting) or (length is not None and length > UNAUTHENTICATED_BYTES):
-            log.info("print request without credentials: 401 before the document")
-            return unauthorized()
+            log.info("print request without credentials: asked for them before the document")
+            return _challenge(request, rt)
         return None  # the operation decides (Get-Printer-Attributes needs no credentials)
     try:
         # The expect handler runs before the middleware, so the rule is applied here too (again: a no-op).
@@ -183,9 +290,51 @@ async def _authenticate(request: web.Request, rt: PrinterRuntime, *, expecting: 
             return refused
         if asks_for_credentials(exc):
             log.info("print credentials refused: %s", exc.code)
-            return unauthorized()
+            return unauthorized()  # they were allowed to come (TLS or plain_http_from): ask again
         log.warning("print credentials could not be checked: %s", exc.code)
         request[_AUTH_ERROR] = exc
+    return None
+
+
+def _resource(request: web.BaseRequest) -> str:
+    """The queue's path: the shared printer, or a personal queue (its token included)."""
+    token = request.match_info.get("token") if isinstance(request, web.Request) else None
+    return RESOURCE if token is None else f"{RESOURCE}/u/{token}"
+
+
+async def _authenticate_link(request: web.Request, rt: PrinterRuntime, auth: PrintAuthenticator
+                             ) -> web.Response | None:
+    """A personal queue: the token in the path is the credential (a Basic header is ignored).
+
+    The token is a secret like a password, so it is refused over plain HTTP where a
+    password would be (426, and it is not looked up). Unknown tokens are throttled per
+    source (429 with Retry-After); an unknown, expired or revoked link, or a disabled
+    user, gets an IPP error for every operation with a message saying where to set up
+    again, never a Basic challenge (there is no password to give).
+    """
+    if not _may_send_password(request, rt):
+        if (refused := await _turn(rt)) is not None:
+            return refused
+        log.warning("personal printer link over plain HTTP from %s (not in printer.plain_http_from): 426, "
+                    "not looked up", client_address(request, rt.trusted_proxies))
+        return upgrade_required(request)
+    source = client_address(request, rt.trusted_proxies)
+    try:
+        request[_OWNER] = await auth.authenticate_link(request.match_info["token"], source=source)
+    except PrinterLinkGuesses as exc:
+        resp = web.Response(status=429, text="Too many invalid printer addresses from this address.\n",
+                            headers={hdrs.RETRY_AFTER: str(exc.retry_after)})
+        resp.force_close()
+        return resp
+    except BridgeError as exc:
+        if (refused := await _turn(rt)) is not None:
+            return refused
+        if isinstance(exc, StoreError):
+            request[_AUTH_ERROR] = exc
+            return None
+        log.info("personal printer link refused: %s", exc.code)
+        request[_LINK_ERROR] = exc if isinstance(exc, PrinterLinkUnknown) else PrinterLinkUnknown(
+            f"the link's user cannot print: {exc.code}")
     return None
 
 
@@ -264,12 +413,30 @@ async def _document(first: bytes, content: StreamReader) -> AsyncIterator[bytes]
         yield chunk
 
 
-def _endpoint(request: web.Request) -> Endpoint:
+def _host(request: web.BaseRequest) -> str:
+    """HOST:PORT as the client named the printer (its Host header), else the listening address."""
     host = request.headers.get(hdrs.HOST, "")
-    if not _HOST.match(host):
-        sock = request.transport.get_extra_info("sockname") if request.transport else None
-        host = f"{sock[0]}:{sock[1]}" if sock else "localhost"
-    return Endpoint(printer_uri=f"ipp://{host}{RESOURCE}", more_info=f"http://{host}/")
+    if _HOST.match(host):
+        return host
+    sock = request.transport.get_extra_info("sockname") if request.transport else None
+    if not sock:
+        return "localhost"
+    address = str(sock[0])
+    return f"[{address}]:{sock[1]}" if ":" in address else f"{address}:{sock[1]}"
+
+
+def _endpoint(request: web.Request, rt: PrinterRuntime) -> Endpoint:
+    """The URIs for this client: the scheme it used, and the ones it may use (ipps first: the one to prefer)."""
+    host = _host(request)
+    resource = _resource(request)
+    ipp, ipps = f"ipp://{host}{resource}", f"ipps://{host}{resource}"
+    tls = _over_tls(request, rt)
+    uris: tuple[tuple[str, str], ...] = ()
+    if tls or rt.tls:
+        plain = rt.auth is None or _plain_allowed(request, rt)
+        uris = ((ipps, "tls"), (ipp, "none")) if plain else ((ipps, "tls"),)
+    return Endpoint(printer_uri=ipps if tls else ipp, more_info=f"{'https' if tls else 'http'}://{host}/",
+                    printer_uris=uris)
 
 
 def _response(version: tuple[int, int], request_id: int, reply: IppReply, unsupported: tuple[Attribute, ...] = ()
@@ -309,6 +476,13 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         resp = web.Response(status=400, text="Content-Type must be application/ipp.\n")
         resp.force_close()
         return resp
+    if request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower() not in ("", "identity"):
+        # aiohttp would inflate such a body with no bound but the per-job cap, and no ratio check: a bomb.
+        # IPP clients compress only the document, with "compression" (printers/compression.py).
+        resp = web.Response(status=415, text="Use the IPP compression attribute, not Content-Encoding.\n",
+                            headers={hdrs.ACCEPT_ENCODING: "identity"})
+        resp.force_close()
+        return resp
     if not request.get(_AUTH_DONE):
         early = await _authenticate(request, rt, expecting=False)
         if early is not None:
@@ -318,11 +492,13 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     try:
         msg, rest = await head.read()
     except IppParseError as exc:
-        resp = _unreadable(head, exc, anonymous=anonymous)
+        resp = _unreadable(head, exc, anonymous=anonymous, challenge=lambda: _challenge(request, rt))
         resp.force_close()
         return resp
     try:
-        req = check_request(msg, resource=RESOURCE)
+        req = check_request(msg, resource=_resource(request))
+        if (link_error := request.get(_LINK_ERROR)) is not None:
+            raise link_error  # every operation: an unknown personal queue shows nothing
         owner = request.get(_OWNER)
         if owner is not None:
             tenant_id_var.set(owner.tenant_id)
@@ -330,11 +506,11 @@ async def _handle(request: web.Request) -> web.StreamResponse:
             raise auth_error
         if rt.auth is None and owner is None:
             owner = _anonymous(req)
-        reply = await rt.printer.handle(req, owner, _endpoint(request), _document(rest, request.content))
+        reply = await rt.printer.handle(req, owner, _endpoint(request, rt), _document(rest, request.content))
         unsupported: tuple[Attribute, ...] = ()
     except PrintAuthRequired:
-        log.info("%s without credentials: 401", _operation_name(msg.code))
-        return unauthorized()
+        log.info("%s without credentials: asking for them", _operation_name(msg.code))
+        return _challenge(request, rt)
     except BridgeError as exc:
         level = logging.WARNING if exc.ipp_status >= 0x0500 else logging.INFO
         log.log(level, "IPP request refused: %s (0x%04x) %s", exc.code, exc.ipp_status, exc.detail)
@@ -350,7 +526,8 @@ def _operation_name(code: int) -> str:
     return IppOperation(code).name if code in IppOperation._value2member_map_ else f"operation 0x{code:04x}"
 
 
-def _unreadable(head: _RequestHead, exc: IppParseError, *, anonymous: bool) -> web.Response:
+def _unreadable(head: _RequestHead, exc: IppParseError, *, anonymous: bool,
+                challenge: Callable[[], web.Response]) -> web.Response:
     """The answer to an attribute section that could not be decoded within its limits.
 
     Without credentials, a section past the budget is 401 unless the operation
@@ -359,9 +536,9 @@ def _unreadable(head: _RequestHead, exc: IppParseError, *, anonymous: bool) -> w
     """
     operation = head.operation
     if anonymous and isinstance(exc, IppTooLarge | IppValueTooLong) and operation not in PUBLIC_OPERATIONS:
-        log.info("%s without credentials over the unauthenticated budget (%s): 401",
+        log.info("%s without credentials over the unauthenticated budget (%s): asking for them",
                  _operation_name(operation) if operation is not None else "request", exc.detail)
-        return unauthorized()
+        return challenge()
     log.info("unreadable IPP request%s: %s", " without credentials" if anonymous else "", exc.detail)
     return _response(head.version, head.request_id, _error_reply(exc))
 
@@ -377,6 +554,9 @@ async def info_page(request: web.Request) -> web.Response:
     name = html.escape(rt.printer.config.name)
     text = (f"<!doctype html><title>{name}</title><h1>{name}</h1>"
             f"<p>{html.escape(rt.printer.config.info)}. Print with your email address and password.</p>")
+    if rt.setup_url:
+        text += (f'<p>A printer address of your own, that never asks for a password: '
+                 f'<a href="{html.escape(rt.setup_url)}">{html.escape(rt.setup_url)}</a></p>')
     return web.Response(text=text, content_type="text/html")
 
 
@@ -420,13 +600,13 @@ def make_printer_app(
             try:
                 yield
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await stop_task(task)
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_route("POST", RESOURCE, ipp_handler, expect_handler=expect_handler)
     app.router.add_route("POST", RESOURCE + "/{job_id:[0-9]+}", ipp_handler, expect_handler=expect_handler)
+    app.router.add_route("POST", PERSONAL, ipp_handler, expect_handler=expect_handler)
+    app.router.add_route("POST", PERSONAL + "/{job_id:[0-9]+}", ipp_handler, expect_handler=expect_handler)
     app.router.add_get("/", info_page)
     app[ICONS] = make_icons()
     app.router.add_get(ICON_PATH.format(size="{size:[0-9]+}"), icon)
@@ -450,7 +630,9 @@ async def _open(config: BridgeConfig, printer_config: PrinterConfig, store: Stor
                             config=printer_config.delivery, wake=printer.job_ready,
                             chores=() if auth is None else (auth.prune,))
     await worker.start_up()
-    return PrinterRuntime(printer=printer, auth=auth, lane=Lane(), trusted_proxies=config.trusted_proxies), worker
+    return PrinterRuntime(printer=printer, auth=auth, lane=Lane(), trusted_proxies=config.trusted_proxies,
+                          tls=printer_config.tls is not None, plain_http_from=printer_config.plain_http_from,
+                          setup_url=f"{config.public_url.rstrip('/')}/print/setup" if auth_required else ""), worker
 
 
 def printer_listener(config: BridgeConfig) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -468,13 +650,24 @@ def printer_listener(config: BridgeConfig) -> Callable[[web.Application], AsyncI
                                 header_timeout=config.listener_timeouts.header,
                                 idle_timeout=config.listener_timeouts.idle)
         await runner.setup()
-        site = web.TCPSite(runner, printer_config.host, printer_config.port)
+        tls = printer_config.tls
+        site: web.BaseSite
+        if tls is None:
+            site = web.TCPSite(runner, printer_config.host, printer_config.port)
+        else:  # TLS and plain HTTP on the one port, as CUPS does
+            context = await asyncio.to_thread(tls_server_context, tls.cert, tls.key)
+            site = SniffingSite(runner, printer_config.host, printer_config.port, ssl_context=context)
         await site.start()
         bridge_app[PRINTER_RUNNER] = runner
-        log.info("Print-to-Web printer listening on ipp://%s:%s%s", printer_config.host,
-                 runner.addresses[0][1] if runner.addresses else printer_config.port, RESOURCE)
+        if runner.addresses:
+            bridge_app[PRINTER_PORT] = int(runner.addresses[0][1])  # personal printer URLs name the bound port
+        where = f"{printer_config.host}:{runner.addresses[0][1] if runner.addresses else printer_config.port}"
+        log.info("Print-to-Web printer listening on %sipp://%s%s", f"ipps://{where}{RESOURCE} and " if tls else "",
+                 where, RESOURCE)
         try:
-            yield
+            # printer.dnssd: announced while the printer serves, goodbyes before the port closes
+            async with advertised(bridge_app, runner, runner.app[RUNTIME].printer, RESOURCE):
+                yield
         finally:
             await runner.cleanup()
 

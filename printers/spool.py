@@ -3,7 +3,10 @@
 A document is written to ``.part-<host>~<pid>~<random>`` in the spool directory, counted
 against the per-job cap as it arrives, checked against its declared format from its first
 bytes, then fsynced, renamed to ``job-<host>~<pid>~<random><ext>`` and the directory fsynced.
-Only after that does the job row commit.
+Only after that does the job row commit.  A compressed document (``compression`` gzip or
+deflate) is decompressed on the way in (:mod:`printers.compression`): the cap, the format
+check and the file are all about the decompressed bytes, and the name records the
+compression the client used (``job-<host>~<pid>~<random>-gzip<ext>``).
 
 The directory may be shared by every instance (the same path on shared storage; see
 docs/deployment.md), so cleaning it must never touch another live instance's upload or a file
@@ -29,8 +32,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from printers.compression import NONE, decompressed, mark_name
 from printers.errors import DocumentTooLarge, IppDocumentFormatError, IppDocumentFormatNotSupported, IppOperationError
-from printers.formats import EXTENSIONS, OCTET_STREAM, SNIFF_BYTES, sniff
+from printers.formats import EXTENSIONS, OCTET_STREAM, SNIFF_BYTES, compressed_format, sniff
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,10 @@ class SpooledDocument:
     file_name: str
     """Name inside the spool directory."""
     size: int
+    """Bytes of the document as stored (decompressed)."""
     detected_format: str
+    compression: str = NONE
+    """What the client sent (also recorded in ``file_name``)."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -128,13 +135,21 @@ class Spool:
             (self.directory / file_name).unlink(missing_ok=True)
 
     async def receive(
-        self, chunks: AsyncIterator[bytes], *, declared: str
+        self, chunks: AsyncIterator[bytes], *, declared: str, compression: str = NONE
     ) -> SpooledDocument:
         """Stream ``chunks`` to a new spool file; raise the IPP error if it is refused.
 
         ``declared`` is the (lower-case) document-format the client sent;
-        application/octet-stream means "find out from the bytes".
+        application/octet-stream means "find out from the bytes".  ``compression`` is the
+        checked ``compression`` keyword: the file gets the decompressed document.
         """
+        document = decompressed(chunks, compression, max_output=self.max_job_bytes)
+        try:
+            return await self._receive(document, declared=declared, compression=compression)
+        finally:
+            await document.aclose()  # refused midway: the decompressor's generator ends here, not in the GC
+
+    async def _receive(self, chunks: AsyncIterator[bytes], *, declared: str, compression: str) -> SpooledDocument:
         part = self.directory / f"{PART_PREFIX}{self._tag()}{secrets.token_hex(8)}"
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         size = 0
@@ -152,7 +167,7 @@ class Spool:
                     head += chunk
                     if len(head) < SNIFF_BYTES:
                         continue
-                    detected = _detect(bytes(head), declared)
+                    detected = _detect(bytes(head), declared, compression)
                     _write_all(fd, head)
                     head.clear()
                 else:
@@ -163,10 +178,11 @@ class Spool:
             if detected is None:
                 if not head:
                     raise IppOperationError("the request carries no document data")
-                detected = _detect(bytes(head), declared)
+                detected = _detect(bytes(head), declared, compression)
                 _write_all(fd, head)
             ext = EXTENSIONS.get(detected, ".bin")
-            final = self.directory / f"{JOB_PREFIX}{self._tag()}{secrets.token_hex(12)}{ext}"
+            stem = mark_name(f"{JOB_PREFIX}{self._tag()}{secrets.token_hex(12)}", compression)
+            final = self.directory / f"{stem}{ext}"
             if syncing is not None:
                 await syncing
             await asyncio.to_thread(os.fsync, fd)
@@ -175,7 +191,8 @@ class Spool:
             os.replace(part, final)
             await asyncio.to_thread(_fsync_dir, self.directory)
             done = True
-            return SpooledDocument(file_name=final.name, size=size, detected_format=detected)
+            return SpooledDocument(file_name=final.name, size=size, detected_format=detected,
+                                   compression=compression)
         finally:
             if syncing is not None and not syncing.done():
                 await asyncio.wait([syncing])  # the thread still uses fd: never close it under it
@@ -192,12 +209,17 @@ def _write_all(fd: int, data: bytes | bytearray) -> None:
         view = view[written:]
 
 
-def _detect(head: bytes, declared: str) -> str:
+def _detect(head: bytes, declared: str, compression: str) -> str:
+    """The format of the (decompressed) document's first bytes, checked against the declared one."""
     found = sniff(head)
+    if found is None and compression == NONE and (packed := compressed_format(head)) is not None:
+        hint = f" (it is {packed}-compressed: send compression {packed})"
+    else:
+        hint = ""
     if declared == OCTET_STREAM:
         if found is None:
-            raise IppDocumentFormatNotSupported("the document is neither PDF, JPEG nor PWG raster")
+            raise IppDocumentFormatNotSupported(f"the document is neither PDF, JPEG nor PWG raster{hint}")
         return found
     if found != declared:
-        raise IppDocumentFormatError(f"the document is not {declared}")
+        raise IppDocumentFormatError(f"the document is not {declared}{hint}")
     return found

@@ -163,6 +163,21 @@ def build_document() -> Schema:
             parameters=tdd)},
         "/tenants/{tenant}/devices/{device}/enable": {"post": _op(
             "enableDevice", "devices", "Enable a device", (200, "Device", "Enabled"), parameters=tdd)},
+        "/tenants/{tenant}/printer-links": {"get": _op(
+            "listPrinterLinks", "printer-links", "The tenant's personal printer URLs (never their tokens)",
+            (200, "PrinterLinkList", "Links"),
+            parameters=[*t, {"name": "email", "in": "query", "required": False, "schema": _STRING,
+                             "description": "Only this user's links"}])},
+        "/tenants/{tenant}/users/{email}/printer-links": {"post": _op(
+            "createPrinterLink", "printer-links", "A personal printer URL for the user, answered this once",
+            (201, "PrinterLinkWithUrl", "Created"), body=_json_body("PrinterLinkCreate"), parameters=tu,
+            created=True,
+            description="The URL prints as the user without a password until it expires (at most the tenant's "
+                        "`printer_link_days`), is revoked, or the user is disabled or deleted.")},
+        "/tenants/{tenant}/printer-links/{link}": {"delete": _op(
+            "revokePrinterLink", "printer-links", "Revoke a personal printer URL at once",
+            (200, "PrinterLinkRevoked", "Revoked"),
+            parameters=[*t, {"name": "link", "in": "path", "required": True, "schema": {"type": "integer"}}])},
         "/tenants/{tenant}/attempts": {"get": _op(
             "listAttempts", "attempts", "Recent login attempts, newest first", (200, "AttemptPage", "Attempts"),
             parameters=[*t, {"name": "limit", "in": "query", "required": False,
@@ -180,7 +195,8 @@ def build_document() -> Schema:
                    "last_seen_at": {"type": ["string", "null"], "format": "date-time"},
                    "last_seen_addr": _NULLABLE_STRING})
     summary = {"id": _STRING, "name": _STRING, "domains": {"type": "array", "items": _STRING}, "protocol": _STRING,
-               "origin": {"type": "string", "description": "file:PATH or api:TOKEN-NAME"}, "updated_at": _TIME}
+               "origin": {"type": "string", "description": "file:PATH, api:TOKEN-NAME or console:USER"},
+               "updated_at": _TIME}
     line_errors = {"type": "array", "items": _obj({"line": {"type": "integer"}, "reason": _STRING})}
     text_field: Schema = {"type": "string", "maxLength": 256}
     schemas: dict[str, Schema] = {
@@ -217,11 +233,19 @@ def build_document() -> Schema:
                              required=["name", "mode"]),
         "DeviceUpdate": _obj({"name": text_field, "mode": {"enum": _MODES}, "shared_user": _STRING}, required=[]),
         "DeviceWithSecret": _obj({"device": _ref("Device"), "secret": {"type": "string", "minLength": 8}}),
+        "PrinterLink": _obj({"id": {"type": "integer"}, "tenant": _STRING, "email": _STRING, "label": _STRING,
+                             "created_by": _STRING, "created_at": _TIME, "expires_at": _TIME,
+                             "last_used_at": {"type": ["string", "null"], "format": "date-time"}}),
+        "PrinterLinkList": _list_of("PrinterLink", "printer_links"),
+        "PrinterLinkCreate": _obj({"label": {"type": "string", "maxLength": 64},
+                                   "days": {"type": "integer", "minimum": 1}}, required=[]),
+        "PrinterLinkWithUrl": _obj({"link": _ref("PrinterLink"), "url": {"type": "string", "format": "uri"}}),
+        "PrinterLinkRevoked": _obj({"revoked": _ref("PrinterLink")}),
         "Attempt": _obj({"id": {"type": "integer"}, "time": _TIME, "event": {"const": "login"},
                          "tenant": _NULLABLE_STRING, "device": _NULLABLE_STRING, "mode": _NULLABLE_STRING,
                          "email": _NULLABLE_STRING, "source": _NULLABLE_STRING, "result": _STRING,
                          "idp_latency_ms": {"type": ["integer", "null"]}, "request_id": _NULLABLE_STRING,
-                         "distinct_users": {"type": "integer"}, "actor": _STRING},
+                         "distinct_users": {"type": "integer"}, "actor": _STRING, "reason": _STRING},
                         required=["id", "time", "event", "tenant", "result"]),
         "AttemptPage": _obj({"attempts": {"type": "array", "items": _ref("Attempt")},
                              "next_before": {"type": ["integer", "null"]}}),
@@ -233,7 +257,7 @@ def build_document() -> Schema:
                                 "tokens from `loginbridge admin token create`. JSON bodies of at most "
                                 f"{MAX_JSON_BYTES} bytes. Errors: docs/errors.md."},
         "servers": [{"url": PREFIX}],
-        "tags": [{"name": n} for n in ("tenants", "users", "devices", "attempts", "service")],
+        "tags": [{"name": n} for n in ("tenants", "users", "devices", "printer-links", "attempts", "service")],
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": {
             "adminBearer": {"type": "http", "scheme": "bearer",

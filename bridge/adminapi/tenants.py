@@ -7,7 +7,8 @@ a line of the stored document. A validation error is ``422 invalid_tenant`` with
 pointer of the member to fix (``/wstrust/adfs_url``, ``/domains/0``). The id comes from the body; on
 ``PUT`` it must be the id in the path. A tenant id already taken, or a domain another tenant claims, is
 ``409 resource_conflict`` naming the other tenant. The instance that takes a change serves it at once;
-the others within :data:`bridge.login.tenants.POLL_SECONDS`.
+the others within :data:`bridge.login.tenants.POLL_SECONDS`. Validating, checking and storing is
+:func:`bridge.login.tenant_writes.save_tenant`, which the console's tenant form calls as well.
 
 Deleting is refused (409) while the tenant still has users or devices, with their counts: deleting them
 is a separate, deliberate act, and a tenant record never silently takes accounts with it. Deleting a
@@ -17,12 +18,9 @@ warns); remove the file as well.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
 from typing import Any
 
-import yaml
 from aiohttp import web
 
 from bridge.adminapi.http import (
@@ -38,9 +36,11 @@ from bridge.adminapi.http import (
     store,
 )
 from bridge.appkeys import CONFIG, LOGIN
-from bridge.config import TenantConfig, load_tenant_text
-from bridge.errors import ConfigError, InvalidTenant, ResourceConflict, ResourceNotFound
-from bridge.state.tenants import TenantRecord, delete_tenant, get_tenant_record, put_tenant, tenant_records
+from bridge.config import TenantConfig
+from bridge.errors import InvalidTenant, ResourceConflict, ResourceNotFound
+from bridge.login.tenant_writes import SavedTenant, TenantRefused, document_of, save_tenant
+from bridge.state.tenants import TenantRecord, delete_tenant, get_tenant_record, tenant_records
+from bridge.state.tokens import ApiToken
 
 
 def json_pointer(key: str) -> str:
@@ -49,50 +49,16 @@ def json_pointer(key: str) -> str:
     return "".join("/" + part.replace("~", "~0").replace("/", "~1") for part in parts)
 
 
-def _plain(exc: ConfigError) -> str:
-    """The error's own words, without the file, line and key ConfigError puts in front."""
-    where = exc.file
-    if exc.line is not None:
-        where = f"{where}:{exc.line}" if where else f"line {exc.line}"
-    if exc.key:
-        where = f"{where}: {exc.key}" if where else exc.key
-    prefix = f"{where}: "
-    return exc.detail[len(prefix):] if where and exc.detail.startswith(prefix) else exc.detail
-
-
-async def _validated(request: web.Request, body: dict[str, Any]) -> tuple[TenantConfig, tuple[str, ...], str]:
-    """(tenant, warnings, the document to store); InvalidTenant naming the JSON path otherwise."""
-    config = request.config_dict[CONFIG]
-    document = json.dumps(body, indent=2)
+async def _save(request: web.Request, token: ApiToken, body: dict[str, Any], *, create: bool) -> SavedTenant:
+    """The document validated, checked and stored (bridge/login/tenant_writes.py); its refusal as an answer."""
     try:
-        tenant, warnings = await asyncio.to_thread(
-            load_tenant_text, document, shown="api", base_dir=config.tenants_dir, default_ttl=config.session_ttl,
-            require_files=True)
-    except ConfigError as exc:
-        raise InvalidTenant(_plain(exc), path=json_pointer(exc.key)) from exc
-    return tenant, warnings, document
-
-
-def _check_domains(tenant: TenantConfig, others: tuple[TenantConfig, ...]) -> None:
-    for index, domain in enumerate(tenant.domains):
-        for other in others:
-            if other.id != tenant.id and domain in other.domains:
-                raise ResourceConflict(f"/domains/{index}: domain {domain} is already claimed by tenant {other.id}")
-
-
-def _document(record: TenantRecord) -> dict[str, Any]:
-    """The stored document as JSON (a file's YAML read safely; values JSON has no type for become text)."""
-    try:
-        parsed = json.loads(record.document)
-    except ValueError:
-        try:
-            parsed = yaml.safe_load(record.document)
-        except yaml.YAMLError:
-            parsed = None
-    if not isinstance(parsed, dict):
-        return {}
-    result: dict[str, Any] = json.loads(json.dumps(parsed, default=str))
-    return result
+        return await save_tenant(request.config_dict[LOGIN].tenants, store(request), request.config_dict[CONFIG],
+                                 body, shown="api", origin=f"api:{token.name}", create=create)
+    except TenantRefused as exc:
+        if not exc.conflict:
+            raise InvalidTenant(exc.detail, path=json_pointer(exc.key)) from exc
+        hint = f" (PUT {PREFIX}/tenants/{str(body.get('id')).strip()} replaces its settings)" if exc.key == "id" else ""
+        raise ResourceConflict(f"{json_pointer(exc.key)}: {exc.detail}{hint}") from exc
 
 
 def _summary(record: TenantRecord, tenant: TenantConfig | None) -> dict[str, Any]:
@@ -107,7 +73,7 @@ def _summary(record: TenantRecord, tenant: TenantConfig | None) -> dict[str, Any
 
 
 def _full(record: TenantRecord, tenant: TenantConfig | None, warnings: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {**_summary(record, tenant), "document": _document(record), "warnings": list(warnings)}
+    return {**_summary(record, tenant), "document": document_of(record), "warnings": list(warnings)}
 
 
 async def list_tenants(request: web.Request) -> web.Response:
@@ -122,19 +88,11 @@ async def list_tenants(request: web.Request) -> web.Response:
 async def create_tenant(request: web.Request) -> web.Response:
     token = await authenticate(request)
     require_global(token, "creating a tenant")
-    body = await json_object(request)
-    tenant, warnings, document = await _validated(request, body)
-    others = await current_tenants(request)
-    if any(t.id == tenant.id for t in others) or await get_tenant_record(store(request).database, tenant.id):
-        raise ResourceConflict(f"/id: tenant {tenant.id} already exists (PUT {PREFIX}/tenants/{tenant.id} "
-                               "replaces its settings)")
-    _check_domains(tenant, others)
-    record = await put_tenant(store(request).database, tenant_id=tenant.id, document=document,
-                              base_dir=str(request.config_dict[CONFIG].tenants_dir), origin=f"api:{token.name}",
-                              from_file=False)
-    await request.config_dict[LOGIN].tenants.refresh(store(request))
+    saved = await _save(request, token, await json_object(request), create=True)
+    tenant = saved.tenant
     await audit(request, token, "tenant_created", tenant_id=tenant.id)
-    return json_answer(_full(record, tenant, warnings), status=201, location=f"{PREFIX}/tenants/{tenant.id}")
+    return json_answer(_full(saved.record, tenant, saved.warnings), status=201,
+                       location=f"{PREFIX}/tenants/{tenant.id}")
 
 
 async def _existing(request: web.Request, tenant_id: str) -> TenantRecord:
@@ -163,14 +121,9 @@ async def replace_tenant(request: web.Request) -> web.Response:
     if "id" in body and body["id"] != tenant_id:
         raise InvalidTenant(f"the id in the body ({body['id']!r}) is not the tenant's id in the path ({tenant_id!r})",
                             path="/id")
-    tenant, warnings, document = await _validated(request, body)
-    _check_domains(tenant, await current_tenants(request))
-    record = await put_tenant(store(request).database, tenant_id=tenant.id, document=document,
-                              base_dir=str(request.config_dict[CONFIG].tenants_dir), origin=f"api:{token.name}",
-                              from_file=False)
-    await request.config_dict[LOGIN].tenants.refresh(store(request))
-    await audit(request, token, "tenant_replaced", tenant_id=tenant.id)
-    return json_answer(_full(record, tenant, warnings))
+    saved = await _save(request, token, body, create=False)
+    await audit(request, token, "tenant_replaced", tenant_id=saved.tenant.id)
+    return json_answer(_full(saved.record, saved.tenant, saved.warnings))
 
 
 async def remove_tenant(request: web.Request) -> web.Response:

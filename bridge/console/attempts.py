@@ -2,13 +2,24 @@
 
 Where the reason on a line comes from, best first:
 
-1. the reason recorded with the attempt (``AuditEvent.reason``, migration 11:
-   today the assertion check that failed, e.g. ``expired`` or ``signature``);
+1. the reason the bridge recorded with the attempt, at the time
+   (``AuditEvent.reason``, migration 11; ``bridge.login.guard``): the assertion
+   check that failed (e.g. ``expired``); which throttle refused
+   (``temporarily_locked``, ``device_throttled``: per user, device or source
+   address, or a spray block, with the setting); the stale-password guard
+   answering a pair the IdP already refused (``invalid_credentials``,
+   ``access_denied``); the address the IdP host resolved to and the
+   ``idp_whitelist`` line to add (``idp_not_whitelisted``); the IdP's timeout,
+   TLS or DNS failure, or HTTP status (``idp_timeout``, ``idp_unreachable``,
+   ``idp_rejected_request``, ``idp_protocol_error``...);
 2. what the event itself tells (no IdP latency on a refused password: the
    stale-password guard answered; the source address of a network refusal;
    the distinct users of a spray block ...);
-3. a fact looked up now and marked so (whether a refused device id is enrolled
-   or disabled; the whitelist line the tenant's IdP host needs today);
+3. for events without a recorded reason (older ones, or codes the bridge
+   records none for), a fact looked up now and marked so (whether a refused
+   device id is enrolled or disabled; the whitelist line the tenant's IdP host
+   needs today; the IdP timeout configured today), which may differ from what
+   happened at the time;
 4. the first clause of the error catalogue's note for the code.
 
 The console runs no script (its CSP has no ``script-src``), so the browser cannot
@@ -269,7 +280,7 @@ async def live_facts(events: Iterable[AuditEvent], config: BridgeConfig, store: 
                 f"no device {event.device_id} is enrolled" if device is None else
                 f"device {event.device_id} is disabled" if not device.enabled else
                 f"wrong or rotated secret for {event.device_id}")
-        if event.result == "idp_not_whitelisted" and event.tenant_id in tenants \
+        if event.result == "idp_not_whitelisted" and not event.reason and event.tenant_id in tenants \
                 and event.tenant_id not in facts.whitelist:
             facts.whitelist[event.tenant_id] = await _whitelist_now(tenants[event.tenant_id])
     return facts
@@ -301,7 +312,8 @@ def reason_of(event: AuditEvent, facts: LiveFacts, config: BridgeConfig) -> Reas
         case "access_denied" if latency is None:
             return Reason("refused before: the IdP was not asked again", "event")
         case "idp_timeout":
-            return Reason(f"no answer within {config.idp_client.timeout:g} s (idp_client.timeout_seconds)", "event")
+            return Reason(f"no answer in time (idp_client.timeout_seconds is {config.idp_client.timeout:g} s now)",
+                          "now")
         case "source_not_allowed" if event.source:
             return Reason(f"called from {event.source}: outside device_networks and the device's allow-list",
                           "event")

@@ -10,7 +10,6 @@ lease runs out. A failed sync is logged and tried again the next period.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -22,6 +21,7 @@ from bridge.directory.sync import SyncResult, instance_id, sync_tenant
 from bridge.errors import BridgeError
 from bridge.state.audit import AuditLog
 from bridge.state.store import Store
+from bridge.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,6 @@ def directory_schedule(tick: float = TICK_SECONDS) -> Callable[[web.Application]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
 
     return schedule

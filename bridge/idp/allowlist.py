@@ -55,7 +55,8 @@ def suggested_entry(address: IPAddress) -> str:
 def require_whitelisted(host: str, addresses: Sequence[IPAddress], whitelist: Sequence[IPNetwork]) -> None:
     """Raise :class:`IdpNotWhitelisted` unless every address is whitelisted."""
     if not addresses:
-        raise IdpUnreachable(f"IdP host {host} did not resolve to any address")
+        raise IdpUnreachable(f"IdP host {host} did not resolve to any address",
+                             cause=f"DNS: IdP host {host} resolved to no address")
     outside = [a for a in addresses if not is_whitelisted(a, whitelist)]
     if outside:
         lines = ", ".join(suggested_entry(a) for a in outside)
@@ -66,7 +67,22 @@ def require_whitelisted(host: str, addresses: Sequence[IPAddress], whitelist: Se
             ", ".join(str(a) for a in outside),
             lines,
         )
-        raise IdpNotWhitelisted(f"IdP host {host} resolves to an address outside the whitelist; add: {lines}")
+        raise IdpNotWhitelisted(f"IdP host {host} resolves to an address outside the whitelist; add: {lines}",
+                                cause=_not_whitelisted_cause(host, outside))
+
+
+# The addresses a recorded reason names (a host may resolve to many); the log line names them all.
+_CAUSE_ADDRESSES = 4
+
+
+def _not_whitelisted_cause(host: str, outside: Sequence[IPAddress]) -> str:
+    """The audit trail's reason: the address(es) the host resolved to for this attempt, and the lines to add."""
+    shown = outside[:_CAUSE_ADDRESSES]
+    more = f" (+{len(outside) - len(shown)} more)" if len(outside) > len(shown) else ""
+    addresses = ", ".join(str(_normalise(a)) for a in shown) + more
+    lines = ", ".join(suggested_entry(a) for a in shown) + more
+    where = addresses if parse_ip(host) is not None else f"IdP host {host} resolved to {addresses}:"
+    return f"{where} not in idp_whitelist; add {lines} to idp_whitelist"
 
 
 async def resolve_host(host: str, port: int) -> list[IPAddress]:
@@ -78,7 +94,8 @@ async def resolve_host(host: str, port: int) -> list[IPAddress]:
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     except OSError as exc:
-        raise IdpUnreachable(f"IdP host {host} does not resolve ({exc.strerror or exc})") from exc
+        why = f"IdP host {host} does not resolve ({exc.strerror or exc})"
+        raise IdpUnreachable(why, cause=f"DNS: {why}") from exc
     seen: list[IPAddress] = []
     for _family, _type, _proto, _canon, sockaddr in infos:
         address = parse_ip(str(sockaddr[0]))

@@ -96,7 +96,8 @@ def make_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
             ctx.load_verify_locations(cafile=str(ca_file))
         except (ssl.SSLError, OSError, ValueError) as exc:
             reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or type(exc).__name__
-            raise IdpUnreachable(f"ca_file {ca_file} cannot be used as a TLS trust anchor ({reason})") from exc
+            why = f"ca_file {ca_file} cannot be used as a TLS trust anchor ({reason})"
+            raise IdpUnreachable(why, cause=f"TLS: {why}") from exc
     return ctx
 
 
@@ -176,12 +177,20 @@ class IdpHttp:
             reached = answered
             raise
         except TimeoutError as exc:  # before OSError: TimeoutError is one
-            raise IdpTimeout(f"IdP {host} did not answer within {self._timeout.total} s") from exc
+            raise IdpTimeout(f"IdP {host} did not answer within {self._timeout.total} s",
+                             cause=self._timeout_cause(host, exc)) from exc
         except (aiohttp.ClientError, ssl.SSLError, OSError) as exc:
             raise _unreachable(host, exc) from exc
         finally:
             if reached:
                 _contacted(time.perf_counter() - started)
+
+    def _timeout_cause(self, host: str, exc: TimeoutError) -> str:
+        """Which limit ran out: connecting (aiohttp's connection timeout), or the whole request."""
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return (f"no connection to IdP {host} in time (idp_client.connect_timeout_seconds "
+                    f"{self._timeout.sock_connect:g} s, timeout_seconds {self._timeout.total:g} s)")
+        return f"no answer from IdP {host} within {self._timeout.total:g} s (idp_client.timeout_seconds)"
 
     @staticmethod
     async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
@@ -203,12 +212,22 @@ class IdpHttp:
 def _unreachable(host: str, exc: BaseException) -> IdpUnreachable:
     """Every TLS or connection failure on the way to the IdP, in words an administrator can act on."""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return IdpUnreachable(f"TLS certificate of IdP {host} did not verify: {exc.certificate_error}")
+        error = exc.certificate_error
+        why = error.verify_message if isinstance(error, ssl.SSLCertVerificationError) else None
+        return IdpUnreachable(f"TLS certificate of IdP {host} did not verify: {exc.certificate_error}",
+                              cause=f"TLS: the certificate of IdP {host} did not verify "
+                                    f"({why or type(error).__name__})")
     if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
-        return IdpUnreachable(f"TLS handshake with IdP {host} failed: {exc}")
+        ssl_error = exc.os_error if isinstance(exc, aiohttp.ClientSSLError) else exc
+        why = ssl_error.reason if isinstance(ssl_error, ssl.SSLError) else None
+        return IdpUnreachable(f"TLS handshake with IdP {host} failed: {exc}",
+                              cause=f"TLS: handshake with IdP {host} failed ({why or type(ssl_error).__name__})")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return IdpUnreachable(f"cannot connect to IdP {host}: {exc.os_error.strerror or exc}")
+        text = f"cannot connect to IdP {host}: {exc.os_error.strerror or exc}"
+        return IdpUnreachable(text, cause=text)
     if isinstance(exc, aiohttp.ClientError):
-        return IdpUnreachable(f"connection to IdP {host} failed: {type(exc).__name__}")
+        text = f"connection to IdP {host} failed: {type(exc).__name__}"
+        return IdpUnreachable(text, cause=text)
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-    return IdpUnreachable(f"connection to IdP {host} failed: {reason}")
+    text = f"connection to IdP {host} failed: {reason}"
+    return IdpUnreachable(text, cause=text)

@@ -76,8 +76,9 @@ class SharedLookup(Generic[T]):
             failure = self._failure
             ago = now - self._failure_at
             # A new exception each time: one instance raised in many tasks would pile up tracebacks.
-            raise type(failure)(f"{failure.detail} ({ago:.1f} s ago; not retried for "
-                                f"{self._failure_memory:g} s)")
+            remembered = f" ({ago:.1f} s ago; not retried for {self._failure_memory:g} s)"
+            raise type(failure)(failure.detail + remembered,
+                                cause=failure.cause + remembered if failure.cause else "")
         task = self._task
         if task is None:
             self._task_contact = IdpContact()

@@ -30,6 +30,7 @@ import re
 from bridge.errors import (
     AccessDenied,
     BridgeError,
+    IdpError,
     IdpProtocolError,
     IdpRefused,
     IdpRejectedRequest,
@@ -178,25 +179,30 @@ def error_for_status(status: int, body: bytes, content_type: str, *, what: str) 
     request.  The admin detail names the status, content type and size.
     """
     seen = f"{what} answered HTTP {status} ({describe_body(body, content_type)})"
+    said = f"{what} answered HTTP {status}"  # the audit trail's reason (``cause``): the status, nothing it sent
     if status >= 300:
         page = body[:_SNIFF_BYTES].decode("utf-8", "replace")
         match = _SP_UNKNOWN.search(page)
         if match is not None:
-            return SpNotRegistered(f"{seen}; the page says {clip(' '.join(match.group(0).split()), 120)!r}")
+            return SpNotRegistered(f"{seen}; the page says {clip(' '.join(match.group(0).split()), 120)!r}",
+                                   cause=f"{said}, a page naming an unknown service provider")
     refusal = refusal_from_status(status)
     if refusal is not None:
         return refusal_error(refusal, seen)
+    kind: type[IdpError]
     if 300 <= status < 400:
-        return IdpProtocolError(f"{seen}, a redirect: the URL is not the protocol endpoint")
-    if status in (404, 405):
-        return IdpRejectedRequest(f"{seen}: the endpoint is not enabled at this URL")
-    if status == 504:
-        return IdpTimeout(f"{seen}: a gateway in front of the IdP timed out")
-    if status >= 500:
-        return IdpUnreachable(f"{seen}, an error page, not a SOAP answer")
-    if 400 <= status < 500:
-        return IdpRejectedRequest(f"{seen} to the request")
-    return IdpProtocolError(f"{seen}: an unexpected status")
+        kind, why = IdpProtocolError, ", a redirect: the URL is not the protocol endpoint"
+    elif status in (404, 405):
+        kind, why = IdpRejectedRequest, ": the endpoint is not enabled at this URL"
+    elif status == 504:
+        kind, why = IdpTimeout, ": a gateway in front of the IdP timed out"
+    elif status >= 500:
+        kind, why = IdpUnreachable, ", an error page, not a SOAP answer"
+    elif 400 <= status < 500:
+        kind, why = IdpRejectedRequest, " to the request"
+    else:
+        kind, why = IdpProtocolError, ": an unexpected status"
+    return kind(seen + why, cause=said + why)
 
 
 _FIRST_ELEMENT = re.compile(rb"<([A-Za-z_][A-Za-z0-9_.:-]{0,63})")

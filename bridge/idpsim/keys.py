@@ -5,18 +5,27 @@ connection against ``ca.pem`` instead of turning verification off), and a
 self-signed token-signing certificate plays the AD FS "ADFS Signing" one.
 Everything is reused on restart so devices and tenants configured with the
 signing certificate keep working.
+
+The same CA signs the demo printer's certificate (``printer.pem``, for
+loopback and this machine's host name), which conf/bridge.yaml names as
+``printer.tls``: whatever starts the simulator (``demo``, ``cluster-demo``)
+has it.  :func:`ensure_server_cert` issues such a certificate for any names.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import re
+import socket
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -32,7 +41,10 @@ TLS_CERT_FILE = "tls.pem"
 TLS_KEY_FILE = "tls.key"
 SIGNING_CERT_FILE = "signing.pem"
 SIGNING_KEY_FILE = "signing.key"
+PRINTER_CERT_FILE = "printer.pem"
+PRINTER_KEY_FILE = "printer.key"
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+_DNS_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -47,6 +59,8 @@ class SimKeys:
     signing_key_file: Path
     signing_cert_pem: bytes
     signing_key_pem: bytes = field(repr=False)
+    printer_cert_file: Path | None = None
+    printer_key_file: Path | None = None
 
 
 def self_signed_signing_cert(key: rsa.RSAPrivateKey, host: str, *, days: int = 365) -> x509.Certificate:
@@ -90,7 +104,10 @@ def ensure_keys(keys_dir: Path, *, host: str = "localhost") -> SimKeys:
     try:
         keys_dir.mkdir(parents=True, exist_ok=True)
         ca_key, ca_cert = _ensure_ca(keys_dir)
-        _ensure_tls(keys_dir, ca_key, ca_cert, host)
+        _ensure_issued(keys_dir, TLS_CERT_FILE, TLS_KEY_FILE, (*_LOOPBACK_NAMES, host), host or "localhost",
+                       ca_key, ca_cert)
+        names = printer_names()
+        _ensure_issued(keys_dir, PRINTER_CERT_FILE, PRINTER_KEY_FILE, names, names[-1], ca_key, ca_cert)
         signing_key_pem, signing_cert_pem = _ensure_signing(keys_dir, host)
     except OSError as exc:
         raise ConfigError(f"cannot write simulator keys ({exc.strerror})", file=str(keys_dir)) from exc
@@ -103,7 +120,30 @@ def ensure_keys(keys_dir: Path, *, host: str = "localhost") -> SimKeys:
         signing_key_file=keys_dir / SIGNING_KEY_FILE,
         signing_cert_pem=signing_cert_pem,
         signing_key_pem=signing_key_pem,
+        printer_cert_file=keys_dir / PRINTER_CERT_FILE,
+        printer_key_file=keys_dir / PRINTER_KEY_FILE,
     )
+
+
+def printer_names() -> tuple[str, ...]:
+    """The demo printer's names: loopback, and this machine's host name when it is a DNS name."""
+    hostname = socket.gethostname()
+    return (*_LOOPBACK_NAMES, hostname) if _DNS_NAME.match(hostname) and ".." not in hostname else _LOOPBACK_NAMES
+
+
+def ensure_server_cert(keys_dir: Path, cert_name: str, key_name: str, names: Sequence[str]) -> tuple[Path, Path]:
+    """A TLS server certificate for ``names`` (host names and addresses) signed by the demo CA of ``keys_dir``.
+
+    Kept while it is this CA's, unexpired and covers every name; else issued
+    again.  Returns (certificate file, key file).
+    """
+    try:
+        keys_dir.mkdir(parents=True, exist_ok=True)
+        ca_key, ca_cert = _ensure_ca(keys_dir)
+        _ensure_issued(keys_dir, cert_name, key_name, names, names[0] if names else "localhost", ca_key, ca_cert)
+    except OSError as exc:
+        raise ConfigError(f"cannot write demo certificates ({exc.strerror})", file=str(keys_dir)) from exc
+    return keys_dir / cert_name, keys_dir / key_name
 
 
 def server_ssl_context(keys: SimKeys) -> ssl.SSLContext:
@@ -165,19 +205,19 @@ def _ensure_ca(keys_dir: Path) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     return key, cert
 
 
-def _san_for(host: str) -> list[x509.GeneralName]:
-    names: list[x509.GeneralName] = []
-    for value in dict.fromkeys((*_LOOPBACK_NAMES, host)):
+def _san_for(names: Sequence[str]) -> list[x509.GeneralName]:
+    sans: list[x509.GeneralName] = []
+    for value in dict.fromkeys(names):
         if not value or value in {"0.0.0.0", "::"}:  # noqa: S104 - a wildcard bind is not a name
             continue
         try:
-            names.append(x509.IPAddress(ipaddress.ip_address(value)))
+            sans.append(x509.IPAddress(ipaddress.ip_address(value)))
         except ValueError:
-            names.append(x509.DNSName(value))
-    return names
+            sans.append(x509.DNSName(value))
+    return sans
 
 
-def _tls_covers(cert: x509.Certificate, wanted: list[x509.GeneralName]) -> bool:
+def _covers(cert: x509.Certificate, wanted: list[x509.GeneralName]) -> bool:
     try:
         present = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -185,16 +225,26 @@ def _tls_covers(cert: x509.Certificate, wanted: list[x509.GeneralName]) -> bool:
     return all(name in present for name in wanted)
 
 
-def _ensure_tls(keys_dir: Path, ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, host: str) -> None:
-    sans = _san_for(host)
-    pair = _load_pair(keys_dir / TLS_KEY_FILE, keys_dir / TLS_CERT_FILE)
-    if pair is not None and pair[1].issuer == ca_cert.subject and _tls_covers(pair[1], sans):
+def _issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
+    """Signed by this CA (not merely by one of the same name, as a regenerated CA has)."""
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _ensure_issued(keys_dir: Path, cert_name: str, key_name: str, names: Sequence[str], common_name: str,
+                   ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate) -> None:
+    sans = _san_for(names)
+    pair = _load_pair(keys_dir / key_name, keys_dir / cert_name)
+    if pair is not None and _issued_by(pair[1], ca_cert) and _covers(pair[1], sans):
         return
     key = new_rsa_key()
     now = datetime.now(UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host or "localhost")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -209,9 +259,9 @@ def _ensure_tls(keys_dir: Path, ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certifi
         )
         .sign(ca_key, hashes.SHA256())
     )
-    write_private(keys_dir / TLS_KEY_FILE, key_pem(key))
-    (keys_dir / TLS_CERT_FILE).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    log.info("generated simulator TLS certificate for %s", ", ".join(str(n.value) for n in sans))
+    write_private(keys_dir / key_name, key_pem(key))
+    (keys_dir / cert_name).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    log.info("generated %s for %s", keys_dir / cert_name, ", ".join(str(n.value) for n in sans))
 
 
 def _ensure_signing(keys_dir: Path, host: str) -> tuple[bytes, bytes]:

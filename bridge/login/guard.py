@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
 from bridge.config import BridgeConfig, TenantConfig, ThrottleConfig
@@ -74,11 +74,58 @@ class LoginMode(enum.Enum):
     PASSWORD = "password"  # noqa: S105 (a label: a password check whose caller named no channel)
 
 
+# The longest reason the audit trail records (the audit caps every field at 512 characters).
+REASON_CHARS = 300
+
+
 def _reason_of(exc: BaseException | None) -> str | None:
-    """The specific check behind a refusal, for the audit trail: short text the bridge wrote, never a secret."""
+    """The specific check behind a refusal, for the audit trail: short text the bridge wrote, never a secret.
+
+    The assertion check that failed, else the ``cause`` the raiser gave (which throttle, the stale-password
+    guard, the IdP address outside the whitelist, the timeout, TLS failure or HTTP status of the IdP).
+    """
     if isinstance(exc, AssertionRejected):
         return exc.reason
+    if isinstance(exc, BridgeError) and exc.cause:
+        return exc.cause if len(exc.cause) <= REASON_CHARS else exc.cause[:REASON_CHARS - 1] + "\u2026"
     return None
+
+
+def _span(value: timedelta) -> str:
+    """``15 min``, ``1 h``, ``90 s``: a duration of the throttle settings, in words."""
+    seconds = int(value.total_seconds())
+    if seconds and seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds and seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
+
+
+def _lock_cause(lock: Lock, limits: ThrottleConfig, actor: Actor) -> str:
+    """Which throttle refused, with its setting: the reason the audit trail records for a lock."""
+    who = f"device {actor.device_id}" if actor.device_id is not None else f"source address {actor.source or '-'}"
+    within, retry = f"within {_span(limits.window)}", f"retry after {lock.retry_after} s"
+    if lock.kind == LockKind.SPRAY:
+        return (f"spray block: {who} reached {limits.spray_distinct_users} distinct failing users within "
+                f"{_span(limits.spray_window)} (spray_distinct_users); {retry}")
+    if lock.kind == LockKind.DEVICE:
+        return (f"per-device throttle: {who} reached {limits.device_failures} IdP-rejected passwords {within} "
+                f"(device_failures); {retry}")
+    if lock.kind == LockKind.SOURCE:
+        return (f"per-source throttle: {who} reached {limits.source_failures} IdP-rejected passwords {within} "
+                f"(source_failures); {retry}")
+    return (f"per-user throttle: this account reached {limits.user_failures} IdP-rejected passwords {within} "
+            f"(user_failures, attempts at the IdP included); {retry}")
+
+
+def _stale_cause(answer: StaleAnswer, limits: ThrottleConfig) -> str:
+    """The stale-password guard's reason: the IdP was not asked, it refused this very pair not long ago."""
+    ttl = _span(limits.stale_password_ttl)
+    if answer is StaleAnswer.ACCOUNT_REFUSED:
+        return (f"refused before: the IdP was not asked again (stale-password guard: it refused this account "
+                f"with this password within stale_password_ttl, {ttl})")
+    return (f"stale password: the IdP was not asked again (stale-password guard: it rejected this password "
+            f"within stale_password_ttl, {ttl})")
 
 
 class LoginGuard:
@@ -161,10 +208,12 @@ class Attempt:
         guard = self._guard
         if guard is not None and guard.metrics is not None:
             guard.metrics.throttle_hits.labels(tenant=self._tenant_label(), kind=lock.kind).inc()
+        cause = _lock_cause(lock, self._limits(), self.actor)
         if lock.kind == LockKind.SPRAY:
             return DeviceThrottled(f"{self.actor.key} is blocked for trying many users",
-                                   retry_after=lock.retry_after)
-        return TemporarilyLocked(f"{lock.kind} throttle: too many rejected passwords", retry_after=lock.retry_after)
+                                   retry_after=lock.retry_after, throttle=lock.kind, cause=cause)
+        return TemporarilyLocked(f"{lock.kind} throttle: too many rejected passwords", retry_after=lock.retry_after,
+                                 throttle=lock.kind, cause=cause)
 
     # -- checks before anything reaches the IdP ------------------------------
 
@@ -204,9 +253,11 @@ class Attempt:
             if guard.metrics is not None:
                 guard.metrics.stale_password_hits.labels(tenant=tenant.id).inc()
             # The same answer the IdP gave for this pair, without asking it again.
+            cause = _stale_cause(admission.stale, tenant.throttle)
             if admission.stale is StaleAnswer.ACCOUNT_REFUSED:
-                raise AccessDenied("stale-password guard: the IdP already refused this account with this password")
-            raise InvalidCredentials("stale-password guard: the IdP already rejected this password")
+                raise AccessDenied("stale-password guard: the IdP already refused this account with this password",
+                                   cause=cause)
+            raise InvalidCredentials("stale-password guard: the IdP already rejected this password", cause=cause)
         if admission.ticket is not None:
             self._ticket = (tenant.id, email, admission.ticket)
 
@@ -234,7 +285,8 @@ class Attempt:
             await self.check_password_allowed(tenant, email, password)
             held = self._ticket
         if held is None:  # pragma: no cover (check_password_allowed raises or leaves a ticket)
-            raise TemporarilyLocked("user throttle: no admission", retry_after=1)
+            raise TemporarilyLocked("user throttle: no admission", retry_after=1, throttle=LockKind.USER,
+                                    cause="per-user throttle: no admission to the IdP")
         ticket = held[2]
         started = time.perf_counter()
         released = False

@@ -5,7 +5,7 @@
 parameters, return types and errors as the SQLite ``Store`` (its dataclasses and helpers are
 imported from :mod:`bridge.state.store`, not copied), one SQL text for both engines.
 
-The schema is :data:`MIGRATIONS` 1..11: 1..3 the ``SCHEMA_VERSION`` steps of the sync store statement
+The schema is :data:`MIGRATIONS` 1..12: 1..3 the ``SCHEMA_VERSION`` steps of the sync store statement
 for statement (on SQLite the very same DDL text, so a file the sync store made at ``PRAGMA
 user_version`` 3 is adopted by :func:`bridge.state.db.migrate` and nothing is run again), 4 the
 lockout protection's tables (``UNLOGGED`` on PostgreSQL: a crash forgets them, at most a few IdP
@@ -430,6 +430,25 @@ MIGRATIONS: tuple[Migration, ...] = (
     # The specific check that refused an attempt (bridge/login/guard.py: an assertion's failed check), shown
     # by the console's attempts page before the catalogue's generic advice.
     Migration(11, "audit reasons", statements=("ALTER TABLE audit_events ADD COLUMN reason TEXT",)),
+    # Personal printer URLs (bridge/state/printlinks.py): a queue URL whose secret part names the user, so
+    # print clients that never prompt (Windows' IPP class driver, phones) print without a password. Only
+    # the token's SHA-256 is kept; disabling or deleting the user deletes the links in the same transaction.
+    Migration(12, "personal printer links", statements=(
+        _ddl("""CREATE TABLE printer_links (
+        id {serial},
+        tenant_id {key} NOT NULL,
+        email TEXT NOT NULL,
+        email_lc {key} NOT NULL,
+        token_hash {blob} NOT NULL UNIQUE,
+        label TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at {time} NOT NULL,
+        expires_at {time} NOT NULL,
+        last_used_at {time}
+    )"""),
+        "CREATE INDEX printer_links_by_user ON printer_links(tenant_id, email_lc)",
+        "CREATE INDEX printer_links_by_expiry ON printer_links(expires_at)",
+    )),
 )
 
 SCHEMA_VERSION = max(m.version for m in MIGRATIONS)
@@ -1556,6 +1575,7 @@ class Store:
                 "UPDATE sessions SET revoked = 1 WHERE tenant_id = ? AND user_email_lc = ? AND revoked = 0",
                 (tenant_id, email_lc))
             await tx.execute("DELETE FROM print_verified WHERE tenant_id = ? AND email_lc = ?", (tenant_id, email_lc))
+            await tx.execute("DELETE FROM printer_links WHERE tenant_id = ? AND email_lc = ?", (tenant_id, email_lc))
         log.info("user %s in tenant %s disabled, %s sessions ended", email_lc, tenant_id, ended)
         return ended
 
@@ -1573,7 +1593,8 @@ class Store:
                 "SELECT count(*) FROM sessions WHERE tenant_id = ? AND user_email_lc = ? AND revoked = 0",
                 (tenant_id, email_lc)) or 0)
             for table, column in (("sessions", "user_email_lc"), ("print_verified", "email_lc"),
-                                  ("scim_users", "email_lc"), ("directory_disabled", "email_lc")):
+                                  ("scim_users", "email_lc"), ("directory_disabled", "email_lc"),
+                                  ("printer_links", "email_lc")):
                 await tx.execute(f"DELETE FROM {table} WHERE tenant_id = ? AND {column} = ?",  # noqa: S608 (fixed)
                                  (tenant_id, email_lc))
             if await tx.execute("DELETE FROM users WHERE tenant_id = ? AND email_lc = ?", (tenant_id, email_lc)) == 0:

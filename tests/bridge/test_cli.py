@@ -79,7 +79,9 @@ def test_config_check_error_is_one_line_with_file_and_line(
     monkeypatch.setenv("LOGINBRIDGE_CONFIG", str(conf))  # the default when --config is absent
     code, out, err = run(capsys, "config", "check")
     assert code == 2 and out == ""
-    assert err == f"{tenant}:8: wstrust.applies_too: unknown key (did you mean applies_to?)\n"
+    # The misspelt key is the one mistake: the required applies_to it stands for is not reported again.
+    assert err == (f"{tenant}:8: wstrust.applies_too: unknown key (did you mean applies_to?)\n"
+                   "1 error in the configuration\n")
 
 
 def test_config_check_requires_certificate_files_but_user_commands_do_not(
@@ -187,8 +189,9 @@ def test_python_dash_m_bridge_is_the_cli(conf: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "bridge", "config", "check", "--config", str(conf)],
                          cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 2
-    assert "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
+    assert "Traceback" not in bad.stderr and bad.stderr.count("\n") == 2  # the error, then the count
     assert "example.yaml:7: wstrust.adfs_url: must be an https:// URL" in bad.stderr
+    assert bad.stderr.endswith("\n1 error in the configuration\n")
 
 
 def _free_port() -> int:

@@ -384,13 +384,6 @@ async def test_attempts_filters_and_time_zone(console_bridge: ConsoleFactory, si
     assert "Not a date and time" in page and len(_rows(page)) == 10
 
 
-@dataclass(frozen=True, kw_only=True)
-class _RecordedEvent(AuditEvent):
-    """An event as the audit trail will hold it once it records the specific reason (not yet a column)."""
-
-    reason: str = ""
-
-
 async def test_changes_in_the_audit_trail_are_not_listed_as_attempts(
         console_bridge: ConsoleFactory, browser_like: aiohttp.ClientSession) -> None:
     """SCIM, the directory sync and the admin API write audit events too: changes, not login attempts."""
@@ -407,9 +400,9 @@ async def test_changes_in_the_audit_trail_are_not_listed_as_attempts(
 
 def test_a_recorded_reason_comes_first_and_is_escaped(tmp_path: Path) -> None:
     config = load_config(REPO / "conf" / "bridge.yaml", require_files=False)
-    event = _RecordedEvent(at=datetime.now(UTC), kind=AuditKind.LOGIN, result="assertion_invalid",
-                           mode="user-prompt", email="mallory@example.com", idp_latency_ms=12, id=7,
-                           reason="not_yet_valid: Conditions/@NotBefore is in the future <b>")
+    event = AuditEvent(at=datetime.now(UTC), kind=AuditKind.LOGIN, result="assertion_invalid",
+                       mode="user-prompt", email="mallory@example.com", idp_latency_ms=12, id=7,
+                       reason="not_yet_valid: Conditions/@NotBefore is in the future <b>")
     reason = reason_of(event, LiveFacts(), config)
     assert reason == Reason("not_yet_valid: Conditions/@NotBefore is in the future <b>", "recorded")
     row = attempt_row(event, UTC, reason, guide().anchors)

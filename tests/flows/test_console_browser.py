@@ -140,12 +140,13 @@ async def test_console_in_chromium(console_bridge: ConsoleFactory, sim: RunningS
             by_result: dict[str, list[str]] = {}
             for row in seen:
                 by_result.setdefault(row["result"], []).append(row["reason"])
-            assert by_result["idp_not_whitelisted"] == ["add 127.0.0.1/32 to idp_whitelist"] * 2
+            assert by_result["idp_not_whitelisted"] == [
+                "127.0.0.1 not in idp_whitelist; add 127.0.0.1/32 to idp_whitelist"] * 2  # recorded at the time
             assert any("stale password" in r for r in by_result["invalid_credentials"])
             assert any("the IdP rejected the password" in r for r in by_result["invalid_credentials"])
             assert by_result["user_not_provisioned"] == ["no such account in tenant example"]
             assert by_result["unknown_domain"] == ["no tenant lists the domain unknown-company.test"]
-            assert all(by_result["assertion_invalid"])  # the catalogue's note until the audit records the check
+            assert all(by_result["assertion_invalid"])  # the failed assertion check, recorded by the bridge
 
             # Failures only, the whitelist refusal opened: the panel message and the rendered advice.
             await page.select_option("select[name=result]", "failed")

@@ -6,6 +6,7 @@ import aiohttp
 from pyipp.enums import IppOperation as Op
 from pyipp.enums import IppStatus
 
+from printers.errors import IPP_DOCUMENT_FORMAT_ERROR
 from printers.ipp import Attribute, Collection, GroupTag, IntRange, ValueTag
 from tests.flows.print_support import (
     ALICE,
@@ -40,7 +41,7 @@ async def test_pwg_raster_is_delivered_as_sent_and_checked_against_its_sync_word
     _, reply = await ipp_post(bridge, job_request(int(job_value(reply, "job-id"))), auth=ALICE)  # type: ignore[call-overload]
     assert reply is not None and job_value(reply, "document-format-detected") == "image/pwg-raster"
     _, reply = await ipp_post(bridge, print_job(minimal_pdf(1), "image/pwg-raster"), auth=ALICE)
-    assert reply is not None and reply.code == IppStatus.ERROR_DOCUMENT_FORMAT_ERROR
+    assert reply is not None and reply.code == IPP_DOCUMENT_FORMAT_ERROR == 0x0411  # RFC 8011 Appendix B
     first, second = await bridge.wait_delivered(2)
     assert {first["document_format"], second["document_format"]} == {"image/pwg-raster"}
     assert bridge.delivered_bytes(first) == bridge.delivered_bytes(second) == RASTER

@@ -11,6 +11,7 @@ from pyipp.enums import IppOperation as Op
 from pyipp.enums import IppStatus
 
 from bridge.idpsim.state import FailMode
+from printers.errors import IPP_DOCUMENT_FORMAT_ERROR
 from printers.ipp import Attribute, GroupTag, ValueTag
 from printers.jobs import JobState
 from tests.flows.conftest import KNOWN_SECRETS
@@ -187,7 +188,7 @@ async def test_formats_are_checked_against_the_bytes(make_print_bridge: PrintBri
     _, reply = await ipp_post(bridge, print_job(fmt="application/postscript"), auth=ALICE)
     assert reply is not None and reply.code == IppStatus.ERROR_DOCUMENT_FORMAT_NOT_SUPPORTED
     _, reply = await ipp_post(bridge, print_job(data=b"%!PS-Adobe-3.0\n" * 100), auth=ALICE)
-    assert reply is not None and reply.code == IppStatus.ERROR_DOCUMENT_FORMAT_ERROR
+    assert reply is not None and reply.code == IPP_DOCUMENT_FORMAT_ERROR == 0x0411  # RFC 8011 Appendix B
     _, reply = await ipp_post(bridge, print_job(data=b"plain text\n", fmt="application/octet-stream"), auth=ALICE)
     assert reply is not None and reply.code == IppStatus.ERROR_DOCUMENT_FORMAT_NOT_SUPPORTED
     _, reply = await ipp_post(bridge, print_job(fmt="application/octet-stream"), auth=ALICE)

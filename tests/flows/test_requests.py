@@ -327,7 +327,7 @@ async def test_every_405_names_the_allowed_methods(bridge: Listening) -> None:
                         assert answer["error"] == "method_not_allowed", path
                         if path.startswith("/admin/v1/"):  # the admin API's own document
                             check_admin_response(method, path, 405, answer, resp.headers)
-                        elif not path.startswith("/console"):
+                        elif not path.startswith(("/console", "/print/")):  # pages for people, not the API
                             check_response(method, path, 405, answer, resp.headers)
 
 

@@ -88,7 +88,8 @@ class SamlIdp:
         elif cfg.metadata_url is not None:
             resp = await self.http.request("GET", cfg.metadata_url)
             if resp.status != 200:
-                raise IdpProtocolError(f"IdP metadata answered HTTP {resp.status}")
+                status = f"IdP metadata answered HTTP {resp.status}"
+                raise IdpProtocolError(status, cause=status)
             raw = resp.body
         else:
             return None

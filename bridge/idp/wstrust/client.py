@@ -94,7 +94,8 @@ class WsTrustIdp:
     async def federation_metadata(self) -> FederationMetadata:
         resp = await self.http.request("GET", base_url(self.cfg) + FEDMETA_PATH)
         if resp.status != 200:
-            raise IdpProtocolError(f"FederationMetadata.xml answered HTTP {resp.status}")
+            status = f"FederationMetadata.xml answered HTTP {resp.status}"
+            raise IdpProtocolError(status, cause=status)
         return parse_federation_metadata(resp.body)
 
     async def discover_endpoint(self) -> tuple[str, WsTrustVersion]:
@@ -111,7 +112,8 @@ class WsTrustIdp:
             return base_url(cfg) + _ENDPOINT_PATHS[version], version
         resp = await self.http.request("GET", base_url(cfg) + MEX_PATH)
         if resp.status != 200:
-            raise IdpProtocolError(f"MEX answered HTTP {resp.status}")
+            status = f"MEX answered HTTP {resp.status}"
+            raise IdpProtocolError(status, cause=status)
         chosen = pick_endpoint(parse_mex(resp.body), WsTrustVersion.V13)
         log.info("MEX discovery chose %s (WS-Trust %s)", chosen.address, chosen.version.value)
         return chosen.address, chosen.version

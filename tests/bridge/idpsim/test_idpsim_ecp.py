@@ -152,9 +152,9 @@ async def sim(sim_config: SimConfig, keys: SimKeys) -> AsyncIterator[Running]:
     app = make_app(config, keys_dir=keys.keys_dir, keys=keys)
     if ECP_RUNTIME not in app:  # the lead may already mount it in make_app
         mount_ecp(app, config=config, signing=app[SIM_SIGNING], settings=EcpSettings())
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
-    site = web.SockSite(runner, sock, ssl_context=server_ssl_context(keys), shutdown_timeout=0.5)
+    site = web.SockSite(runner, sock, ssl_context=server_ssl_context(keys))
     await site.start()
     try:
         yield Running(base_url=f"https://127.0.0.1:{port}", app=app, keys=keys)
