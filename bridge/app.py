@@ -21,7 +21,7 @@ from bridge.appkeys import AUDIT, CONFIG, GUARD, IDPS, LOGIN, METRICS, STORE
 from bridge.config import BridgeConfig, load_config
 from bridge.console import mount_console
 from bridge.directory.schedule import directory_schedule
-from bridge.errors import BridgeError, ConfigError, RequestTimeout, TemporarilyLocked
+from bridge.errors import BridgeError, ConfigError, ConfigErrors, RequestTimeout, TemporarilyLocked
 from bridge.forwarded import forwarded_middleware
 from bridge.idp.saml.spkeys import ensure_sp_keys
 from bridge.listeners import ListenerRunner
@@ -118,7 +118,11 @@ async def reload_tenant_files(config: BridgeConfig, store: Store, tenants: LiveT
         report = await tenants.apply_files(store, config.tenants_dir)
         await tenants.refresh(store)
     except ConfigError as exc:
-        log.error("configuration not reloaded, the running one stays: %s", exc)
+        found = exc.errors if isinstance(exc, ConfigErrors) else (exc,)
+        log.error("configuration not reloaded, the running one stays: %s%s", exc,
+                  f" (and {len(found) - 1} more below)" if len(found) > 1 else "")
+        for more in found[1:]:
+            log.error("configuration not reloaded: %s", more)
         return False
     except BridgeError as exc:
         log.error("configuration not reloaded (%s), the running one stays", exc.detail or exc.code)

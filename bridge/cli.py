@@ -427,7 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         print(f"{exc} (try --help)", file=sys.stderr)
     except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+        for error in exc.errors if isinstance(exc, ConfigErrors) else (exc,):
+            print(str(error), file=sys.stderr)
     except BridgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
     except ModuleNotFoundError as exc:

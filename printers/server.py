@@ -338,12 +338,26 @@ async def _authenticate_link(request: web.Request, rt: PrinterRuntime, auth: Pri
     return None
 
 
+def _encoded_body(request: web.BaseRequest) -> web.Response | None:
+    """415 for a body with a Content-Encoding: aiohttp would inflate it with no bound but the per-job cap and
+    no ratio check (a bomb). IPP clients compress only the document, with "compression" (printers/compression.py).
+    """
+    if request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower() in ("", "identity"):
+        return None
+    resp = web.Response(status=415, text="Use the IPP compression attribute, not Content-Encoding.\n",
+                        headers={hdrs.ACCEPT_ENCODING: "identity"})
+    resp.force_close()
+    return resp
+
+
 async def expect_handler(request: web.Request) -> web.StreamResponse | None:
     """Runs before the body is read (and before middlewares): authenticate, then 100 Continue."""
     if request.version != HttpVersion11:
         return None
     if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
         return web.Response(status=417, text="Unknown Expect header.\n")
+    if (refused := _encoded_body(request)) is not None:
+        return refused  # before 100 Continue: the client sends nothing
     _request_id(request)
     early = await _authenticate(request, request.app[RUNTIME], expecting=True)
     if early is not None:
@@ -476,13 +490,8 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         resp = web.Response(status=400, text="Content-Type must be application/ipp.\n")
         resp.force_close()
         return resp
-    if request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower() not in ("", "identity"):
-        # aiohttp would inflate such a body with no bound but the per-job cap, and no ratio check: a bomb.
-        # IPP clients compress only the document, with "compression" (printers/compression.py).
-        resp = web.Response(status=415, text="Use the IPP compression attribute, not Content-Encoding.\n",
-                            headers={hdrs.ACCEPT_ENCODING: "identity"})
-        resp.force_close()
-        return resp
+    if (refused := _encoded_body(request)) is not None:
+        return refused
     if not request.get(_AUTH_DONE):
         early = await _authenticate(request, rt, expecting=False)
         if early is not None:

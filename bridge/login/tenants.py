@@ -27,7 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from bridge.config import BridgeConfig, TenantConfig, load_tenant_text, tenant_files
-from bridge.errors import BridgeError, ConfigError, RequestError
+from bridge.errors import BridgeError, ConfigError, ConfigErrors, RequestError
 from bridge.state.store import Store
 from bridge.state.tenants import TenantRecord, digest, put_tenant, tenant_records, tenants_version
 
@@ -55,32 +55,43 @@ class _FileTenant:
 
 
 def _read_files(tenants_dir: Path, default_ttl: timedelta, require_files: bool) -> list[_FileTenant]:
-    """Every tenant file parsed and validated; ConfigError (file, key, line) for the first bad one."""
+    """Every tenant file parsed and validated; ConfigErrors (file, key, line) listing every bad one."""
     if not tenants_dir.is_dir():
         raise ConfigError(f"tenants directory {tenants_dir} does not exist")
     found: list[_FileTenant] = []
+    errors: list[ConfigError] = []
     ids: dict[str, str] = {}
     domains: dict[str, str] = {}
     for path in tenant_files(tenants_dir):
         shown = os.path.normpath(path)
         try:
-            text = path.read_bytes().decode("utf-8-sig")
-        except OSError as exc:
-            raise ConfigError(f"cannot read file ({exc.strerror})", file=shown) from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError("file is not UTF-8 text", file=shown) from exc
-        tenant, _ = load_tenant_text(text, shown=shown, base_dir=path.parent, default_ttl=default_ttl,
-                                     require_files=require_files)
+            try:
+                text = path.read_bytes().decode("utf-8-sig")
+            except OSError as exc:
+                raise ConfigError(f"cannot read file ({exc.strerror})", file=shown) from exc
+            except UnicodeDecodeError as exc:
+                raise ConfigError("file is not UTF-8 text", file=shown) from exc
+            tenant, _ = load_tenant_text(text, shown=shown, base_dir=path.parent, default_ttl=default_ttl,
+                                         require_files=require_files)
+        except ConfigError as exc:
+            errors.append(exc)  # the next files are still read: one reload reports every bad one
+            continue
         if tenant.id in ids:
-            raise ConfigError(f"duplicate tenant id: {tenant.id!r} is already used by {ids[tenant.id]}", file=shown,
-                              key="id")
+            errors.append(ConfigError(f"duplicate tenant id: {tenant.id!r} is already used by {ids[tenant.id]}",
+                                      file=shown, key="id"))
+            continue
         ids[tenant.id] = shown
-        for index, domain in enumerate(tenant.domains):
-            if domain in domains:
-                raise ConfigError(f"domain {domain} is already claimed by {domains[domain]}", file=shown,
-                                  key=f"domains[{index}]")
+        clash = [(i, d) for i, d in enumerate(tenant.domains) if d in domains]
+        for index, domain in clash:
+            errors.append(ConfigError(f"domain {domain} is already claimed by {domains[domain]}", file=shown,
+                                      key=f"domains[{index}]"))
+        if clash:
+            continue
+        for domain in tenant.domains:
             domains[domain] = f"tenant {tenant.id} ({shown})"
         found.append(_FileTenant(path=path, shown=shown, text=text, tenant=tenant))
+    if errors:
+        raise ConfigErrors(errors)
     return found
 
 

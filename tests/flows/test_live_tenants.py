@@ -103,19 +103,26 @@ async def test_sighup_reloads_the_files_and_a_broken_one_leaves_the_service_runn
         broken = tenant_yaml(sim, name="Renamed")
         broken["idp_whitelist"] = ["127.0.0.1/33"]
         tenant_file.write_text(yaml.safe_dump(broken))
+        other_file = conf / "tenants" / "other.yaml"
+        other = tenant_yaml(sim, id="other", domains=["other.test"])
+        other["protocol"] = "kerberos"
+        other_file.write_text(yaml.safe_dump(other))
         proc.send_signal(signal.SIGHUP)
 
         async def logged(text: str) -> bool | object:
             return True if text in log_path.read_text(errors="replace") else "not yet"
 
         await eventually(lambda: logged("configuration not reloaded, the running one stays"))
+        await eventually(lambda: logged("other.yaml"))
         lines = [line for line in log_path.read_text().splitlines() if "configuration not reloaded" in line]
-        assert "example.yaml:" in lines[-1] and "idp_whitelist[0]" in lines[-1], lines[-1]
+        assert "example.yaml:" in lines[0] and "idp_whitelist[0]" in lines[0], lines  # every bad file, one reload
+        assert "(and 1 more below)" in lines[0] and "other.yaml:" in lines[1] and "protocol" in lines[1], lines
         assert proc.poll() is None
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/readyz") as resp:
             assert resp.status == 200
 
         tenant_file.write_text(yaml.safe_dump(tenant_yaml(sim, name="Renamed")))
+        other_file.unlink()
         proc.send_signal(signal.SIGHUP)
         await eventually(lambda: logged("configuration reloaded: tenants example written"))
         async with await Store.open(state) as store:

@@ -245,6 +245,23 @@ async def test_http_content_encoding_is_refused(make_print_bridge: PrintBridgeFa
     assert bridge.manifests() == []
 
 
+async def test_content_encoding_is_refused_before_100_continue(make_print_bridge: PrintBridgeFactory) -> None:
+    """With Expect: 100-continue the 415 comes instead of 100 Continue: the client never sends the body."""
+    bridge = await make_print_bridge()
+    token = base64.b64encode(f"{ALICE[0]}:{ALICE[1]}".encode()).decode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", bridge.port)
+    try:
+        writer.write(f"POST /ipp/print HTTP/1.1\r\nHost: 127.0.0.1:{bridge.port}\r\nContent-Type: application/ipp\r\n"
+                     f"Content-Encoding: gzip\r\nAuthorization: Basic {token}\r\nExpect: 100-continue\r\n"
+                     "Content-Length: 100000\r\n\r\n".encode())
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+    finally:
+        writer.close()
+    assert status_line.startswith(b"HTTP/1.1 415"), status_line
+    assert bridge.trust_calls() == 0  # refused before the credentials were checked
+
+
 SUITES = Path("/usr/share/cups/ipptool")
 
 

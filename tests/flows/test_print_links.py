@@ -27,6 +27,7 @@ from printers.ipp import Attribute, IppMessage, ValueTag, decode
 from tests.adminapi.openapi_check import check_admin_response
 from tests.flows.print_support import ALICE, IPPTOOL, PrintBridge, PrintBridgeFactory, ipp_request, make_print_bridge
 from tests.flows.test_console import TECH, ConsoleFactory, browser_like, console_bridge, csrf_of, sign_in
+from tests.flows.test_console_browser import _OVERFLOW, ARTIFACTS, CHROMIUM, FLAGS, SHOTS, _require_browser
 from tests.flows.test_print_tls import SUITES, client_context, ipptool, pki, post, print_job, tls_bridge
 
 __all__ = ["browser_like", "console_bridge", "make_print_bridge", "pki"]
@@ -233,3 +234,51 @@ async def test_the_console_lists_and_revokes_links(console_bridge: ConsoleFactor
     (event,) = [e for e in await bridge.store.audit_page("example", kinds=(AuditKind.ADMIN_CHANGE,), limit=10)
                 if e.result == "printer_link_revoked"]
     assert (event.actor, event.email, event.mode) == (TECH[0], ALICE[0], "console")
+
+
+PHONE = {"width": 390, "height": 844}  # a phone screen: the setup page is opened where people print from
+
+
+async def test_the_setup_page_on_a_phone_screen(make_print_bridge: PrintBridgeFactory, tmp_path: Path) -> None:
+    """/print/setup in headless Chromium at 390 px: nothing sticks out, the URL is shown once, no script runs."""
+    _require_browser()
+    from playwright.async_api import async_playwright
+
+    bridge = await make_print_bridge()
+    shots: list[Path] = []
+    async with async_playwright() as pw:
+        context = await pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=FLAGS,
+            viewport=PHONE, java_script_enabled=True)
+        try:
+            page = context.pages[0] if context.pages else await context.new_page()
+            await page.goto(api_url(bridge) + "/print/setup")
+            assert await page.evaluate(_OVERFLOW) == []
+            await page.fill("input[name=email]", ALICE[0])
+            await page.fill("input[name=password]", "wrong-password")
+            await page.click("button[type=submit]")
+            assert "password" in (await page.inner_text("p.error")).lower()
+            assert await page.input_value("input[name=email]") == ALICE[0]  # kept; the password is not
+            assert await page.input_value("input[name=password]") == ""
+            shots.append(tmp_path / "print-setup-error.png")
+            await page.screenshot(path=str(shots[-1]), full_page=True)
+            await page.fill("input[name=password]", ALICE[1])
+            await page.fill("input[name=label]", "Pixel phone")
+            await page.click("button[type=submit]")
+            url = await page.inner_text("p.url code >> nth=0")
+            assert URL.search(f"<code>{url}</code>") is not None, url
+            assert await page.evaluate(_OVERFLOW) == []
+            shots.append(tmp_path / "print-setup-done.png")
+            await page.screenshot(path=str(shots[-1]), full_page=True)
+            # the page says it once: going back and reloading shows the form again, never the URL
+            await page.goto(api_url(bridge) + "/print/setup")
+            assert url not in await page.content()
+        finally:
+            await context.close()
+    assert all(path.stat().st_size > 10_000 for path in shots)
+    (link,) = await list_links(bridge.store.database)
+    assert link.label == "Pixel phone"
+    for target in (ARTIFACTS, SHOTS):
+        target.mkdir(exist_ok=True)
+        for path in shots:
+            shutil.copyfile(path, target / path.name)

@@ -353,13 +353,23 @@ ipptool_only = pytest.mark.skipif(IPPTOOL is None or not SUITES.is_dir(), reason
 
 
 async def ipptool(home: Path, *argv: str, within: float = 60) -> tuple[int, str]:
-    """ipptool with a HOME of its own: it records the certificates it trusted in ~/.cups, not the real one."""
+    """ipptool with a HOME of its own, so nothing of the real ~/.cups (client.conf, credentials) is read.
+
+    CUPS 2.4's ipptool does not verify the server's certificate at all (see test_print_conformance.py).
+    A run that overstays ``within`` is killed, not left behind.
+    """
     assert IPPTOOL is not None
     env = {k: v for k, v in os.environ.items() if not k.startswith("CUPS_")}
     env["HOME"] = str(home)
     proc = await asyncio.create_subprocess_exec(IPPTOOL, *argv, cwd=home, env=env, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(proc.communicate(), within)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), within)
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
     assert proc.returncode is not None
     return proc.returncode, out.decode("utf-8", "replace")
 
