@@ -155,6 +155,10 @@ def tls_server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_RENEGOTIATION
     context.set_alpn_protocols(["http/1.1"])
+    # No TLS 1.3 session tickets: OpenSSL sends them after the handshake, and libcups (GnuTLS) with a request
+    # timeout (ipptool -T, queues with a timeout) then fails every request and retries without end. Resumption
+    # saves one round trip per connection; print queues keep their connection alive anyway.
+    context.num_tickets = 0
     context.load_cert_chain(str(cert_file), str(key_file))
     return context
 

@@ -385,6 +385,22 @@ async def test_ipptool_over_ipps(make_print_bridge: PrintBridgeFactory, pki: Pki
 
 
 @ipptool_only
+async def test_ipptool_with_a_request_timeout_prints_over_ipps(make_print_bridge: PrintBridgeFactory, pki: Pki,
+                                                               tmp_path: Path) -> None:
+    """libcups with a timeout (ipptool -T, as queues run) fails on TLS 1.3 session tickets: the printer sends none."""
+    bridge = await tls_bridge(make_print_bridge, pki)
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(SUITES / "print-job.test", home)
+    (home / "testfile.pdf").write_bytes(PDF)
+    uri = bridge.uri_for(*ALICE).replace("ipp://", "ipps://", 1)
+    code, output = await ipptool(home, "-T", "10", "-tv", "-f", "testfile.pdf", uri, "print-job.test", within=40)
+    assert code == 0 and "[PASS]" in output, output[-3000:]
+    (manifest,) = await bridge.wait_delivered(1)
+    assert manifest["user_email"] == ALICE[0]
+
+
+@ipptool_only
 async def test_ipptool_upgrades_a_plain_ipp_uri_to_tls(make_print_bridge: PrintBridgeFactory, pki: Pki,
                                                       tmp_path: Path) -> None:
     """libcups answers 426 by asking for TLS on the same port (RFC 2817); the password then goes over TLS."""
