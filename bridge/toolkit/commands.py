@@ -45,7 +45,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     dev.add_argument("--json", action="store_true")
 
     prt = commands.add_parser("print-test", help="print a test page through the Print-to-Web printer")
-    prt.add_argument("--url", required=True, help="ipp://HOST:PORT/ipp/print")
+    prt.add_argument("--url", required=True, help="ipp://HOST:PORT/ipp/print or ipps://HOST:PORT/ipp/print")
+    prt.add_argument("--ca-file", type=Path, metavar="PEM",
+                     help="verify an ipps printer's certificate against this CA (default: the system's CAs)")
     prt.add_argument("--email", required=True)
     prt.add_argument("--password-stdin", action="store_true", required=True,
                      help="read the user's password from stdin")
@@ -131,7 +133,7 @@ def _print_test(args: argparse.Namespace) -> int:
         name = args.file.name
         fmt = format_for(args.file)
     inp = PrintTestInput(url=args.url, email=args.email, password=password, document=document, document_name=name,
-                         document_format=fmt, wait_seconds=args.wait)
+                         document_format=fmt, wait_seconds=args.wait, ca_file=args.ca_file)
     return _print(asyncio.run(run_print_test(inp)), args.json)
 
 

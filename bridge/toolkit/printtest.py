@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import struct
 import time
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from pyipp import IPP
 from pyipp.enums import IppOperation, IppStatus
 from pyipp.exceptions import IPPConnectionError, IPPConnectionUpgradeRequired, IPPResponseError
@@ -50,6 +52,7 @@ class PrintTestInput:
     document_name: str = "loginbridge print-test"
     document_format: str = "application/pdf"
     wait_seconds: float = 60.0
+    ca_file: Path | None = None  # the CA an ipps printer's certificate is verified against; None: the system's
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -125,10 +128,17 @@ def _as_list(value: Any) -> list[Any]:
 class _Queue:
     """pyipp with what a print queue needs: the raw answer, decoded leniently."""
 
-    def __init__(self, address: PrinterAddress, email: str, password: str | None, limit_seconds: float) -> None:
+    def __init__(self, address: PrinterAddress, email: str, password: str | None, limit_seconds: float,
+                 ca_file: Path | None = None) -> None:
+        # ipps: the certificate is verified (pyipp asks aiohttp for ssl=True per request, which takes the
+        # connector's context), against ca_file when given (a private CA, the demo's), else the system's.
+        self._session: aiohttp.ClientSession | None = None
+        if address.tls and ca_file is not None:
+            context = ssl.create_default_context(cafile=str(ca_file))
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
         self.ipp = IPP(host=address.host, port=address.port, base_path=address.path, tls=address.tls,
                        verify_ssl=address.tls, username=email if password is not None else None, password=password,
-                       request_timeout=int(max(1, limit_seconds)))
+                       request_timeout=int(max(1, limit_seconds)), session=self._session)
 
     async def send(self, operation: IppOperation, message: dict[str, Any]) -> tuple[dict[str, Any], float]:
         started = time.perf_counter()
@@ -141,6 +151,8 @@ class _Queue:
 
     async def close(self) -> None:
         await self.ipp.close()
+        if self._session is not None:
+            await self._session.close()
 
 
 class _Unreadable(Exception):
@@ -152,6 +164,16 @@ def _ipp_failure(name: str, parsed: dict[str, Any], elapsed: float, hint: str) -
     message = _first(parsed.get("operation-attributes") or {}, "status-message")
     return Step(name=name, status=Status.FAIL, summary=f"IPP status {_status_name(code)}", hint=hint,
                 seconds=elapsed, panel_message=str(message) if message else None)
+
+
+def _per_uri(printer: Mapping[str, Any]) -> str:
+    """uri-authentication-supported with its uri-security-supported, per printer URI (the three are parallel)."""
+    auth = [str(a) for a in _as_list(printer.get("uri-authentication-supported"))]
+    security = [str(x) for x in _as_list(printer.get("uri-security-supported"))]
+    if len(security) != len(auth) or len(auth) < 2:
+        return ", ".join(auth) or "?"
+    return ", ".join(f"{a} over {'TLS' if x == 'tls' else 'plain HTTP' if x == 'none' else x}"
+                     for a, x in zip(auth, security, strict=True))
 
 
 def _transport_failure(name: str, exc: Exception, *, credentials: bool) -> Step:
@@ -168,6 +190,15 @@ def _transport_failure(name: str, exc: Exception, *, credentials: bool) -> Step:
         return Step(name=name, status=Status.FAIL, summary=f"HTTP {status}", hint="is this the printer's URL?")
     if isinstance(exc, IPPConnectionUpgradeRequired):
         return Step(name=name, status=Status.FAIL, summary="the printer requires TLS", hint="use ipps://")
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError | aiohttp.ClientSSLError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        detail = getattr(cause, "verify_message", None) or getattr(getattr(cause, "certificate_error", None),
+                                                                   "verify_message", None) or str(cause)
+        return Step(name=name, status=Status.FAIL, summary=f"the printer's TLS certificate did not verify: {detail}",
+                    hint="pass the CA that issued it with --ca-file (the demo's: state/idp-sim/ca.pem), or check "
+                         "that printer.tls.cert names the host in the URL")
     return Step(name=name, status=Status.FAIL, summary=f"cannot reach the printer: {exc}",
                 hint="check the URL, that the bridge's printer is enabled (printer.enabled) and its port is open")
 
@@ -176,8 +207,8 @@ async def run_print_test(inp: PrintTestInput) -> Report:
     started_at = datetime.now(UTC)
     address = parse_printer_url(inp.url)
     steps: list[Step] = []
-    anonymous = _Queue(address, inp.email, None, inp.wait_seconds)
-    user = _Queue(address, inp.email, inp.password, inp.wait_seconds)
+    anonymous = _Queue(address, inp.email, None, inp.wait_seconds, inp.ca_file)
+    user = _Queue(address, inp.email, inp.password, inp.wait_seconds, inp.ca_file)
     try:
         await _play(anonymous, user, inp, steps)
     except (IPPConnectionError, IPPResponseError, IPPConnectionUpgradeRequired) as exc:
@@ -210,7 +241,7 @@ async def _play(anonymous: _Queue, user: _Queue, inp: PrintTestInput, steps: lis
     formats = [str(f) for f in _as_list(printer.get("document-format-supported"))]
     summary = (f"'{_first(printer, 'printer-name')}' {state}, {'accepting' if accepting else 'NOT accepting'} jobs;"
                f" formats {', '.join(formats) or '?'}; authentication "
-               f"{', '.join(str(a) for a in _as_list(printer.get('uri-authentication-supported'))) or '?'}")
+               f"{_per_uri(printer)}")
     status = Status.PASS
     hint = ""
     if not accepting or state == "stopped":

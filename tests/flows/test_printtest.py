@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 from bridge import cli
+from bridge.idpsim.server import RunningSimulator
 from bridge.toolkit.printtest import PrintTestInput, one_page_pdf, parse_printer_url, run_print_test
 from bridge.toolkit.report import Status
 from tests.flows.conftest import KNOWN_SECRETS
 from tests.flows.print_support import ALICE, PrintBridgeFactory, make_print_bridge
+from tests.flows.test_print_tls import Pki, pki, tls_bridge
 
-__all__ = ["make_print_bridge"]
+__all__ = ["make_print_bridge", "pki"]
 
 
 def test_generated_pdf_is_well_formed() -> None:
@@ -85,3 +87,29 @@ async def test_cli_prints_a_file(make_print_bridge: PrintBridgeFactory, tmp_path
     assert "PASS  print-job" in text and "'report.pdf'" in text and ALICE[1] not in text
     (manifest,) = await bridge.wait_delivered(1)
     assert bridge.delivered_bytes(manifest) == document.read_bytes()
+
+
+async def test_cli_prints_over_ipps_verifying_the_printer_against_a_ca(make_print_bridge: PrintBridgeFactory,
+                                                                      pki: Pki, sim: RunningSimulator) -> None:
+    """--ca-file: the printer's certificate is checked (the demo's CA, a private one); a wrong CA fails the test."""
+    bridge = await tls_bridge(make_print_bridge, pki)
+    url = f"ipps://127.0.0.1:{bridge.port}/ipp/print"
+    wrong_ca = sim.ca_file  # a real CA, not the one that signed the printer's certificate
+
+    def run(ca: Path) -> tuple[int, str]:
+        out = io.StringIO()
+        old_in, old_out = sys.stdin, sys.stdout
+        sys.stdin, sys.stdout = io.StringIO(ALICE[1] + "\n"), out
+        try:
+            return cli.main(["print-test", "--url", url, "--ca-file", str(ca), "--email", ALICE[0],
+                             "--password-stdin", "--wait", "15"]), out.getvalue()
+        finally:
+            sys.stdin, sys.stdout = old_in, old_out
+
+    code, text = await asyncio.to_thread(run, pki.ca_file)
+    assert code == 0 and "PASS  print-job" in text, text
+    (manifest,) = await bridge.wait_delivered(1)
+    assert manifest["user_email"] == ALICE[0]
+    code, text = await asyncio.to_thread(run, wrong_ca)
+    assert code != 0 and "certificate" in text.lower(), text
+    assert len(bridge.manifests()) == 1
