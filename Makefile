@@ -20,8 +20,11 @@ demo: $(VENV)/.installed
 cluster-demo: $(VENV)/.installed  # needs PostgreSQL's server binaries and haproxy (apt-get install postgresql haproxy)
 	$(BIN)/loginbridge cluster-demo --config conf/bridge.yaml
 
+# Two workers for everything that does not measure time, then the tests that do, alone (tests/conftest.py):
+# about half the wall time of one process on a 2-core machine.
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 -m "not serial"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m serial
 
 check: $(VENV)/.installed  # ruff, mypy --strict, the import contracts of pyproject.toml
 	$(BIN)/ruff check bridge connectors printers tests bench

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from bridge.adminapi import mount_admin_api
-from bridge.appkeys import AUDIT, CONFIG, GUARD, IDPS, LOGIN, METRICS, STORE
+from bridge.appkeys import AUDIT, CONFIG, GUARD, IDPS, LOGIN, METRICS, PAIRING, STORE
 from bridge.config import BridgeConfig, load_config
 from bridge.console import mount_console
 from bridge.directory.schedule import directory_schedule
@@ -27,6 +27,7 @@ from bridge.idp.saml.spkeys import ensure_sp_keys
 from bridge.listeners import ListenerRunner
 from bridge.logcontext import request_id_var, setup_logging, tenant_id_var
 from bridge.login.guard import LoginGuard
+from bridge.login.pairing import PairingService
 from bridge.login.service import IdpRegistry, LoginService
 from bridge.login.tenants import LiveTenants
 from bridge.login.throttle import LoginThrottle
@@ -36,7 +37,8 @@ from bridge.scim.http import mount_scim
 from bridge.state.audit import AuditLog
 from bridge.state.store import Store
 from bridge.tasks import stop_task
-from connectors import apps, mfp, saml, service, session
+from bridge.websignin import mount_web_signin
+from connectors import apps, mfp, pairing, saml, service, session
 from printers.server import printer_listener
 
 log = logging.getLogger(__name__)
@@ -160,7 +162,10 @@ def _reload_on_sighup(config: BridgeConfig, store: Store, tenants: LiveTenants) 
 def make_app(config: BridgeConfig) -> web.Application:
     # First: everything after it (the console under /console included) sees the client as request.remote.
     middlewares = [forwarded_middleware(config.trusted_proxies)] if config.trusted_proxies else []
-    app = web.Application(middlewares=[*middlewares, context_middleware], client_max_size=64 * 1024)
+    # Forms and bodies read by aiohttp: an IdP's answer posted to /saml/{tenant}/acs or /wsfed/{tenant} (an AD FS
+    # token with many group claims, an encrypted assertion) needs more than the device API's JSON, which its own
+    # reader caps at 16 KiB (connectors/http.py).
+    app = web.Application(middlewares=[*middlewares, context_middleware], client_max_size=768 * 1024)
     app[CONFIG] = config
     app[METRICS] = BridgeMetrics()  # the app's own registry, not prometheus-client's global one
 
@@ -183,6 +188,7 @@ def make_app(config: BridgeConfig) -> web.Application:
         app[GUARD] = LoginGuard(config, LoginThrottle(store, config.hmac_key), audit=audit, metrics=app[METRICS],
                                 tenants=tenants)
         app[LOGIN].guard = app[GUARD]
+        app[PAIRING] = PairingService(app[LOGIN], hmac_key=config.hmac_key)
         follower = asyncio.create_task(tenants.follow(store), name="tenants-follow")
         with _reload_on_sighup(config, store, tenants):
             yield
@@ -202,6 +208,8 @@ def make_app(config: BridgeConfig) -> web.Application:
     app.router.add_routes(apps.routes())
     app.router.add_routes(service.routes())
     app.router.add_routes(saml.routes())
+    app.router.add_routes(pairing.routes())  # phone pairing and badges for devices, the web app's code exchange
+    mount_web_signin(app, config)  # /pair, the IdP's return (/saml/{tenant}/acs, /wsfed/{tenant}), /v1/web/login
     mount_console(app, config)  # the technician console at /console
     mount_scim(app)  # SCIM 2.0 provisioning at /scim/v2/{tenant}/
     mount_admin_api(app)  # the admin API at /admin/v1 (bridge/adminapi)

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from bridge.config import BridgeConfig
 from bridge.login.guard import LoginGuard
+from bridge.login.pairing import PairingService
 from bridge.login.service import IdpRegistry, LoginService
 from bridge.metrics import BridgeMetrics
 from bridge.state.audit import AuditLog
@@ -19,3 +20,4 @@ METRICS = web.AppKey("metrics", BridgeMetrics)
 AUDIT = web.AppKey("audit", AuditLog)
 GUARD = web.AppKey("guard", LoginGuard)
 PRINTER_PORT = web.AppKey("printer_port", int)  # the printer listener's bound port, once it listens
+PAIRING = web.AppKey("pairing", PairingService)  # phone pairing and browser sign-in (bridge/login/pairing.py)

@@ -109,6 +109,9 @@ def _build_parser() -> _Parser:
                       help="source network the device may call from (repeatable; on top of the tenant's "
                            "device_networks)")
     dadd.add_argument("--device-id", metavar="ID", help="the device id (default: generated)")
+    dadd.add_argument("--location", metavar="TEXT", default="",
+                      help="where the device stands, e.g. 'Reception, ground floor' (shown on the phone before "
+                           "a user approves a pairing; at most 128 characters)")
     dlist = devices.add_parser("list", parents=[common], help="list devices")
     dlist.add_argument("--tenant")
     dlist.add_argument("--json", action="store_true")
@@ -194,7 +197,7 @@ def _device_json(device: Device) -> dict[str, object]:
         "allowed_networks": [str(n) for n in device.allowed_networks],
         "created_at": device.created_at.isoformat(),
         "last_seen_at": None if device.last_seen_at is None else device.last_seen_at.isoformat(),
-        "last_seen_addr": device.last_seen_addr,
+        "last_seen_addr": device.last_seen_addr, "location": device.location,
     }
 
 
@@ -271,7 +274,8 @@ async def _cmd_devices(args: argparse.Namespace, config: BridgeConfig, store: St
         tenant = _tenant(config, args.tenant)
         device, secret = await store.add_device(tenant.id, name=args.name, mode=args.mode,
                                           shared_user_email=args.shared_user,
-                                          allowed_networks=args.allow_network, device_id=args.device_id)
+                                          allowed_networks=args.allow_network, device_id=args.device_id,
+                                          location=args.location)
         print(f"device id: {device.device_id}")
         print(f"secret:    {secret}")
         print("warning: the secret is shown only this once; store it in the device now "
@@ -289,6 +293,8 @@ async def _cmd_devices(args: argparse.Namespace, config: BridgeConfig, store: St
                 extra = f"\tacts as {d.shared_user_email}" if d.shared_user_email else ""
                 if d.allowed_networks:
                     extra += f"\tnetworks {','.join(str(n) for n in d.allowed_networks)}"
+                if d.location:
+                    extra += f"\tat {d.location}"
                 print(f"{d.device_id}\t{d.tenant_id}\t{d.mode.value}\t"
                       f"{'enabled' if d.enabled else 'disabled'}\t{d.name}\tlast seen {seen}{extra}")
             print(f"{len(devices)} devices")

@@ -91,6 +91,7 @@ class WsTrustConfig:
     metadata_refresh: timedelta = timedelta(hours=1)  # FederationMetadata re-read (certificate rollover)
     # SubjectConfirmationData/@Recipient a token may name (when it names one); None: applies_to.
     recipient: str | None = None
+    passive_url: str | None = None  # WS-Federation passive endpoint; default {adfs_url}/adfs/ls/ (browser sign-in)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -108,6 +109,7 @@ class Saml2Config:
     acs_url: str | None = None  # default: {public_url}/saml/{tenant}/acs
     metadata_refresh: timedelta = timedelta(hours=1)
     sign_requests: bool = False  # sign the AuthnRequest with the SP key (IdPs that want it)
+    sso_url: str | None = None  # SingleSignOnService (HTTP-Redirect) for browser sign-in; default: from metadata
 
 
 class DeviceLoginIdentity(enum.Enum):
@@ -191,6 +193,7 @@ class TenantConfig:
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
     directory: DirectoryConfig | None = None  # the directory sync (bridge/directory)
     printer_link_days: int = 90  # how long a personal printer URL works (bridge/state/printlinks.py)
+    badge_binding_days: int = 30  # how long a badge bound by phone pairing opens sessions (bridge/state/pairings.py)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -305,6 +308,7 @@ class BridgeConfig:
     store_url: str = field(default="", repr=False)
     # Where tenant files are read from (``tenants apply``, SIGHUP) and relative paths of API-made tenants resolve.
     tenants_dir: Path = Path()
+    web_return_origins: tuple[str, ...] = ()  # web_signin.return_to: where /v1/web/login may return
 
     def tenant(self, tenant_id: str) -> TenantConfig:
         """The tenant with this id; an unknown id is a request error listing the known ones."""
@@ -561,7 +565,7 @@ def _compose(src: _Src, text: str) -> yaml.Node:
 # Main file.
 
 _MAIN_KEYS = ("listen", "state_dir", "tenants_dir", "secrets", "sessions", "idp_client", "logging", "printer",
-              "audit", "public_url", "console", "store")
+              "audit", "public_url", "console", "store", "web_signin")
 STORE_URL_ENV = "LOGINBRIDGE_STORE_URL"
 _STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
 _PRINTER_KEYS = ("enabled", "host", "port", "name", "location", "info", "max_job_mb",
@@ -689,6 +693,9 @@ def _load_config(src: _Src, require_files: bool) -> BridgeConfig:
     console: ConsoleConfig | None = None
     with src.part():
         console = _console(root.sub("console", ("users",)))
+    return_origins: tuple[str, ...] = ()
+    with src.part():
+        return_origins = _web_signin(root.sub("web_signin", ("return_to",)))
 
     if src.errors:
         raise _Recorded
@@ -711,7 +718,37 @@ def _load_config(src: _Src, require_files: bool) -> BridgeConfig:
         listener_timeouts=timeouts,
         trusted_proxies=tuple(trusted_proxies),
         tenants_dir=_absolute(tenants_dir),
+        web_return_origins=return_origins,
     )
+
+
+def _web_signin(m: _Map | None) -> tuple[str, ...]:
+    """``web_signin.return_to``: the platform's web origins ``/v1/web/login`` may hand a session back to.
+
+    Origins only (scheme, host, port), https unless the host is loopback; anything else would make
+    the bridge an open redirect.
+    """
+    if m is None:
+        return ()
+    node = m.get("return_to")
+    if node is None:
+        return ()
+    origins: list[str] = []
+    for key, item in _items(m, "return_to", node):
+        text = _str_item(m.src, key, item).strip().rstrip("/")
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError as exc:
+            raise m.src.err(f"not a valid URL ({exc})", key, item) from exc
+        loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+        if parts.scheme not in ("https", "http") or (parts.scheme == "http" and not loopback):
+            raise m.src.err(f"must be an https:// origin (http only on loopback), got {text!r}", key, item)
+        if not parts.hostname or parts.path or parts.query or parts.fragment or parts.username or parts.password:
+            raise m.src.err(f"must be an origin such as https://app.example.com, got {text!r}", key, item)
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        origins.append(f"{parts.scheme}://{host.lower()}" + (f":{port}" if port is not None else ""))
+    return tuple(origins)
 
 
 def _store_url(m: _Map | None, state_dir: Path) -> str:
@@ -1001,12 +1038,13 @@ def _generate_secret_file(m: _Map, file: Path, node: yaml.Node) -> None:
 
 _TENANT_KEYS = ("id", "name", "domains", "protocol", "idp_whitelist", "session_ttl_seconds",
                 "wstrust", "saml2", "device_networks", "device_login_identity", "throttle",
-                "directory", "printer_link_days")
+                "directory", "printer_link_days", "badge_binding_days")
 _THROTTLE_KEYS = ("user_failures", "device_failures", "source_failures", "window_seconds",
                   "stale_password_ttl_seconds", "spray_distinct_users", "spray_window_seconds")
 _WSTRUST_KEYS = ("adfs_url", "endpoint", "version", "applies_to", "token_type", "issuer",
                  "signing_certificates", "federation_metadata", "signature_algorithms",
-                 "clock_skew_seconds", "subject_claim", "ca_file", "metadata_refresh_seconds", "recipient")
+                 "clock_skew_seconds", "subject_claim", "ca_file", "metadata_refresh_seconds", "recipient",
+                 "passive_url")
 _DIRECTORY_KEYS = ("url", "starttls", "ca_file", "bind_dn", "bind_password_env", "bind_password_file", "base_dn",
                    "user_filter", "group_dn", "nested_groups", "attributes", "disabled_filter", "page_size",
                    "timeout_seconds", "sync_every_minutes")
@@ -1014,7 +1052,7 @@ _DIRECTORY_ATTRIBUTE_KEYS = ("email", "email_fallback", "username", "display_nam
 _LDAP_ATTRIBUTE = re.compile(r"[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+")
 _SAML2_KEYS = ("metadata_file", "metadata_url", "entity_id", "ecp_url", "signing_certificates",
                "sp_entity_id", "clock_skew_seconds", "subject_claim", "signature_algorithms", "ca_file",
-               "acs_url", "metadata_refresh_seconds", "sign_requests")
+               "acs_url", "metadata_refresh_seconds", "sign_requests", "sso_url")
 
 
 @dataclass(slots=True)
@@ -1152,6 +1190,10 @@ def _tenant(m: _Map, default_ttl: timedelta, require_files: bool, warnings: list
     with src.part():
         if (node := m.get("printer_link_days")) is not None:
             link_days = _int(m, "printer_link_days", node, 1, 3660)
+    badge_days = 30
+    with src.part():
+        if (node := m.get("badge_binding_days")) is not None:
+            badge_days = _int(m, "badge_binding_days", node, 1, 366)
 
     # The protocol's own section; with no readable protocol, whichever section is there is still checked.
     wstrust: WsTrustConfig | None = None
@@ -1186,6 +1228,7 @@ def _tenant(m: _Map, default_ttl: timedelta, require_files: bool, warnings: list
         throttle=throttle,
         directory=directory,
         printer_link_days=link_days,
+        badge_binding_days=badge_days,
     )
 
 
@@ -1414,6 +1457,10 @@ def _wstrust(m: _Map, require_files: bool, warnings: list[str]) -> WsTrustConfig
     recipient = issuer = None
     with src.part():
         recipient = None if (node := m.get("recipient")) is None else _str(m, "recipient", node)
+    passive_url = None
+    with src.part():
+        if (node := m.get("passive_url")) is not None:
+            passive_url = _https_url(src, m.key("passive_url"), node, _str(m, "passive_url", node))
     token_type = TokenTypeSetting.SAML2
     with src.part():
         if (node := m.get("token_type")) is not None:
@@ -1444,6 +1491,7 @@ def _wstrust(m: _Map, require_files: bool, warnings: list[str]) -> WsTrustConfig
         version=version,
         applies_to=applies_to,
         recipient=recipient,
+        passive_url=passive_url,
         token_type=token_type,
         issuer=issuer,
         signing_certificates=certs,
@@ -1498,6 +1546,10 @@ def _saml2(m: _Map, require_files: bool, warnings: list[str]) -> Saml2Config:
     sign_requests = False
     with src.part():
         sign_requests = False if (node := m.get("sign_requests")) is None else _bool(m, "sign_requests", node)
+    sso_url = None
+    with src.part():
+        if (node := m.get("sso_url")) is not None:
+            sso_url = _https_url(src, m.key("sso_url"), node, _str(m, "sso_url", node))
     if src.failed_since(before):
         raise _Recorded
     return Saml2Config(
@@ -1514,6 +1566,7 @@ def _saml2(m: _Map, require_files: bool, warnings: list[str]) -> Saml2Config:
         acs_url=acs_url,
         metadata_refresh=timedelta(seconds=refresh),
         sign_requests=sign_requests,
+        sso_url=sso_url,
     )
 
 

@@ -60,6 +60,7 @@ class DemoDevice:
     name: str
     mode: DeviceMode
     shared_user: str | None = None
+    location: str = ""  # shown on the phone before a pairing at the device is approved
 
 
 # Demo credentials, documented in the README; a real deployment enrols devices
@@ -67,20 +68,21 @@ class DemoDevice:
 DEMO_DEVICES = (
     DemoDevice(
         tenant_id="example", device_id="demo-mfp", secret="demo-mfp-secret",  # noqa: S106
-        name="Demo MFP (user prompt)", mode=DeviceMode.USER_PROMPT,
+        name="Demo MFP (user prompt)", mode=DeviceMode.USER_PROMPT, location="2nd floor print room",
     ),
     DemoDevice(
         tenant_id="example-org", device_id="demo-mfp-org", secret="demo-mfp-org-secret",  # noqa: S106
-        name="Demo MFP example.org (user prompt)", mode=DeviceMode.USER_PROMPT,
+        name="Demo MFP example.org (user prompt)", mode=DeviceMode.USER_PROMPT, location="Building B, 1st floor",
     ),
     DemoDevice(
         tenant_id="example", device_id="demo-lobby", secret="demo-lobby-secret",  # noqa: S106
         name="Demo lobby MFP (shared account)", mode=DeviceMode.SHARED_ACCOUNT,
-        shared_user="frontdesk@example.com",
+        shared_user="frontdesk@example.com", location="Reception, ground floor",
     ),
     DemoDevice(
         tenant_id="example", device_id="demo-badge", secret="demo-badge-secret",  # noqa: S106
         name="Demo badge-reader MFP (device login)", mode=DeviceMode.DEVICE_LOGIN,
+        location="3rd floor, next to the kitchen",
     ),
 )
 DEMO_DISABLED_USERS = (("example", "disabled@example.com"),)
@@ -123,8 +125,11 @@ async def seed(config: BridgeConfig, store: Store, seed_dir: Path) -> None:
     for device in DEMO_DEVICES:
         if device.tenant_id not in known:
             continue
-        if await store.get_device(device.device_id) is not None:
+        existing = await store.get_device(device.device_id)
+        if existing is not None:
             present.append(device.device_id)
+            if not existing.location and device.location:  # a state from before devices had a location
+                await store.update_device(device.device_id, location=device.location)
             continue
         await store.add_device(
             device.tenant_id,
@@ -133,6 +138,7 @@ async def seed(config: BridgeConfig, store: Store, seed_dir: Path) -> None:
             shared_user_email=device.shared_user,
             device_id=device.device_id,
             secret=device.secret,
+            location=device.location,
         )
     if present:
         log.info("demo devices already present: %s", ", ".join(present))
@@ -315,6 +321,10 @@ def _instructions(config: BridgeConfig, sim_url: str, ca_file: Path | None = Non
         f"  curl -s -u demo-badge:demo-badge-secret -H 'Content-Type: application/json' \\\n"
         f"       -d '{{\"user\": \"alice@example.com\"}}' {api}/v1/mfp/device-login\n"
         f"Apps (no device credential): POST {api}/v1/apps/login with the same JSON as the user prompt.\n"
+        f"Sign in with the phone (MFA at the device): open the verification_uri_complete this answers, then poll:\n"
+        f"  curl -s -u demo-mfp:demo-mfp-secret -X POST {api}/v1/mfp/pairing\n"
+        f"  (alice's TOTP code: loginbridge idp-sim otp --users conf/idp-sim/users.yaml alice@example.com;\n"
+        f"   docs/pairing.md has the poll and the badge)\n"
         f"Metrics: {api}/metrics   API description: {api}/v1/openapi.json\n"
         + _printer_instructions(config, api)
         + "Ctrl-C stops it all.\n"

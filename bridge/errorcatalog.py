@@ -42,9 +42,28 @@ ADMIN_DETAIL: dict[str, str] = {
                            "UnknownPrincipal or NoPassive; SimpleSAMLphp WRONGUSERPASS; HTTP 401), or the "
                            "stale-password guard refused a password the IdP already rejected (no IdP call; audit "
                            "shows it).",
+    "mfa_required": "The IdP checked the password and asked for a second factor (AD FS MSIS7102 under an "
+                    "additional-authentication rule, Entra AADSTS50076/50079, SAML NoAuthnContext). Not counted as "
+                    "a wrong password. The user signs in with the phone instead (`POST /v1/mfp/pairing`).",
+    "badge_unknown": "The badge has no live binding in the device's tenant: never paired, expired "
+                     "(`badge_binding_days`), revoked, or the user was disabled or deleted. Pair it again by phone.",
+    "pairing_error": "A device's poll for a phone pairing (base of the codes below, RFC 8628 section 3.5).",
+    "authorization_pending": "The user has not finished on the phone yet: the device polls again after `interval`.",
+    "slow_down": "The device polled faster than `interval`; it must wait 5 seconds longer from now on.",
+    "expired_token": "The pairing's code expired (5 minutes) before the user finished: start a new pairing.",
+    "invalid_grant": "No such device code, a code of another device, or one already used: start a new pairing.",
+    "signin_failed": "A browser sign-in page could not finish (a missing or expired sign-in, a refused assertion: "
+                     "the log has the reason under the request id).",
+    "user_code_unknown": "The code typed on the phone matches no live pairing (a typo, or it expired).",
+    "user_code_guesses": "Too many wrong codes from this address (or in total): the phone page waits. "
+                         "A burst of these is someone guessing codes.",
+    "return_to_refused": "`/v1/web/login` was asked to return to an address not listed in `web_signin.return_to`: "
+                         "the bridge never redirects elsewhere (no open redirect). Add the platform's origin there.",
     "access_denied": "The IdP refused the account: issuance rules (AD FS MSIS7068), SAML RequestDenied, HTTP 403, "
                      "or a locked, disabled or expired account. Counts toward the throttles like a wrong password, "
-                     "and the stale-password guard answers the same pair locally for `stale_password_ttl_seconds`.",
+                     "and the stale-password guard answers the same pair locally for `stale_password_ttl_seconds`. "
+                     "To a device polling a phone pairing (HTTP 400): the user answered No on the phone, or the IdP "
+                     "refused the browser sign-in.",
     "idp_refused": "The IdP refused the sign-in with an answer the bridge cannot classify (e.g. AD FS MSIS3127, a "
                    "bare SAML Responder status, an unknown SOAP fault); the log line of the attempt has the IdP's "
                    "codes and text. It counts toward the throttles (fail closed) but is not remembered as a stale "

@@ -35,7 +35,19 @@ into these at one boundary each, with ``raise ... from exc``.
     │   ├── IdpRefused                  403 idp_refused
     │   ├── TemporarilyLocked           429 temporarily_locked
     │   │   └── DeviceThrottled         429 device_throttled
-    │   └── PasswordLoginUnsupported    403 password_login_unsupported
+    │   ├── PasswordLoginUnsupported    403 password_login_unsupported
+    │   ├── MfaRequired                 403 mfa_required  (the IdP wants MFA: sign in with the phone instead)
+    │   └── BadgeUnknown                401 badge_unknown  (no live badge binding)
+    ├── PairingError                    400 pairing_error  (RFC 8628 section 3.5 answers to a device's poll)
+    │   ├── AuthorizationPending        400 authorization_pending
+    │   ├── SlowDown                    400 slow_down
+    │   ├── ExpiredToken                400 expired_token
+    │   ├── PairingDenied               400 access_denied  (RFC 8628 names it so)
+    │   └── PairingCodeUnknown          400 invalid_grant  (no such device code, another device's, or used)
+    ├── BrowserSigninError              400 signin_failed  (the phone and web sign-in pages; shown as a page)
+    │   ├── UserCodeUnknown             400 user_code_unknown
+    │   ├── UserCodeGuesses             429 user_code_guesses
+    │   └── ReturnToRefused             400 return_to_refused  (not on web_signin.return_to: no open redirect)
     ├── IdpError                        502 idp_error
     │   ├── IdpNotWhitelisted           502 idp_not_whitelisted
     │   ├── IdpUnreachable              502 idp_unreachable
@@ -279,6 +291,100 @@ class PasswordLoginUnsupported(LoginRefused):
     code = "password_login_unsupported"
     panel_message = "Password sign-in at this device is not available for your company."
     expose_detail = True
+
+
+class MfaRequired(LoginRefused):
+    """The IdP checked the password and wants a second factor this channel cannot give.
+
+    AD FS (MSIS7102 under an additional-authentication rule), Entra (AADSTS50076/50079/50074),
+    or a SAML Responder/NoAuthnContext status.  It is not a wrong password: it feeds no
+    lockout throttle and no stale-password memory.  The panel points to phone sign-in.
+    """
+
+    code = "mfa_required"
+    panel_message = "Your company requires a second sign-in step. Choose \"Sign in with phone\" on this device."
+
+
+class BadgeUnknown(LoginRefused):
+    """No live binding for this badge in the device's tenant (never bound, expired, revoked)."""
+
+    code = "badge_unknown"
+    http_status = 401
+    ipp_status = IPP_CLIENT_NOT_AUTHENTICATED
+    panel_message = "This badge is not linked to an account. Choose \"Sign in with phone\" to link it."
+
+
+class PairingError(BridgeError):
+    """A device's poll for a phone pairing that has no session yet (RFC 8628 section 3.5)."""
+
+    code = "pairing_error"
+    http_status = 400
+    ipp_status = IPP_CLIENT_BAD_REQUEST
+    panel_message = "Phone sign-in did not complete. Start again."
+
+
+class AuthorizationPending(PairingError):
+    code = "authorization_pending"
+    panel_message = "Waiting for you to sign in on your phone."
+
+
+class SlowDown(PairingError):
+    """Polled faster than the interval given; the device must add 5 seconds to it (RFC 8628 section 3.5)."""
+
+    code = "slow_down"
+    panel_message = "Waiting for you to sign in on your phone."
+
+    def __init__(self, detail: str = "", *, interval: int = 10, cause: str = "") -> None:
+        super().__init__(detail, cause=cause)
+        self.interval = interval
+
+
+class ExpiredToken(PairingError):
+    code = "expired_token"
+    panel_message = "The code has expired. Start phone sign-in again."
+
+
+class PairingDenied(PairingError):
+    """The user answered "No" on the phone, or the IdP refused the sign-in."""
+
+    code = "access_denied"
+    panel_message = "Phone sign-in was refused."
+
+
+class PairingCodeUnknown(PairingError):
+    code = "invalid_grant"
+    panel_message = "Phone sign-in did not complete. Start again."
+
+
+class BrowserSigninError(BridgeError):
+    """A problem of the browser pages (/pair, /v1/web/login, the ACS): answered as a page, not JSON."""
+
+    code = "signin_failed"
+    http_status = 400
+    panel_message = "The sign-in could not be completed. Start again on the device."
+    expose_detail = True
+
+
+class UserCodeUnknown(BrowserSigninError):
+    code = "user_code_unknown"
+    panel_message = "That code is not valid. Check the code on the device and try again."
+    expose_detail = False
+
+
+class UserCodeGuesses(BrowserSigninError):
+    code = "user_code_guesses"
+    http_status = 429
+    panel_message = "Too many wrong codes. Wait a few minutes and try again."
+    expose_detail = False
+
+    def __init__(self, detail: str = "", *, retry_after: int = 60, cause: str = "") -> None:
+        super().__init__(detail, cause=cause)
+        self.retry_after = retry_after
+
+
+class ReturnToRefused(BrowserSigninError):
+    code = "return_to_refused"
+    panel_message = "This sign-in link does not lead back to an application of the platform."
 
 
 class IdpError(BridgeError):

@@ -101,6 +101,80 @@ def _login_operation(summary: str, description: str, *, security: list[dict[str,
     return op
 
 
+_HTML = {"text/html": {"schema": _STRING}}
+_FORM = "application/x-www-form-urlencoded"
+
+
+def _page_operation(op_id: str, summary: str, description: str, *, answers: dict[str, str],
+                    form: dict[str, str] | None = None, parameters: list[Schema] | None = None) -> Schema:
+    """A page for people's browsers (phone pairing, the IdP's return): HTML answers, form bodies, no JSON."""
+    responses: dict[str, Schema] = {}
+    for status, text in answers.items():
+        if status in ("302", "303"):
+            responses[status] = {"description": text, "headers": {"Location": {"required": True, "schema": _STRING}}}
+        else:
+            responses[status] = {"description": text, "content": _HTML}
+            if int(status) in _HEADERS:
+                responses[status]["headers"] = _HEADERS[int(status)]
+    op: Schema = {"operationId": op_id, "tags": ["browser"], "summary": summary, "description": description,
+                  "security": [], "responses": {**responses, **_errors(internal=False)}}
+    if parameters:
+        op["parameters"] = parameters
+    if form is not None:
+        op["requestBody"] = {"required": True, "content": {_FORM: {"schema": {
+            "type": "object", "properties": {name: {"type": "string", "description": text}
+                                             for name, text in form.items()}}}}}
+    return op
+
+
+def _browser_paths() -> dict[str, Schema]:
+    """The pages of phone pairing and browser sign-in (docs/pairing.md)."""
+    tenant = [{"name": "tenant", "in": "path", "required": True, "schema": _STRING}]
+    refused = "A page saying why (expired, another browser, refused by the IdP, an answer that failed a check)"
+    return {
+        "/pair": {
+            "get": _page_operation(
+                "pairPage", "The phone page: enter the device's code, or confirm it (`?code=`)",
+                "With `?code=` (the QR code's link): which device, where and for which company, and Yes/No. "
+                "Wrong codes are throttled per address and in total (429 with Retry-After).",
+                answers={"200": "The code form or the confirmation", "400": "The code form, saying the code is "
+                         "not valid", "429": "Too many wrong codes"},
+                parameters=[{"name": "code", "in": "query", "required": False, "schema": _STRING}]),
+            "post": _page_operation(
+                "pairAnswer", "The phone's answer",
+                "`answer=yes`: 303 to the tenant's IdP (a sign-in cookie binds the browser); `answer=no`: the "
+                "pairing is refused (the device gets access_denied); without answer: the confirmation page.",
+                answers={"200": "The confirmation, or 'Nothing was signed in'", "303": "To the IdP",
+                         "400": "The code is not valid", "403": "The form expired (CSRF)",
+                         "429": "Too many wrong codes"},
+                form={"csrf": "the form's token", "code": "the user code", "answer": "yes or no"}),
+        },
+        "/pair/static/pair.css": {"get": {
+            "operationId": "pairStyle", "tags": ["browser"], "summary": "The pages' style sheet", "security": [],
+            "responses": {"200": {"description": "CSS", "content": {"text/css": {"schema": _STRING}}},
+                          **_errors(internal=False)}}},
+        "/saml/{tenant}/acs": {"post": _page_operation(
+            "samlAcs", "SAML 2.0 assertion consumer (HTTP-POST binding)",
+            "The IdP's answer to a browser sign-in, posted by the user's browser. Validated like every assertion "
+            "(pinned certificates, Destination, InResponseTo, Recipient, audience, replay).",
+            answers={"303": "To /signin/done", "400": refused, "403": refused, "502": refused},
+            form={"SAMLResponse": "base64 of the samlp:Response", "RelayState": "the sign-in's state"},
+            parameters=tenant)},
+        "/wsfed/{tenant}": {"post": _page_operation(
+            "wsfedReply", "WS-Federation passive reply (AD FS)",
+            "The `wsignin1.0` answer posted by the user's browser: `wresult` holds the signed token.",
+            answers={"303": "To /signin/done", "400": refused, "403": refused, "502": refused},
+            form={"wa": "wsignin1.0", "wresult": "the RequestSecurityTokenResponse", "wctx": "the sign-in's state"},
+            parameters=tenant)},
+        "/signin/done": {"get": _page_operation(
+            "signinDone", "The end of a browser sign-in, in the browser that started it",
+            "A pairing: approved, 'You can return to the device'. A web sign-in: 303 to return_to with ?code=.",
+            answers={"200": "You are signed in", "303": "To return_to with the one-time code", "400": refused,
+                     "403": refused},
+            parameters=[{"name": "s", "in": "query", "required": True, "schema": _STRING}])},
+    }
+
+
 def build_document() -> Schema:
     device: list[dict[str, list[str]]] = [{"deviceBasic": []}]
     session_auth: list[dict[str, list[str]]] = [{"sessionBearer": []}, {"deviceBasic": [], "sessionToken": []}]
@@ -137,6 +211,56 @@ def build_document() -> Schema:
                        "responses": {"200": _json_response("The session is ended.", _ref("LogoutResult")),
                                      **session_errors}},
         },
+        "/v1/mfp/pairing": {"post": {
+            "operationId": "startPairing", "tags": ["mfp"], "summary": "Start phone pairing (MFA at the device)",
+            "description": "Any enrolled device. The panel shows `user_code` (and the QR code of "
+                           "`verification_uri_complete`); the user approves on the phone and signs in at the IdP, "
+                           "then `/v1/mfp/pairing/poll` gives the session. With `badge`, the completed pairing binds "
+                           "the badge to the user for `/v1/mfp/badge-login`. RFC 8628 semantics.",
+            "security": device,
+            "requestBody": {"required": False, "description": "Optional; an empty body is a pairing without badge.",
+                            "content": {JSON: {"schema": _ref("PairingRequest")}}},
+            "responses": {"200": _json_response("The codes to show.", _ref("PairingStart")),
+                          **_errors(400, 401, 403, 408, 413, 415)}}},
+        "/v1/mfp/pairing/poll": {"post": {
+            **_login_operation(
+                "Poll a phone pairing",
+                "Every `interval` seconds. Until the user finishes: 400 `authorization_pending`; polled too fast: "
+                "400 `slow_down` with the new `interval`; then the session (once), or 400 `expired_token`, "
+                "`access_denied` (refused on the phone or by the IdP) or `invalid_grant` (unknown, another "
+                "device's or already used code).",
+                security=device, body="PairingPollRequest", errors=(400, 401, 403, 408, 413, 415, 429),
+                op_id="pollPairing", tag="mfp")}},
+        "/v1/mfp/badge-login": {"post": _login_operation(
+            "Badge login",
+            "A badge a phone pairing bound to a user opens a session for that user, without the IdP, until the "
+            "binding expires or is revoked (or the user is disabled). Unknown badges are counted per device.",
+            security=device, body="BadgeLoginRequest", errors=(400, 401, 403, 408, 413, 415, 429),
+            op_id="badgeLogin", tag="mfp")},
+        "/v1/web/login": {"get": {
+            "operationId": "webLogin", "tags": ["web"], "summary": "Browser sign-in for the platform's web apps",
+            "description": "Sends the browser to the tenant's IdP (SAML Web SSO or WS-Federation); afterwards to "
+                           "`return_to` with `?code=`, a one-time code for `POST /v1/web/session` (60 s). "
+                           "`return_to` must be on `web_signin.return_to`; anything else is a 400 page.",
+            "security": [],
+            "parameters": [
+                {"name": "email", "in": "query", "required": True, "schema": _STRING},
+                {"name": "return_to", "in": "query", "required": True, "schema": {"type": "string",
+                                                                                  "format": "uri"}}],
+            "responses": {
+                "303": {"description": "To the IdP", "headers": {"Location": {"required": True, "schema": _STRING}}},
+                "400": {"description": "A page saying why (return_to refused, not an email address)",
+                        "content": {"text/html": {"schema": _STRING}}},
+                "403": {"description": "A page: unknown domain, account not provisioned or disabled",
+                        "content": {"text/html": {"schema": _STRING}}},
+                **_errors(internal=False),
+            }}},
+        "/v1/web/session": {"post": _login_operation(
+            "Exchange a web sign-in code",
+            "The code `/v1/web/login` appended to `return_to`: once, within 60 seconds.",
+            security=[], body="WebSessionRequest", errors=(400, 403, 408, 413, 415), op_id="webSession",
+            tag="web")},
+        **_browser_paths(),
         "/v1/openapi.json": {"get": {"operationId": "openapi", "tags": ["service"], "summary": "This document",
                                      "security": [],
                                      "responses": {"200": _json_response("OpenAPI document", {"type": "object"}),
@@ -166,7 +290,27 @@ def build_document() -> Schema:
     }
     schemas: dict[str, Schema] = {
         "Error": _obj({"error": {"type": "string", "enum": all_codes()}, "message": _STRING,
-                       "detail": _STRING}, required=["error", "message"]),
+                       "detail": _STRING,
+                       "interval": {"type": "integer", "minimum": 1,
+                                    "description": "slow_down: the polling interval from now on (seconds)"}},
+                      required=["error", "message"]),
+        "PairingRequest": {"type": "object", "description": _TEXT_RULE, "properties": {
+            "badge": {"type": "string", "minLength": 1, "maxLength": 256,
+                      "description": "The badge (card) id read at the device, to bind on success"}}},
+        "PairingStart": _obj({
+            "device_code": {"type": "string", "minLength": 43},
+            "user_code": {"type": "string", "pattern": "^[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}$"},
+            "verification_uri": {"type": "string", "format": "uri"},
+            "verification_uri_complete": {"type": "string", "format": "uri"},
+            "qr_svg": {"type": "string", "description": "An SVG document: the QR code of verification_uri_complete"},
+            "expires_in": {"type": "integer", "minimum": 1, "maximum": 300},
+            "interval": {"type": "integer", "minimum": 1}}),
+        "PairingPollRequest": {"type": "object", "required": ["device_code"], "properties": {
+            "device_code": {"type": "string", "minLength": 1, "maxLength": 64}}},
+        "BadgeLoginRequest": {"type": "object", "required": ["badge"], "description": _TEXT_RULE, "properties": {
+            "badge": {"type": "string", "minLength": 1, "maxLength": 256}}},
+        "WebSessionRequest": {"type": "object", "required": ["code"], "properties": {
+            "code": {"type": "string", "minLength": 1, "maxLength": 64}}},
         "PasswordLoginRequest": {
             "type": "object", "required": ["email", "password"], "description": _TEXT_RULE,
             "properties": {
@@ -199,7 +343,7 @@ def build_document() -> Schema:
         "info": {"title": "loginbridge device API", "version": "1",
                  "description": "Sign-in for MFP panels and apps through the enterprise's own IdP. "
                                 "Errors: see docs/errors.md."},
-        "tags": [{"name": "mfp"}, {"name": "apps"}, {"name": "session"}, {"name": "service"}],
+        "tags": [{"name": name} for name in ("mfp", "apps", "web", "browser", "session", "service")],
         "paths": paths,
         "components": {
             "schemas": schemas,

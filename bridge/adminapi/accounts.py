@@ -2,9 +2,11 @@
 
 Users are created without a password (SSO accounts sign in at their IdP; the API refuses a ``password``
 member and never sets platform 2FA). Disabling a user, or deleting one, takes effect at once: its sessions
-end and the printer's cached verifications of its address are dropped, in the same transaction. A device
-is created with a secret answered once (and on ``rotate-secret``); disabling it or changing its mode ends
-the sessions it opened. Every change is an ``admin_change`` audit event naming the token.
+end, the printer's cached verifications of its address are dropped and its printer links and badge bindings
+deleted, in the same transaction. A device is created with a secret answered once (and on ``rotate-secret``);
+disabling it or changing its mode ends the sessions it opened (disabling also denies its unfinished phone
+pairings). A device's ``location`` is what the phone shows before a user approves a pairing at it. Every change
+is an ``admin_change`` audit event naming the token.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def device_json(device: Device) -> dict[str, Any]:
         "mode": device.mode.value, "enabled": device.enabled, "shared_user": device.shared_user_email,
         "allowed_networks": [str(n) for n in device.allowed_networks], "created_at": iso(device.created_at),
         "last_seen_at": iso(device.last_seen_at), "last_seen_addr": device.last_seen_addr,
+        "location": device.location,
     }
 
 
@@ -187,14 +190,16 @@ async def list_devices(request: web.Request) -> web.Response:
 async def create_device(request: web.Request) -> web.Response:
     token = await authenticate(request)
     tenant = await tenant_for(request, token)
-    body = fields(await json_object(request), allowed=("name", "mode", "shared_user", "allowed_networks", "device_id"),
+    body = fields(await json_object(request),
+                  allowed=("name", "mode", "shared_user", "allowed_networks", "device_id", "location"),
                   required=("name", "mode"))
     device_id = text(body, "device_id", max_chars=64)
     if device_id is not None and await store(request).get_device(device_id) is not None:
         raise ResourceConflict(f"a device with id {device_id} already exists")
     device, secret = await store(request).add_device(
         tenant.id, name=text(body, "name") or "", mode=text(body, "mode") or "",
-        shared_user_email=text(body, "shared_user"), allowed_networks=_networks(body), device_id=device_id)
+        shared_user_email=text(body, "shared_user"), allowed_networks=_networks(body), device_id=device_id,
+        location=text(body, "location") or "")
     await audit(request, token, "device_created", tenant_id=tenant.id, device_id=device.device_id)
     return json_answer({"device": device_json(device), "secret": secret}, status=201,
                        location=f"{PREFIX}/tenants/{tenant.id}/devices/{device.device_id}")
@@ -209,12 +214,13 @@ async def update_device(request: web.Request) -> web.Response:
     token = await authenticate(request)
     tenant = await tenant_for(request, token)
     device = await _device(request, tenant)
-    body = fields(await json_object(request), allowed=("name", "mode", "shared_user"))
+    body = fields(await json_object(request), allowed=("name", "mode", "shared_user", "location"))
     mode = text(body, "mode")
     if mode is not None and mode not in {m.value for m in DeviceMode}:
         raise AdminApiError(f"unknown device mode {mode!r} (modes: {', '.join(m.value for m in DeviceMode)})")
     updated = await store(request).update_device(device.device_id, name=text(body, "name"), mode=mode,
-                                                 shared_user_email=text(body, "shared_user"))
+                                                 shared_user_email=text(body, "shared_user"),
+                                                 location=text(body, "location"))
     result = "device_mode_changed" if updated.mode is not device.mode else "device_updated"
     await audit(request, token, result, tenant_id=tenant.id, device_id=device.device_id)
     return json_answer(device_json(updated))

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from bridge.adminapi.http import MAX_CSV_BYTES, MAX_JSON_BYTES, PREFIX
 from bridge.errorcatalog import all_codes
+from bridge.state.records import MAX_LOCATION_CHARS
 from bridge.state.store import DeviceMode
 
 Schema = dict[str, Any]
@@ -152,14 +153,16 @@ def build_document() -> Schema:
         },
         "/tenants/{tenant}/devices/{device}": {
             "get": _op("getDevice", "devices", "A device", (200, "Device", "The device"), parameters=tdd),
-            "patch": _op("updateDevice", "devices", "Rename a device or change its mode (ends its sessions)",
+            "patch": _op("updateDevice", "devices",
+                         "Rename or move a device, or change its mode (a new mode ends its sessions)",
                          (200, "Device", "Changed"), body=_json_body("DeviceUpdate"), parameters=tdd),
         },
         "/tenants/{tenant}/devices/{device}/rotate-secret": {"post": _op(
             "rotateDeviceSecret", "devices", "A new secret, answered this once; the old one stops at once",
             (200, "DeviceWithSecret", "Rotated"), parameters=tdd)},
         "/tenants/{tenant}/devices/{device}/disable": {"post": _op(
-            "disableDevice", "devices", "Disable a device and end its sessions", (200, "Device", "Disabled"),
+            "disableDevice", "devices", "Disable a device, end its sessions and deny its unfinished pairings",
+            (200, "Device", "Disabled"),
             parameters=tdd)},
         "/tenants/{tenant}/devices/{device}/enable": {"post": _op(
             "enableDevice", "devices", "Enable a device", (200, "Device", "Enabled"), parameters=tdd)},
@@ -178,6 +181,18 @@ def build_document() -> Schema:
             "revokePrinterLink", "printer-links", "Revoke a personal printer URL at once",
             (200, "PrinterLinkRevoked", "Revoked"),
             parameters=[*t, {"name": "link", "in": "path", "required": True, "schema": {"type": "integer"}}])},
+        "/tenants/{tenant}/badge-bindings": {"get": _op(
+            "listBadgeBindings", "badge-bindings", "The tenant's badge bindings (never the badges)",
+            (200, "BadgeBindingList", "Bindings"),
+            description="A user who pairs at a badge-reading device with the phone binds the badge to the account; "
+                        "tapping it opens sessions until the binding expires (the tenant's `badge_binding_days`), "
+                        "is revoked, or the user is disabled or deleted. Newest first.",
+            parameters=[*t, {"name": "email", "in": "query", "required": False, "schema": _STRING,
+                             "description": "Only this user's bindings"}])},
+        "/tenants/{tenant}/badge-bindings/{binding}": {"delete": _op(
+            "revokeBadgeBinding", "badge-bindings", "Revoke a badge binding at once (a lost card)",
+            (200, "BadgeBindingRevoked", "Revoked"),
+            parameters=[*t, {"name": "binding", "in": "path", "required": True, "schema": {"type": "integer"}}])},
         "/tenants/{tenant}/attempts": {"get": _op(
             "listAttempts", "attempts", "Recent login attempts, newest first", (200, "AttemptPage", "Attempts"),
             parameters=[*t, {"name": "limit", "in": "query", "required": False,
@@ -189,11 +204,14 @@ def build_document() -> Schema:
     user = _obj({"tenant": _STRING, "email": _STRING, "username": _STRING, "display_name": _STRING,
                  "group": _STRING, "enabled": {"type": "boolean"}, "has_password": {"type": "boolean"},
                  "language": _NULLABLE_STRING, "fax_number": _NULLABLE_STRING, "created_at": _TIME})
+    location: Schema = {"type": "string", "maxLength": MAX_LOCATION_CHARS,
+                        "description": "Where the device stands (\"Reception, ground floor\"): shown on the phone "
+                                       "before a user approves a pairing at it; \"\" when not set"}
     device = _obj({"device_id": _STRING, "tenant": _STRING, "name": _STRING, "mode": {"enum": _MODES},
                    "enabled": {"type": "boolean"}, "shared_user": _NULLABLE_STRING,
                    "allowed_networks": {"type": "array", "items": _STRING}, "created_at": _TIME,
                    "last_seen_at": {"type": ["string", "null"], "format": "date-time"},
-                   "last_seen_addr": _NULLABLE_STRING})
+                   "last_seen_addr": _NULLABLE_STRING, "location": location})
     summary = {"id": _STRING, "name": _STRING, "domains": {"type": "array", "items": _STRING}, "protocol": _STRING,
                "origin": {"type": "string", "description": "file:PATH, api:TOKEN-NAME or console:USER"},
                "updated_at": _TIME}
@@ -229,9 +247,10 @@ def build_document() -> Schema:
         "Device": device,
         "DeviceList": _list_of("Device", "devices"),
         "DeviceCreate": _obj({"name": text_field, "mode": {"enum": _MODES}, "shared_user": _STRING,
-                              "allowed_networks": {"type": "array", "items": _STRING}, "device_id": _STRING},
-                             required=["name", "mode"]),
-        "DeviceUpdate": _obj({"name": text_field, "mode": {"enum": _MODES}, "shared_user": _STRING}, required=[]),
+                              "allowed_networks": {"type": "array", "items": _STRING}, "device_id": _STRING,
+                              "location": location}, required=["name", "mode"]),
+        "DeviceUpdate": _obj({"name": text_field, "mode": {"enum": _MODES}, "shared_user": _STRING,
+                              "location": location}, required=[]),
         "DeviceWithSecret": _obj({"device": _ref("Device"), "secret": {"type": "string", "minLength": 8}}),
         "PrinterLink": _obj({"id": {"type": "integer"}, "tenant": _STRING, "email": _STRING, "label": _STRING,
                              "created_by": _STRING, "created_at": _TIME, "expires_at": _TIME,
@@ -241,6 +260,13 @@ def build_document() -> Schema:
                                    "days": {"type": "integer", "minimum": 1}}, required=[]),
         "PrinterLinkWithUrl": _obj({"link": _ref("PrinterLink"), "url": {"type": "string", "format": "uri"}}),
         "PrinterLinkRevoked": _obj({"revoked": _ref("PrinterLink")}),
+        "BadgeBinding": _obj({"id": {"type": "integer"}, "tenant": _STRING, "email": _STRING,
+                              "device_id": {"type": ["string", "null"],
+                                            "description": "The device the pairing that made it was at"},
+                              "created_at": _TIME, "expires_at": _TIME,
+                              "last_used_at": {"type": ["string", "null"], "format": "date-time"}}),
+        "BadgeBindingList": _list_of("BadgeBinding", "badge_bindings"),
+        "BadgeBindingRevoked": _obj({"revoked": _ref("BadgeBinding")}),
         "Attempt": _obj({"id": {"type": "integer"}, "time": _TIME, "event": {"const": "login"},
                          "tenant": _NULLABLE_STRING, "device": _NULLABLE_STRING, "mode": _NULLABLE_STRING,
                          "email": _NULLABLE_STRING, "source": _NULLABLE_STRING, "result": _STRING,
@@ -257,7 +283,8 @@ def build_document() -> Schema:
                                 "tokens from `loginbridge admin token create`. JSON bodies of at most "
                                 f"{MAX_JSON_BYTES} bytes. Errors: docs/errors.md."},
         "servers": [{"url": PREFIX}],
-        "tags": [{"name": n} for n in ("tenants", "users", "devices", "printer-links", "attempts", "service")],
+        "tags": [{"name": n} for n in ("tenants", "users", "devices", "printer-links", "badge-bindings", "attempts",
+                                      "service")],
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": {
             "adminBearer": {"type": "http", "scheme": "bearer",

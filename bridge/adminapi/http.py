@@ -208,6 +208,13 @@ def text(body: dict[str, Any], name: str, *, max_chars: int = 256) -> str | None
     return value
 
 
+def path_id(request: web.Request, name: str) -> int | None:
+    """A numeric id in the path, or None when it is not one (so it is answered as an unknown id, never as a 500:
+    ``"²".isdigit()`` holds but ``int("²")`` raises, and a number past 64 bits overflows PostgreSQL's BIGINT)."""
+    raw = request.match_info[name]
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
+
+
 def iso(when: datetime | None) -> str | None:
     return None if when is None else when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 

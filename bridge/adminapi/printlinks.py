@@ -20,6 +20,7 @@ from bridge.adminapi.http import (
     iso,
     json_answer,
     json_object,
+    path_id,
     store,
     tenant_for,
     text,
@@ -69,10 +70,10 @@ async def list_for_tenant(request: web.Request) -> web.Response:
 async def revoke(request: web.Request) -> web.Response:
     token = await authenticate(request)
     tenant = await tenant_for(request, token)
-    raw = request.match_info["link"]
-    link = await revoke_link(store(request).database, int(raw), tenant_id=tenant.id) if raw.isdigit() else None
+    link_id = path_id(request, "link")
+    link = None if link_id is None else await revoke_link(store(request).database, link_id, tenant_id=tenant.id)
     if link is None:
-        raise ResourceNotFound(f"no printer link {raw} in tenant {tenant.id}")
+        raise ResourceNotFound(f"no printer link {request.match_info['link']} in tenant {tenant.id}")
     await audit(request, token, "printer_link_revoked", tenant_id=tenant.id, email=link.email)
     return json_answer({"revoked": link_json(link)})
 

@@ -10,7 +10,16 @@ import jinja2
 from aiohttp import web
 
 from bridge.config import BridgeConfig
-from bridge.console import attempts, device_pages, printlink_pages, tenant_pages, token_pages, user_pages, views
+from bridge.console import (
+    attempts,
+    badge_pages,
+    device_pages,
+    printlink_pages,
+    tenant_pages,
+    token_pages,
+    user_pages,
+    views,
+)
 from bridge.console.keys import CONSOLE_STATE, SIGNER
 from bridge.console.security import Signer
 from bridge.console.shared import ConsoleState
@@ -44,7 +53,8 @@ def make_console(config: BridgeConfig) -> web.Application:
     aiohttp_jinja2.setup(console, loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True)
     console.router.add_static("/static", HERE / "static", append_version=False)
     console.router.add_routes(views.routes() + attempts.routes() + tenant_pages.routes() + user_pages.routes()
-                              + device_pages.routes() + token_pages.routes() + printlink_pages.routes())
+                              + device_pages.routes() + token_pages.routes() + printlink_pages.routes()
+                              + badge_pages.routes())
     return console
 
 

@@ -1,10 +1,12 @@
-"""Console pages to add a device and rotate a device's secret (the devices list itself: views.py).
+"""Console pages to add a device, set where it stands and rotate its secret (the devices list itself: views.py).
 
 A new device gets a random secret (the store keeps only its hash).  The secret is shown once, on the
 answer to the POST that made it, with the command line that tries it against the device API at the
 bridge's ``public_url``; it is never shown again, never logged, and the page is not cached.  Rotating
 gives a new secret the same way; the old one stops working at once (sessions the device opened stay
-until they end or the device is disabled).  Both are ``admin_change`` events naming the console user.
+until they end or the device is disabled).  A device's location ("Reception, ground floor") is what the
+phone shows before a user approves a pairing at it, so it can be set when the device is added and changed
+from the list at any time.  Each is an ``admin_change`` event naming the console user.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from aiohttp import web
 from bridge.appkeys import STORE
 from bridge.console.changes import public_url, quoted, record_change, secret_page, tenant_ids
 from bridge.console.security import ConsoleSession
-from bridge.console.views import BASE, _config, _form, _render, _session
+from bridge.console.views import BASE, _config, _form, _render, _session, devices_page
 from bridge.errors import RequestError
+from bridge.state.records import MAX_LOCATION_CHARS
 from bridge.state.store import Device, DeviceMode
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,7 @@ def _form_page(request: web.Request, session: ConsoleSession, values: dict[str, 
     return _render(request, "device_new.html", {
         "title": "Add a device", "page": "devices", "tenants": tenant_ids(request), "modes": MODES,
         "mode_help": _MODE_HELP, "v": values, "errors": errors, "problems": len(errors),
+        "max_location": MAX_LOCATION_CHARS,
     }, session=session, status=status)
 
 
@@ -70,6 +74,9 @@ async def _checked(request: web.Request, values: dict[str, str]) -> tuple[dict[s
         errors["name"] = "A name is needed (where the device is, which model)."
     elif len(name) > MAX_NAME_CHARS or not name.isprintable():
         errors["name"] = f"At most {MAX_NAME_CHARS} printable characters."
+    problem = _location_problem(values["location"])
+    if problem:
+        errors["location"] = problem
     if mode not in MODES:
         errors["mode"] = f"Choose one of {', '.join(MODES)}."
     shared = values["shared_user"]
@@ -89,10 +96,18 @@ async def _checked(request: web.Request, values: dict[str, str]) -> tuple[dict[s
     return errors, networks
 
 
+def _location_problem(location: str) -> str:
+    """Why a location cannot be stored (the store's rule, said at the field), or ""."""
+    if len(location) > MAX_LOCATION_CHARS or not location.isprintable():
+        return f"At most {MAX_LOCATION_CHARS} printable characters."
+    return ""
+
+
 def _field_of(detail: str) -> str:
     """Which field a refusal of the store is about (it may come from a change made meanwhile)."""
     for words, name in (("device id", "device_id"), ("device with id", "device_id"), ("shared", "shared_user"),
-                        ("no user", "shared_user"), ("network", "networks"), ("name", "name"), ("mode", "mode")):
+                        ("no user", "shared_user"), ("network", "networks"), ("location", "location"),
+                        ("name", "name"), ("mode", "mode")):
         if words in detail:
             return name
     return "general"
@@ -122,9 +137,9 @@ def _shown(request: web.Request, session: ConsoleSession, device: Device, secret
     what = "New secret for device" if rotated else "Device added:"
     context: dict[str, Any] = {
         "title": f"{what} {device.device_id}", "page": "devices", "label": "Device secret", "secret": secret,
-        "facts": [("Device id", device.device_id), ("Tenant", device.tenant_id), ("Name", device.name),
-                  ("Mode", device.mode.value)] + ([("Acts as", device.shared_user_email)]
-                                                  if device.shared_user_email else []),
+        "facts": [("Device id", device.device_id), ("Tenant", device.tenant_id), ("Name", device.name)]
+                 + ([("Location", device.location)] if device.location else []) + [("Mode", device.mode.value)]
+                 + ([("Acts as", device.shared_user_email)] if device.shared_user_email else []),
         "use": "Enter the device id and this secret in the device's bridge settings (HTTP Basic "
                "device_id:secret).",
         "commands": _try_it(device, secret, public_url(request), domain),
@@ -140,7 +155,7 @@ def _shown(request: web.Request, session: ConsoleSession, device: Device, secret
 async def new_device(request: web.Request) -> web.Response:
     session = await _session(request)
     tenants = tenant_ids(request)
-    values = {"tenant": request.query.get("tenant", tenants[0] if tenants else ""), "name": "",
+    values = {"tenant": request.query.get("tenant", tenants[0] if tenants else ""), "name": "", "location": "",
               "mode": DeviceMode.USER_PROMPT.value, "shared_user": "", "networks": "", "device_id": ""}
     return _form_page(request, session, values, {})
 
@@ -148,7 +163,8 @@ async def new_device(request: web.Request) -> web.Response:
 async def add_device(request: web.Request) -> web.Response:
     session = await _session(request)
     posted = await _form(request, session)
-    values = {name: posted.get(name, "").strip() for name in ("tenant", "name", "mode", "shared_user", "device_id")}
+    values = {name: posted.get(name, "").strip()
+              for name in ("tenant", "name", "location", "mode", "shared_user", "device_id")}
     values["networks"] = posted.get("networks", "")
     errors, networks = await _checked(request, values)
     if errors:
@@ -156,7 +172,7 @@ async def add_device(request: web.Request) -> web.Response:
     try:
         device, secret = await request.config_dict[STORE].add_device(
             values["tenant"], name=values["name"], mode=values["mode"], shared_user_email=values["shared_user"] or None,
-            allowed_networks=networks, device_id=values["device_id"] or None)
+            allowed_networks=networks, device_id=values["device_id"] or None, location=values["location"])
     except RequestError as exc:
         return _form_page(request, session, values, {_field_of(exc.detail): exc.detail}, status=409)
     log.info("console user %s added device %s to tenant %s", session.user, device.device_id, device.tenant_id)
@@ -181,9 +197,34 @@ async def rotate_secret(request: web.Request) -> web.Response:
     return _shown(request, session, device, secret, rotated=True)
 
 
+async def set_location(request: web.Request) -> web.StreamResponse:
+    """Change where a device stands (the devices list's form); back to the list."""
+    session = await _session(request)
+    posted = await _form(request, session)
+    store = request.config_dict[STORE]
+    device = await store.get_device(request.match_info["device"])
+    if device is None:
+        raise web.HTTPNotFound(text="No such device.")
+    location = posted.get("location", "").strip()
+    problem = _location_problem(location)
+    if problem:
+        return await devices_page(request, session, error=f"The location of {device.device_id} is not changed: "
+                                                          f"{problem}", status=422)
+    try:
+        updated = await store.update_device(device.device_id, location=location)
+    except RequestError as exc:  # deleted meanwhile
+        raise web.HTTPNotFound(text="No such device.") from exc
+    if updated.location != device.location:
+        log.info("console user %s moved device %s to %r", session.user, device.device_id, updated.location)
+        await record_change(request, session, "device_updated", tenant_id=device.tenant_id,
+                            device_id=device.device_id, subject=f"location: {updated.location or '(none)'}")
+    raise web.HTTPSeeOther(f"{BASE}/devices#d-{device.device_id}")
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/devices/new", new_device),
         web.post("/devices/new", add_device),
         web.post("/devices/{device}/rotate", rotate_secret),
+        web.post("/devices/{device}/location", set_location),
     ]

@@ -249,13 +249,19 @@ async def run_tenant_check(request: web.Request) -> web.Response:
 # -- devices ---------------------------------------------------------------------------
 
 
-async def devices(request: web.Request) -> web.Response:
-    session = await _session(request)
+async def devices_page(request: web.Request, session: ConsoleSession, *, error: str = "",
+                       status: int = 200) -> web.Response:
+    """The devices list (``error``: why a change made from it was refused, shown above it)."""
     rows = [{"id": d.device_id, "name": d.name, "tenant": d.tenant_id, "mode": d.mode.value, "enabled": d.enabled,
-             "shared": d.shared_user_email, "seen": _when(d.last_seen_at), "addr": d.last_seen_addr}
+             "shared": d.shared_user_email, "seen": _when(d.last_seen_at), "addr": d.last_seen_addr,
+             "location": d.location}
             for d in await request.config_dict[STORE].list_devices()]
-    return _render(request, "devices.html", {"title": "Devices", "page": "devices", "devices": rows},
-                   session=session)
+    return _render(request, "devices.html", {"title": "Devices", "page": "devices", "devices": rows,
+                                             "error": error}, session=session, status=status)
+
+
+async def devices(request: web.Request) -> web.Response:
+    return await devices_page(request, await _session(request))
 
 
 async def set_device(request: web.Request) -> web.StreamResponse:

@@ -15,10 +15,11 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from bridge.errors import IdpNotWhitelisted, IdpUnreachable
+from bridge.errors import IdpNotWhitelisted, IdpProtocolError, IdpUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,9 @@ def suggested_entry(address: IPAddress) -> str:
     return f"{address}/{address.max_prefixlen}"
 
 
-def require_whitelisted(host: str, addresses: Sequence[IPAddress], whitelist: Sequence[IPNetwork]) -> None:
-    """Raise :class:`IdpNotWhitelisted` unless every address is whitelisted."""
+def require_whitelisted(host: str, addresses: Sequence[IPAddress], whitelist: Sequence[IPNetwork], *,
+                        refusing: str = "send credentials") -> None:
+    """Raise :class:`IdpNotWhitelisted` unless every address is whitelisted (``refusing``: what the log says)."""
     if not addresses:
         raise IdpUnreachable(f"IdP host {host} did not resolve to any address",
                              cause=f"DNS: IdP host {host} resolved to no address")
@@ -61,8 +63,9 @@ def require_whitelisted(host: str, addresses: Sequence[IPAddress], whitelist: Se
     if outside:
         lines = ", ".join(suggested_entry(a) for a in outside)
         log.warning(
-            "refusing to send credentials: IdP host %s resolves to %s, not in the tenant's idp_whitelist; "
+            "refusing to %s: IdP host %s resolves to %s, not in the tenant's idp_whitelist; "
             "add to idp_whitelist: %s",
+            refusing,
             host,
             ", ".join(str(a) for a in outside),
             lines,
@@ -141,3 +144,23 @@ def check_literal(host: str, whitelist: Sequence[IPNetwork]) -> None:
         require_whitelisted(host, [literal], whitelist)
 
 
+
+
+async def require_whitelisted_url(url: str, whitelist: Sequence[IPNetwork], *, refusing: str) -> None:
+    """An https URL whose host resolves only to whitelisted addresses, checked without contacting it.
+
+    For the browser sign-in: the user's browser, not the bridge, connects to the
+    IdP's sign-in page, so no password of the bridge's travels there; the rule is
+    still that the bridge only ever points at whitelisted IdP addresses.  The
+    bridge's resolver may see other addresses than the phone's (split DNS): this
+    is the administrator's promise checked as far as the bridge can see it.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 443
+    except ValueError as exc:
+        raise IdpProtocolError(f"the IdP sign-in URL {url[:200]!r} is not a valid URL") from exc
+    host = parts.hostname or ""
+    if parts.scheme != "https" or not host:
+        raise IdpProtocolError(f"refusing to {refusing}: the IdP sign-in URL {url[:200]!r} is not an https URL")
+    require_whitelisted(host, await resolve_host(host, port), whitelist, refusing=refusing)

@@ -1,7 +1,10 @@
-"""What an IdP's "no" means, whatever dialect it speaks: one of four classes, or "cannot tell".
+"""What an IdP's "no" means, whatever dialect it speaks: one of five classes, or "cannot tell".
 
 Every answer that carries no token is, for the bridge, one of:
 
+* **MFA required** - the password was right, but the IdP wants a second factor a password
+  channel cannot give (:class:`~bridge.errors.MfaRequired`: not a wrong password, so it
+  feeds no throttle; the user is pointed to phone sign-in);
 * **credentials** - wrong email or password (:class:`~bridge.errors.InvalidCredentials`);
 * **account** - the account is disabled, locked, expired or denied (:class:`~bridge.errors.AccessDenied`);
 * **configuration** - the IdP refused *our* request: it does not know this SP or relying
@@ -10,7 +13,7 @@ Every answer that carries no token is, for the bridge, one of:
 * **outage** - an HTTP error page instead of a protocol answer (:class:`~bridge.errors.IdpUnreachable`,
   :class:`~bridge.errors.IdpTimeout`).
 
-The first two feed the lockout protection.  A refusal that fits none of them
+Credentials and account feed the lockout protection.  A refusal that fits none of them
 (:class:`~bridge.errors.IdpRefused`) feeds the throttles too: an IdP whose
 dialect for a wrong password the bridge does not know must not give a guesser
 free attempts.
@@ -37,6 +40,7 @@ from bridge.errors import (
     IdpTimeout,
     IdpUnreachable,
     InvalidCredentials,
+    MfaRequired,
     SpNotRegistered,
 )
 
@@ -47,6 +51,7 @@ _SNIFF_BYTES = 16 * 1024  # how much of an error page is searched for an "unknow
 class Refusal(enum.Enum):
     """The class of an IdP refusal (what it teaches the lockout protection)."""
 
+    MFA_REQUIRED = "mfa_required"
     CREDENTIALS = "credentials"
     ACCOUNT = "account"
     SP_NOT_REGISTERED = "sp_not_registered"
@@ -57,6 +62,22 @@ def _any(*patterns: str) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
 
 
+# The password was accepted, a second factor is wanted.  AD FS answers an active (WS-Trust) request
+# that an additional-authentication rule applies to with MSIS7102 ("Requested Authentication Method is
+# not supported on the STS"): it cannot prompt for MFA there.  Entra ID: AADSTS50076 and AADSTS50079
+# (MFA, or enrolment in it, required), AADSTS50074 (strong authentication required), AADSTS50158 (an
+# external security challenge not satisfied).  Other IdPs say it in words.  Checked before every other
+# class: such an answer may also name the account, and it is never a wrong password.
+_MFA = _any(
+    r"\bMSIS7102\b",
+    r"\brequested\s+authentication\s+method\s+is\s+not\s+supported\s+on\s+the\s+STS\b",
+    r"\bAADSTS50(?:074|076|079|158)\b",
+    r"\bmulti[-\s]?factor\s+authentication\s+(?:is\s+)?required\b",
+    r"\b(?:must|needs?\s+to)\s+(?:use|enroll\s+in|register\s+for)\s+multi[-\s]?factor\s+authentication\b",
+    r"\bMFA\s+(?:is\s+)?required\b",
+    r"\badditional\s+authentication\s+(?:is\s+)?required\b",
+    r"\bstrong\s+authentication\s+(?:is\s+)?required\b",
+)
 # The IdP does not know the requester.  AD FS: MSIS7007 "The requested relying party trust '...' is
 # unspecified or unsupported", and WIF's ID3082 / WS-Trust 1.3 section 11 InvalidScope when AppliesTo
 # names no relying party trust.  SimpleSAMLphp: METADATANOTFOUND "Unable to locate metadata for ...".
@@ -121,6 +142,7 @@ _CONFIGURATION = _any(
     r"\bNOACCESS\b",
 )
 _BY_TEXT = (
+    (Refusal.MFA_REQUIRED, _MFA),
     (Refusal.SP_NOT_REGISTERED, _SP_UNKNOWN),
     (Refusal.ACCOUNT, _ACCOUNT),
     (Refusal.CREDENTIALS, _CREDENTIALS),
@@ -129,7 +151,7 @@ _BY_TEXT = (
 
 
 def refusal_from_text(text: str) -> Refusal | None:
-    """The class an IdP's message names, most specific first (an unknown SP, then the account, ...)."""
+    """The class an IdP's message names, most specific first (MFA, an unknown SP, then the account, ...)."""
     if not text:
         return None
     for refusal, pattern in _BY_TEXT:
@@ -140,6 +162,8 @@ def refusal_from_text(text: str) -> Refusal | None:
 
 def refusal_error(refusal: Refusal | None, detail: str) -> BridgeError:
     """The error a refusal of this class answers with; None (unclassified) is :class:`IdpRefused`."""
+    if refusal is Refusal.MFA_REQUIRED:
+        return MfaRequired(f"the IdP wants a second factor (MFA) a password cannot give: {detail}")
     if refusal is Refusal.CREDENTIALS:
         return InvalidCredentials(detail)
     if refusal is Refusal.ACCOUNT:

@@ -6,7 +6,14 @@ Routes (paths as on a real AD FS farm):
 - ``POST /adfs/services/trust/13/usernamemixed``           WS-Trust 1.3 Issue
 - ``POST /adfs/services/trust/2005/usernamemixed``         WS-Trust 2005 Issue
 - ``GET  /FederationMetadata/2007-06/FederationMetadata.xml``
+- ``GET|POST /adfs/ls/``                                  WS-Federation passive sign-in (browser)
 - ``GET  /_sim/stats``, ``POST /_sim/control``             controls, loopback clients only
+
+plus the SAML 2.0 ECP IdP (:mod:`bridge.idpsim.ecp`) and the browser sign-in
+(:mod:`bridge.idpsim.browser`: SAML Web Browser SSO and WS-Federation).
+A user marked ``password_logins: mfa_required`` gets, once the password is
+right, AD FS's MSIS7102 fault on both WS-Trust endpoints: its policy wants a
+second factor, which only the browser sign-in can ask for.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from pathlib import Path
 from aiohttp import web
 
 from bridge.errors import ConfigError, RequestError
+from bridge.idpsim.browser.routes import failure_response as browser_failure_response
+from bridge.idpsim.browser.routes import mount_browser
 from bridge.idpsim.config import SimConfig, SimUser
 from bridge.idpsim.documents import (
     SOAP12_CONTENT_TYPE,
@@ -90,6 +99,8 @@ def make_app(config: SimConfig, *, keys_dir: Path, keys: SimKeys | None = None) 
     app.router.add_post(CONTROL_PATH, _control)
     # The SAML 2.0 ECP IdP (Shibboleth's paths), same users and signing key.
     mount_ecp(app, config=config, signing=app[SIM_SIGNING], settings=config.ecp)
+    # Browser sign-in (phone pairing): SAML Web Browser SSO through the ECP IdP, WS-Federation as AD FS.
+    mount_browser(app, config=config, signing=app[SIM_SIGNING], issuer_for=_issuer)
     return app
 
 
@@ -115,6 +126,9 @@ async def _answer_own_failures(request: web.Request, handler: _Handler) -> web.S
 
 
 def _failure_answer(path: str) -> web.Response:
+    page = browser_failure_response(path)
+    if page is not None:
+        return page
     if path.startswith("/adfs/"):
         version = TrustVersion.WS_TRUST_2005 if "/2005/" in path else TrustVersion.WS_TRUST_13
         return _soap(build_fault(FaultKind.REQUEST_FAILED, version=version), status=500)
@@ -230,6 +244,10 @@ async def _trust(request: web.Request, version: TrustVersion) -> web.StreamRespo
     if not user.enabled:
         log.info("access denied for disabled user %s", user.upn)
         return _fault(request, FaultKind.ACCESS_DENIED, version, rst.message_id)
+    if user.password_logins_need_mfa:
+        # Only after the password was found right: a wrong one keeps its own fault above.
+        log.info("password login refused for %s: its policy requires MFA", user.upn)
+        return _fault(request, FaultKind.MFA_REQUIRED, version, rst.message_id)
     context = IssueContext(
         issuer=_issuer(request),
         lifetime=config.token_lifetime,

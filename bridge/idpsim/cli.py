@@ -1,4 +1,9 @@
-"""``loginbridge idp-sim``: run the AD FS simulator until interrupted."""
+"""``loginbridge idp-sim``: run the AD FS simulator until interrupted; ``idp-sim otp``: a user's current code.
+
+``loginbridge idp-sim otp --users FILE EMAIL`` prints the six-digit TOTP code a
+user marked ``mfa: totp`` would read from an authenticator app, so a technician
+demonstrating the browser sign-in needs no phone app enrolled.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ import sys
 from pathlib import Path
 
 from bridge.errors import ConfigError
+from bridge.idpsim.browser.wsfed import WSFED_PATH
 from bridge.idpsim.config import load_config
+from bridge.idpsim.ecp.idp import POST_SSO_PATH, REDIRECT_SSO_PATH
 from bridge.idpsim.keys import cert_fingerprint
 from bridge.idpsim.namespaces import TrustVersion
 from bridge.idpsim.server import RunningSimulator, run_simulator
@@ -20,7 +27,9 @@ log = logging.getLogger(__name__)
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="loginbridge idp-sim", description="Run a local AD FS simulator (WS-Trust over https)."
+        prog="loginbridge idp-sim",
+        description="Run a local AD FS simulator (WS-Trust over https). "
+        "'loginbridge idp-sim otp --users FILE EMAIL' prints a user's current TOTP code.",
     )
     parser.add_argument(
         "--users", type=Path, default=Path("conf/idp-sim/users.yaml"), help="users file (YAML)"
@@ -31,6 +40,38 @@ def _parser() -> argparse.ArgumentParser:
         "--keys-dir", type=Path, default=Path("state/idp-sim"), help="where the CA, TLS and signing keys live"
     )
     return parser
+
+
+def _otp_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loginbridge idp-sim otp",
+        description="Print a simulated user's current TOTP code (users with mfa: totp).",
+    )
+    parser.add_argument(
+        "--users", type=Path, default=Path("conf/idp-sim/users.yaml"), help="users file (YAML)"
+    )
+    parser.add_argument("email", help="the user's e-mail address, UPN or account name")
+    return parser
+
+
+def otp_main(argv: list[str]) -> int:
+    """``idp-sim otp``: the code on stdout, problems on stderr with a non-zero status."""
+    args = _otp_parser().parse_args(argv)
+    try:
+        config = load_config(args.users)
+    except ConfigError as exc:
+        print(f"idp-sim otp: {exc}", file=sys.stderr)
+        return 2
+    user = config.find_user(args.email)
+    if user is None:
+        print(f"idp-sim otp: no user {args.email!r} in {args.users}", file=sys.stderr)
+        return 1
+    generator = user.totp()
+    if generator is None:
+        print(f"idp-sim otp: {user.upn} has no second factor (no mfa: totp in {args.users})", file=sys.stderr)
+        return 1
+    print(generator.now())
+    return 0
 
 
 def describe(sim: RunningSimulator) -> str:
@@ -47,6 +88,8 @@ def describe(sim: RunningSimulator) -> str:
         f"  WS-Trust 2005     {sim.endpoint(TrustVersion.WS_TRUST_2005)}",
         f"  SAML ECP          {sim.base_url}/idp/profile/SAML2/SOAP/ECP",
         f"  SAML metadata     {sim.base_url}/idp/shibboleth",
+        f"  SAML browser SSO  {sim.base_url}{REDIRECT_SSO_PATH}  (HTTP-Redirect; HTTP-POST: {POST_SSO_PATH})",
+        f"  WS-Fed passive    {sim.base_url}{WSFED_PATH}",
         f"  controls          {sim.base_url}/_sim/stats  {sim.base_url}/_sim/control (loopback only)",
         f"  TLS CA to trust   {sim.ca_file}",
         f"  signing cert      {signing_file}",
@@ -70,7 +113,10 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
-    args = _parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["otp"]:
+        return otp_main(arguments[1:])
+    args = _parser().parse_args(arguments)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(_serve(args))

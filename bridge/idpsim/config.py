@@ -6,6 +6,7 @@ are kept in memory; they are never logged and never shown in a ``repr``.
 
 from __future__ import annotations
 
+import binascii
 import dataclasses
 import enum
 import hmac
@@ -15,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import yaml
 
 from bridge.errors import ConfigError
@@ -22,7 +24,20 @@ from bridge.idpsim.ecp.settings import EcpSettings, parse_ecp_settings
 
 DEFAULT_TOKEN_LIFETIME = timedelta(hours=1)
 _TOP_KEYS = frozenset({"issuer", "relying_parties", "users", "signing", "token_lifetime_seconds", "ecp"})
-_USER_KEYS = frozenset({"username", "upn", "email", "password", "display_name", "enabled", "groups"})
+_USER_KEYS = frozenset(
+    {
+        "username",
+        "upn",
+        "email",
+        "password",
+        "display_name",
+        "enabled",
+        "groups",
+        "mfa",
+        "totp_secret",
+        "password_logins",
+    }
+)
 _SIGNING_KEYS = frozenset({"key", "cert", "algorithm"})
 # Compared against when the user is unknown, so both paths cost one compare_digest.
 _DUMMY_PASSWORD = b"\x00idp-sim-no-such-user\x00"
@@ -33,6 +48,21 @@ class SigningAlgorithmName(enum.Enum):
 
     RSA_SHA256 = "rsa-sha256"
     RSA_SHA1 = "rsa-sha1"
+
+
+class MfaMethod(enum.Enum):
+    """Second factor the browser sign-in asks for (the password paths never can)."""
+
+    TOTP = "totp"  # RFC 6238, six digits, 30 s steps: what authenticator apps speak
+
+
+class PasswordLogins(enum.Enum):
+    """What the password-only paths (WS-Trust, ECP) do once the password is right."""
+
+    ALLOWED = "allowed"
+    # An additional-authentication rule covers the account: AD FS and Shibboleth then refuse
+    # every active (password-only) login with their "MFA required" answer; only a browser works.
+    MFA_REQUIRED = "mfa_required"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -46,6 +76,29 @@ class SimUser:
     display_name: str
     enabled: bool = True
     groups: tuple[str, ...] = ()
+    mfa: MfaMethod | None = None
+    totp_secret: str | None = field(default=None, repr=False)
+    password_logins: PasswordLogins = PasswordLogins.ALLOWED
+
+    @property
+    def password_logins_need_mfa(self) -> bool:
+        return self.password_logins is PasswordLogins.MFA_REQUIRED
+
+    def totp(self) -> pyotp.TOTP | None:
+        """The user's TOTP generator, or None when the browser sign-in asks no second factor."""
+        if self.mfa is not MfaMethod.TOTP or self.totp_secret is None:
+            return None
+        return pyotp.TOTP(self.totp_secret)
+
+    def otp_is(self, code: str) -> bool:
+        """Whether ``code`` is the current TOTP (one step of clock drift either way, as apps need)."""
+        generator = self.totp()
+        if generator is None:
+            return False
+        digits = code.strip().replace(" ", "")
+        if len(digits) != generator.digits or not digits.isdigit():
+            return False
+        return generator.verify(digits, valid_window=1)
 
     def matches(self, login: str) -> bool:
         """AD FS accepts the UPN, the mail address or the bare account name."""
@@ -197,6 +250,13 @@ def _user(raw: object, source: str, where: str) -> SimUser:
     groups = data.get("groups", [])
     if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
         raise ConfigError("must be a list of non-empty strings", file=source, key=f"{prefix}groups")
+    mfa, totp_secret = _mfa(data, source, prefix)
+    logins_raw = data.get("password_logins", PasswordLogins.ALLOWED.value)
+    try:
+        password_logins = PasswordLogins(logins_raw)
+    except ValueError as exc:
+        choices = " or ".join(m.value for m in PasswordLogins)
+        raise ConfigError(f"must be {choices}", file=source, key=f"{prefix}password_logins") from exc
     return SimUser(
         username=_opt_str(data, "username", source, prefix) or upn.split("@", 1)[0],
         upn=upn,
@@ -205,7 +265,39 @@ def _user(raw: object, source: str, where: str) -> SimUser:
         display_name=_opt_str(data, "display_name", source, prefix) or upn.split("@", 1)[0],
         enabled=enabled,
         groups=tuple(groups),
+        mfa=mfa,
+        totp_secret=totp_secret,
+        password_logins=password_logins,
     )
+
+
+def _mfa(data: Mapping[str, Any], source: str, prefix: str) -> tuple[MfaMethod | None, str | None]:
+    """``mfa`` and its ``totp_secret``; a secret no authenticator app could share is refused at load."""
+    raw = data.get("mfa")
+    secret = data.get("totp_secret")
+    if raw is None:
+        if secret is not None:
+            raise ConfigError("is only allowed with mfa: totp", file=source, key=f"{prefix}totp_secret")
+        return None, None
+    try:
+        method = MfaMethod(raw)
+    except ValueError as exc:
+        raise ConfigError("must be totp", file=source, key=f"{prefix}mfa") from exc
+    if secret is None:
+        raise ConfigError("is required with mfa: totp", file=source, key=f"{prefix}totp_secret")
+    # The messages never carry the secret.
+    if not isinstance(secret, str) or not secret.strip():
+        raise ConfigError("must be a base32 string", file=source, key=f"{prefix}totp_secret")
+    normalized = "".join(secret.split()).upper()
+    try:
+        pyotp.TOTP(normalized).byte_secret()
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigError(
+            "must be valid base32 of at least 112 bits (e.g. 32 characters A-Z, 2-7)",
+            file=source,
+            key=f"{prefix}totp_secret",
+        ) from exc
+    return method, normalized
 
 
 def _signing(raw: object, source: str, base_dir: Path | None) -> SigningSettings:

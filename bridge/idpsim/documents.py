@@ -33,6 +33,7 @@ class FaultKind(enum.Enum):
     INVALID_SECURITY = "invalid_security"  # no usable wsse:Security / UsernameToken
     INVALID_REQUEST = "invalid_request"  # not a WS-Trust Issue request we can read
     REQUEST_FAILED = "request_failed"  # anything else
+    MFA_REQUIRED = "mfa_required"  # right password, but an additional-authentication rule applies
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -86,6 +87,14 @@ _WORDING = {
         subcode_ns=None,
         subcode="RequestFailed",
         reason="MSIS3127: The specified request failed.",
+    ),
+    # AD FS's answer on an active (WS-Trust) endpoint when an additional-authentication rule
+    # covers the user: the password was right, but no second factor can travel this way.
+    FaultKind.MFA_REQUIRED: _FaultWording(
+        code="Receiver",
+        subcode_ns=None,
+        subcode="RequestFailed",
+        reason="MSIS7102: Requested Authentication Method is not supported on the STS.",
     ),
 }
 
@@ -276,6 +285,39 @@ def _token_reference(parent: etree._Element, local: str, namespace: str, token: 
     )
 
 
+def fill_rstr(
+    response: etree._Element,
+    *,
+    version: TrustVersion,
+    applies_to: str | None,
+    token: IssuedToken,
+    token_type: str,
+    references: bool = True,
+) -> None:
+    """Write the children of a RequestSecurityTokenResponse, in the order AD FS writes them.
+
+    Shared by the WS-Trust answer and the WS-Federation passive ``wresult``
+    (which AD FS sends without the attached/unattached references).
+    """
+    trust = version.namespace
+    lifetime = _el(response, trust, "Lifetime")
+    _el(lifetime, ns.WSU, "Created", _iso(token.created))
+    _el(lifetime, ns.WSU, "Expires", _iso(token.expires))
+    if applies_to is not None:
+        applies = etree.SubElement(response, f"{{{ns.WSP}}}AppliesTo", nsmap={"wsp": ns.WSP})
+        reference = etree.SubElement(applies, f"{{{ns.WSA}}}EndpointReference", nsmap={"wsa": ns.WSA})
+        _el(reference, ns.WSA, "Address", applies_to)
+    holder = _el(response, trust, "RequestedSecurityToken")
+    for element in token.elements:
+        holder.append(element)
+    if references:
+        _token_reference(response, "RequestedAttachedReference", trust, token)
+        _token_reference(response, "RequestedUnattachedReference", trust, token)
+    _el(response, trust, "TokenType", token_type)
+    _el(response, trust, "RequestType", version.request_type)
+    _el(response, trust, "KeyType", version.key_type)
+
+
 def build_rstr(
     request: RstRequest, token: IssuedToken, *, now: datetime, doctype: str | None = None
 ) -> bytes:
@@ -296,21 +338,13 @@ def build_rstr(
         response = _el(collection, trust, "RequestSecurityTokenResponse")
     else:
         response = etree.SubElement(body, f"{{{trust}}}RequestSecurityTokenResponse", nsmap={"t": trust})
-    lifetime = _el(response, trust, "Lifetime")
-    _el(lifetime, ns.WSU, "Created", _iso(token.created))
-    _el(lifetime, ns.WSU, "Expires", _iso(token.expires))
-    if request.applies_to is not None:
-        applies = etree.SubElement(response, f"{{{ns.WSP}}}AppliesTo", nsmap={"wsp": ns.WSP})
-        reference = etree.SubElement(applies, f"{{{ns.WSA}}}EndpointReference", nsmap={"wsa": ns.WSA})
-        _el(reference, ns.WSA, "Address", request.applies_to)
-    holder = _el(response, trust, "RequestedSecurityToken")
-    for element in token.elements:
-        holder.append(element)
-    _token_reference(response, "RequestedAttachedReference", trust, token)
-    _token_reference(response, "RequestedUnattachedReference", trust, token)
-    _el(response, trust, "TokenType", request.answered_token_type)
-    _el(response, trust, "RequestType", version.request_type)
-    _el(response, trust, "KeyType", version.key_type)
+    fill_rstr(
+        response,
+        version=version,
+        applies_to=request.applies_to,
+        token=token,
+        token_type=request.answered_token_type,
+    )
     if doctype is not None:
         return bytes(etree.tostring(envelope, encoding="utf-8", xml_declaration=True, doctype=doctype))
     return bytes(etree.tostring(envelope, encoding="utf-8"))

@@ -99,10 +99,21 @@ def _value_nodes(assertion: etree._Element, value: str) -> list[etree._Element]:
 
 
 def issue_token(request: RstRequest, user: SimUser, context: IssueContext, *, now: datetime) -> IssuedToken:
-    """The token for ``user``, shaped by ``context.mischief``."""
+    """The token an RST asks for, for ``user``, shaped by ``context.mischief``."""
+    return issue_for(user, context, applies_to=request.applies_to, kind=request.token_kind, now=now)
+
+
+def issue_for(
+    user: SimUser, context: IssueContext, *, applies_to: str | None, kind: SamlTokenKind, now: datetime
+) -> IssuedToken:
+    """The token for ``user`` and relying party ``applies_to``, whichever protocol carries it.
+
+    WS-Trust (:func:`issue_token`) and the WS-Federation passive ``wresult`` issue
+    the same tokens, mischief included, so a relying party meets one token shape.
+    """
     mischief = context.mischief
-    version = SamlVersion.SAML20 if request.token_kind is SamlTokenKind.SAML20 else SamlVersion.SAML11
-    audience = request.applies_to or ""
+    version = SamlVersion.SAML20 if kind is SamlTokenKind.SAML20 else SamlVersion.SAML11
+    audience = applies_to or ""
     issued_at = now
     subject = user.upn
     key_pem, cert_pem = context.signing.key_pem, context.signing.cert_pem
@@ -156,7 +167,7 @@ def issue_token(request: RstRequest, user: SimUser, context: IssueContext, *, no
             user,
             subject=user.upn,
             issuer=context.issuer,
-            audience=request.applies_to or "",
+            audience=applies_to or "",
             issued_at=now,
             lifetime=context.lifetime,
             assertion_id="_" + str(uuid.uuid4()),
@@ -170,7 +181,7 @@ def issue_token(request: RstRequest, user: SimUser, context: IssueContext, *, no
     return IssuedToken(
         elements=elements,
         assertion_id=assertion_id,
-        kind=request.token_kind,
+        kind=kind,
         created=issued_at,
         expires=issued_at + context.lifetime,
     )

@@ -72,6 +72,9 @@ class LoginMode(enum.Enum):
     APP = "app"
     PRINTER = "printer"
     PASSWORD = "password"  # noqa: S105 (a label: a password check whose caller named no channel)
+    PAIRING = "pairing"  # phone pairing: the phone's approval and IdP sign-in, and the device taking the session
+    BADGE = "badge"  # a badge bound by a pairing opens a session (no IdP)
+    WEB = "web"  # /v1/web/login: browser sign-in handed to a platform web app
 
 
 # The longest reason the audit trail records (the audit caps every field at 512 characters).

@@ -154,7 +154,7 @@ class IdpRegistry:
         self._current(tenant)
         idp = self._wstrust.get(tenant.id)
         if idp is None:
-            idp = WsTrustIdp(tenant, self.http_for(tenant))
+            idp = WsTrustIdp(tenant, self.http_for(tenant), self._config.public_url)
             self._wstrust[tenant.id] = idp
         return idp
 

@@ -36,6 +36,7 @@ _EMAIL = re.compile(r"[^@\s\"<>(),;:\\\[\]]{1,64}@" + _LABEL + r"(?:\." + _LABEL
 _EXTRA = "\0extra"
 TOUCH_INTERVAL = timedelta(seconds=60)  # last-seen precision (see bridge.state.store.Store.touch_device)
 _DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,63}")
+MAX_LOCATION_CHARS = 128  # a line on a phone screen ("2nd floor print room, east wing")
 CSV_REQUIRED = ("username", "email", "group")
 CSV_OPTIONAL = ("password", "language", "fax_number", "display_name")
 
@@ -73,6 +74,9 @@ class Device:
     created_at: datetime
     last_seen_at: datetime | None
     last_seen_addr: str | None
+    # Where the device stands ("Reception, ground floor"), set by its administrators: the phone shows it
+    # before a user approves a pairing, so the user can tell the panel in front of them from another one.
+    location: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -124,6 +128,16 @@ def normalize_email(email: str) -> str:
     value = email.strip().lower()
     if len(value) > 254 or not _EMAIL.fullmatch(value):
         raise RequestError(f"not a valid email address: {email!r}")
+    return value
+
+
+def check_location(location: str) -> str:
+    """A device's location as stored: stripped, at most MAX_LOCATION_CHARS printable characters (it is shown on
+    the phone that approves a pairing: no control or direction-changing characters); RequestError otherwise."""
+    value = location.strip()
+    if len(value) > MAX_LOCATION_CHARS or not value.isprintable():
+        raise RequestError(f"a device location is at most {MAX_LOCATION_CHARS} printable characters "
+                           "(no control characters)")
     return value
 
 

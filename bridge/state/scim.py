@@ -9,9 +9,9 @@ the directory sync) gets its id the first time SCIM lists the tenant, so an IdP 
 ``userName`` or ``emails`` finds it.
 
 Every write that takes access away is one transaction with the change itself: deactivating an
-account (``active: false``) or deprovisioning it (DELETE) disables it, revokes its sessions and
-drops the Print-to-Web printer's cached verifications of its address; a new email address (the
-account's key) ends them too, since the sessions name the old one.
+account (``active: false``) or deprovisioning it (DELETE) disables it, revokes its sessions,
+drops the Print-to-Web printer's cached verifications of its address and deletes its badge bindings;
+a new email address (the account's key) ends them too, since they name the old one.
 
 DELETE does not delete: the platform never loses data because an IdP said so. The account is
 disabled, its access ended, and it disappears from SCIM (404 from then on); an administrator still
@@ -52,6 +52,8 @@ _ADOPT = ("INSERT INTO scim_users (tenant_id, email_lc, scim_id, created_at, upd
           " ON CONFLICT (tenant_id, email_lc) DO NOTHING")
 _END_SESSIONS = "UPDATE sessions SET revoked = 1 WHERE tenant_id = ? AND user_email_lc = ? AND revoked = 0"
 _FORGET_PRINT = "DELETE FROM print_verified WHERE tenant_id = ? AND email_lc = ?"
+_FORGET_BADGES = "DELETE FROM badge_bindings WHERE tenant_id = ? AND email_lc = ?"  # bridge/state/pairings.py
+_FORGET_LINKS = "DELETE FROM printer_links WHERE tenant_id = ? AND email_lc = ?"  # bridge/state/printlinks.py
 _GROUP_COLUMNS = "scim_id, tenant_id, display_name, external_id, resource, version, created_at, updated_at"
 
 
@@ -158,9 +160,13 @@ def _json(resource: dict[str, Any]) -> str:
 
 
 async def _end_access(tx: Connection, tenant_id: str, email_lc: str) -> int:
-    """Revoke the account's sessions and drop the printer's cached verifications; returns the sessions ended."""
+    """Revoke the account's sessions, drop the printer's cached verifications and delete its badge bindings (as
+    Store.deactivate_user does: a badge must not sign the account in again if it is reactivated); returns the
+    sessions ended."""
     ended = await tx.execute(_END_SESSIONS, (tenant_id, email_lc))
     await tx.execute(_FORGET_PRINT, (tenant_id, email_lc))
+    await tx.execute(_FORGET_BADGES, (tenant_id, email_lc))
+    await tx.execute(_FORGET_LINKS, (tenant_id, email_lc))
     return ended
 
 
@@ -320,6 +326,9 @@ class Provisioning:
                                          " AND revoked = 0", (tenant_id, old_lc))
                 await tx.execute("DELETE FROM sessions WHERE tenant_id = ? AND user_email_lc = ?", (tenant_id, old_lc))
                 await tx.execute(_FORGET_PRINT, (tenant_id, old_lc))
+                # A badge bound to the old address would sign in whoever is given that address later.
+                await tx.execute(_FORGET_BADGES, (tenant_id, old_lc))
+                await tx.execute(_FORGET_LINKS, (tenant_id, old_lc))
                 await tx.execute("UPDATE users SET email_lc = ? WHERE tenant_id = ? AND email_lc = ?",
                                  (new_lc, tenant_id, old_lc))
                 await tx.execute("UPDATE scim_users SET email_lc = ? WHERE tenant_id = ? AND scim_id = ?",

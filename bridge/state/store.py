@@ -5,7 +5,7 @@
 parameters, return types and errors as the SQLite ``Store`` (its dataclasses and helpers are
 imported from :mod:`bridge.state.store`, not copied), one SQL text for both engines.
 
-The schema is :data:`MIGRATIONS` 1..12: 1..3 the ``SCHEMA_VERSION`` steps of the sync store statement
+The schema is :data:`MIGRATIONS` 1..13: 1..3 the ``SCHEMA_VERSION`` steps of the sync store statement
 for statement (on SQLite the very same DDL text, so a file the sync store made at ``PRAGMA
 user_version`` 3 is adopted by :func:`bridge.state.db.migrate` and nothing is run again), 4 the
 lockout protection's tables (``UNLOGGED`` on PostgreSQL: a crash forgets them, at most a few IdP
@@ -14,7 +14,8 @@ credentials and identity (their SQL is the printer's own: ``printers/jobstore.py
 sign-outs (``bridge/console/shared.py``), 7 spray reservations on the in-flight tickets, 8 the API
 tokens and SCIM ids (``bridge/state/tokens.py``, ``bridge/state/scim.py``) and the audit's actor, 9
 the tenants as live data (``bridge/state/tenants.py``), 10 the directory sync's state, 11 the audit's
-reasons. On
+reasons, 12 the personal printer links, 13 phone pairing (pairings, browser sign-ins, badge bindings) and the
+devices' location. On
 PostgreSQL: ``BYTEA`` for the hashes, an identity column for audit ids, and ``TEXT COLLATE "C"``
 for the timestamps (compared as text) and for the keys the store sorts on (tenant, email, device
 id), so ``ORDER BY`` gives SQLite's byte order whatever the database's collation.
@@ -92,6 +93,7 @@ from bridge.state.db import (
     migrate,
     open_database,
 )
+from bridge.state.pairings import PairingStatus
 from bridge.state.records import (
     _DEVICE_ID,
     _DUMMY_SECRET_HASH,
@@ -115,6 +117,7 @@ from bridge.state.records import (
     _parse_networks,
     _tenant_args,
     _ts,
+    check_location,
     hash_device_secret,
     normalize_email,
 )
@@ -449,6 +452,59 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX printer_links_by_user ON printer_links(tenant_id, email_lc)",
         "CREATE INDEX printer_links_by_expiry ON printer_links(expires_at)",
     )),
+    # Phone pairing (bridge/state/pairings.py, issue 14): a device's RFC 8628-style pairing (its codes only as
+    # hashes), the browser sign-ins at the IdP it starts (and /v1/web/login's), and the badges a completed pairing
+    # binds to a user (a keyed hash of the badge). A device's location, shown on the phone before the user approves.
+    Migration(13, "phone pairing", statements=(
+        _ddl("""CREATE TABLE pairings (
+        id {serial},
+        device_code_hash {blob} NOT NULL UNIQUE,
+        user_code_hash {blob} NOT NULL UNIQUE,
+        tenant_id {key} NOT NULL,
+        device_id {key} NOT NULL,
+        badge_hash {blob},
+        status TEXT NOT NULL,
+        email TEXT,
+        created_at {time} NOT NULL,
+        expires_at {time} NOT NULL,
+        interval_seconds INTEGER NOT NULL,
+        last_poll_at {time}
+    )"""),
+        "CREATE INDEX pairings_by_device ON pairings(device_id)",
+        "CREATE INDEX pairings_by_expiry ON pairings(expires_at)",
+        _ddl("""CREATE TABLE browser_signins (
+        id {serial},
+        state_hash {blob} NOT NULL UNIQUE,
+        browser_hash {blob} NOT NULL,
+        tenant_id {key} NOT NULL,
+        purpose TEXT NOT NULL,
+        pairing_id INTEGER,
+        request_id TEXT,
+        email TEXT,
+        return_to TEXT,
+        created_at {time} NOT NULL,
+        expires_at {time} NOT NULL,
+        subject TEXT,
+        code_hash {blob} UNIQUE,
+        finished INTEGER NOT NULL DEFAULT 0
+    )"""),
+        "CREATE INDEX browser_signins_by_expiry ON browser_signins(expires_at)",
+        _ddl("""CREATE TABLE badge_bindings (
+        id {serial},
+        tenant_id {key} NOT NULL,
+        badge_hash {blob} NOT NULL,
+        email TEXT NOT NULL,
+        email_lc {key} NOT NULL,
+        device_id {key},
+        created_at {time} NOT NULL,
+        expires_at {time} NOT NULL,
+        last_used_at {time},
+        UNIQUE (tenant_id, badge_hash)
+    )"""),
+        "CREATE INDEX badge_bindings_by_user ON badge_bindings(tenant_id, email_lc)",
+        "CREATE INDEX badge_bindings_by_expiry ON badge_bindings(expires_at)",
+        "ALTER TABLE devices ADD COLUMN location TEXT NOT NULL DEFAULT ''",
+    )),
 )
 
 SCHEMA_VERSION = max(m.version for m in MIGRATIONS)
@@ -459,7 +515,7 @@ SCHEMA_VERSION = max(m.version for m in MIGRATIONS)
 _USER_COLUMNS = ("tenant_id, email, username, display_name, group_name, enabled, password_hash, twofa_enabled,"
                  " language, fax_number, created_at")
 _DEVICE_COLUMNS = ("device_id, tenant_id, name, mode, enabled, shared_user_email, allowed_networks, created_at,"
-                   " last_seen_at, last_seen_addr")
+                   " last_seen_at, last_seen_addr, location")
 _AUDIT_COLUMNS = ("id, at, kind, result, tenant_id, device_id, mode, email, source, idp_latency_ms, request_id,"
                   " distinct_users, actor, reason")
 _SELECT_USERS = f"SELECT {_USER_COLUMNS} FROM users"  # noqa: S608 (fixed text)
@@ -482,15 +538,18 @@ _USER_UPDATES = {
     "twofa": "UPDATE users SET twofa_enabled = ? WHERE tenant_id = ? AND email_lc = ?",
 }
 _DEVICE_VALUES = ("device_id, tenant_id, name, mode, secret_hash, enabled, shared_user_email, allowed_networks,"
-                  " created_at")
-_INSERT_DEVICE = (f"INSERT INTO devices ({_DEVICE_VALUES}) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)"  # noqa: S608
+                  " created_at, location")
+_INSERT_DEVICE = (f"INSERT INTO devices ({_DEVICE_VALUES}) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?)"  # noqa: S608
                   f" RETURNING {_DEVICE_COLUMNS}")
 _AUTH_DEVICE = f"SELECT secret_hash, {_DEVICE_COLUMNS} FROM devices WHERE device_id = ?"  # noqa: S608 (fixed text)
 # A shared-account device: its user must exist, checked in the same statement.
 _INSERT_SHARED_DEVICE = (
-    f"INSERT INTO devices ({_DEVICE_VALUES}) SELECT ?, ?, ?, ?, ?, 1, ?, ?, ?"  # noqa: S608 (fixed text)
+    f"INSERT INTO devices ({_DEVICE_VALUES}) SELECT ?, ?, ?, ?, ?, 1, ?, ?, ?, ?"  # noqa: S608 (fixed text)
     f" WHERE EXISTS (SELECT 1 FROM users WHERE tenant_id = ? AND email_lc = ?) RETURNING {_DEVICE_COLUMNS}"
 )
+# A disabled device's pairings that have not given a session yet (bridge/state/pairings.py's statuses).
+_UNFINISHED_PAIRING = (PairingStatus.PENDING, PairingStatus.CONFIRMED, PairingStatus.APPROVED)
+_DENY_PAIRINGS = "UPDATE pairings SET status = ? WHERE device_id = ? AND status IN (?, ?, ?)"  # a ? per status
 _CREATE_SESSION = (
     "INSERT INTO sessions (token_hash, tenant_id, user_email, user_email_lc, device_id, created_at, expires_at,"
     " revoked) SELECT ?, ?, ?, ?, ?, ?, ?, 0 WHERE EXISTS (SELECT 1 FROM users WHERE tenant_id = ? AND email_lc = ?)"
@@ -647,14 +706,15 @@ def _user(row: Row) -> User:
 
 
 def _device(row: Row) -> Device:
-    device_id, tenant_id, name, mode, enabled, shared, networks, created, seen_at, seen_addr = row
+    device_id, tenant_id, name, mode, enabled, shared, networks, created, seen_at, seen_addr, location = row
     return Device(device_id=str(device_id), tenant_id=str(tenant_id), name=str(name),
                   mode=DeviceMode(mode), enabled=bool(enabled),
                   shared_user_email=None if shared is None else str(shared),
                   allowed_networks=tuple(ipaddress.ip_network(n) for n in json.loads(str(networks))),
                   created_at=_dt(str(created)),
                   last_seen_at=None if seen_at is None else _dt(str(seen_at)),
-                  last_seen_addr=None if seen_addr is None else str(seen_addr))
+                  last_seen_addr=None if seen_addr is None else str(seen_addr),
+                  location="" if location is None else str(location))
 
 
 def _audit_event(r: Row) -> AuditEvent:
@@ -949,12 +1009,16 @@ class Store:
         return email_lc
 
     async def disable_user(self, tenant_id: str, email: str, *, now: datetime | None = None) -> int:
-        """Disable the account and revoke its sessions; returns how many sessions were revoked."""
+        """Disable the account, revoke its sessions and delete its printer links and badge bindings (neither may
+        sign the account in again once it is enabled: the user sets them up again); returns how many sessions
+        were revoked."""
         async with self._db.transaction() as tx:
             email_lc = await self._update_user(tx, tenant_id, email, "disable", ())
             revoked = await tx.execute(
                 "UPDATE sessions SET revoked = 1 WHERE tenant_id = ? AND user_email_lc = ? AND revoked = 0",
                 (tenant_id, email_lc))
+            await tx.execute("DELETE FROM printer_links WHERE tenant_id = ? AND email_lc = ?", (tenant_id, email_lc))
+            await tx.execute("DELETE FROM badge_bindings WHERE tenant_id = ? AND email_lc = ?", (tenant_id, email_lc))
         log.info("user %s in tenant %s disabled, %s sessions revoked", email_lc, tenant_id, revoked)
         return revoked
 
@@ -1036,9 +1100,13 @@ class Store:
 
     async def add_device(self, tenant_id: str, *, name: str, mode: DeviceMode | str,
                          shared_user_email: str | None = None, allowed_networks: Sequence[str | IPNetwork] = (),
-                         device_id: str | None = None, secret: str | None = None,
+                         device_id: str | None = None, secret: str | None = None, location: str = "",
                          now: datetime | None = None) -> tuple[Device, str]:
-        """Register a device; the plaintext secret is returned here and never again."""
+        """Register a device; the plaintext secret is returned here and never again.
+
+        ``location`` ("Reception, ground floor") is what the phone shows before a user approves a pairing
+        at the device: stripped, at most 128 printable characters.
+        """
         try:
             device_mode = DeviceMode(mode)
         except ValueError as exc:
@@ -1046,6 +1114,7 @@ class Store:
                                f"{', '.join(m.value for m in DeviceMode)})") from exc
         if not name.strip():
             raise RequestError("a device name is required")
+        place = check_location(location)
         if device_id is None:
             device_id = "dev-" + base64.b32encode(secrets.token_bytes(10)).decode("ascii")[:10].lower()
         elif not _DEVICE_ID.fullmatch(device_id):
@@ -1062,7 +1131,7 @@ class Store:
             raise RequestError("a user-prompt device signs in whoever is at the panel: no shared user")
         shared = None if shared_user_email is None else normalize_email(shared_user_email)
         values = (device_id, tenant_id, name.strip(), device_mode.value, hash_device_secret(secret), shared,
-                  json.dumps([str(n) for n in networks]), _ts(now or _now()))
+                  json.dumps([str(n) for n in networks]), _ts(now or _now()), place)
         with _conflicts(f"a device with id {device_id} already exists"):
             if shared is None:
                 row = await self._db.fetchone(_INSERT_DEVICE, values)
@@ -1109,12 +1178,18 @@ class Store:
         return [_device(row) for row in rows]
 
     async def disable_device(self, device_id: str) -> None:
-        """Stop the device authenticating and end the sessions it opened."""
+        """Stop the device authenticating, end the sessions it opened and deny its unfinished pairings.
+
+        A pairing a phone approves after the device was disabled must not become a session if the device is
+        enabled again later: denied now, its poll answers ``access_denied`` and the device starts over.
+        """
         async with self._db.transaction() as tx:
             if await tx.execute("UPDATE devices SET enabled = 0 WHERE device_id = ?", (device_id,)) == 0:
                 raise RequestError(f"no device {device_id}")
             await tx.execute("UPDATE sessions SET revoked = 1 WHERE device_id = ?", (device_id,))
-        log.info("device %s disabled", device_id)
+            denied = await tx.execute(_DENY_PAIRINGS, (PairingStatus.DENIED.value, device_id,
+                                                       *(status.value for status in _UNFINISHED_PAIRING)))
+        log.info("device %s disabled, %s unfinished pairings denied", device_id, denied)
 
     async def enable_device(self, device_id: str) -> None:
         """Let a disabled device authenticate again (its old sessions stay ended)."""
@@ -1466,8 +1541,9 @@ class Store:
     async def directory_disable_user(self, tenant_id: str, email: str, *, now: datetime | None = None
                                      ) -> tuple[bool, int]:
         """Disable an account for the directory sync, in one transaction: end its sessions, forget the
-        printer's verified credentials for it, and remember that the sync disabled it (only when it was
-        enabled: an account someone else disabled stays theirs). Returns (disabled now, sessions ended)."""
+        printer's verified credentials for it, delete its badge bindings, and remember that the sync disabled it
+        (only when it was enabled: an account someone else disabled stays theirs). Returns (disabled now, sessions
+        ended)."""
         email_lc = normalize_email(email)
         async with self._db.transaction() as tx:
             changed = await tx.execute(
@@ -1477,6 +1553,8 @@ class Store:
                 "UPDATE sessions SET revoked = 1 WHERE tenant_id = ? AND user_email_lc = ? AND revoked = 0",
                 (tenant_id, email_lc))
             await tx.execute("DELETE FROM print_verified WHERE tenant_id = ? AND email_lc = ?", (tenant_id, email_lc))
+            await tx.execute("DELETE FROM printer_links WHERE tenant_id = ? AND email_lc = ?", (tenant_id, email_lc))
+            await tx.execute("DELETE FROM badge_bindings WHERE tenant_id = ? AND email_lc = ?", (tenant_id, email_lc))
             if changed:
                 await tx.execute(
                     "INSERT INTO directory_disabled (tenant_id, email_lc, disabled_at) VALUES (?, ?, ?)"
@@ -1565,8 +1643,9 @@ class Store:
         return _user(row)
 
     async def deactivate_user(self, tenant_id: str, email: str) -> int:
-        """Disable the account, end its sessions and forget the printer's verifications of it, in one transaction;
-        returns how many sessions ended."""
+        """Disable the account, end its sessions, forget the printer's verifications of it and delete its
+        personal printer links and badge bindings, in one transaction (so no instance lets a link or a badge
+        in afterwards); returns how many sessions ended."""
         email_lc = normalize_email(email)
         async with self._db.transaction() as tx:
             if await tx.execute(_USER_UPDATES["disable"], (tenant_id, email_lc)) == 0:
@@ -1576,12 +1655,14 @@ class Store:
                 (tenant_id, email_lc))
             await tx.execute("DELETE FROM print_verified WHERE tenant_id = ? AND email_lc = ?", (tenant_id, email_lc))
             await tx.execute("DELETE FROM printer_links WHERE tenant_id = ? AND email_lc = ?", (tenant_id, email_lc))
+            await tx.execute("DELETE FROM badge_bindings WHERE tenant_id = ? AND email_lc = ?", (tenant_id, email_lc))
         log.info("user %s in tenant %s disabled, %s sessions ended", email_lc, tenant_id, ended)
         return ended
 
     async def delete_user(self, tenant_id: str, email: str) -> int:
-        """Delete the account with its sessions, printer verifications, SCIM id and directory-sync mark, in one
-        transaction; refused while a shared-account device signs in as it. Returns how many live sessions ended."""
+        """Delete the account with its sessions, printer verifications, SCIM id, directory-sync mark, printer links
+        and badge bindings, in one transaction; refused while a shared-account device signs in as it. Returns how
+        many live sessions ended."""
         email_lc = normalize_email(email)
         async with self._db.transaction() as tx:
             device = await tx.fetchval(
@@ -1594,7 +1675,7 @@ class Store:
                 (tenant_id, email_lc)) or 0)
             for table, column in (("sessions", "user_email_lc"), ("print_verified", "email_lc"),
                                   ("scim_users", "email_lc"), ("directory_disabled", "email_lc"),
-                                  ("printer_links", "email_lc")):
+                                  ("printer_links", "email_lc"), ("badge_bindings", "email_lc")):
                 await tx.execute(f"DELETE FROM {table} WHERE tenant_id = ? AND {column} = ?",  # noqa: S608 (fixed)
                                  (tenant_id, email_lc))
             if await tx.execute("DELETE FROM users WHERE tenant_id = ? AND email_lc = ?", (tenant_id, email_lc)) == 0:
@@ -1603,9 +1684,9 @@ class Store:
         return ended
 
     async def update_device(self, device_id: str, *, name: str | None = None, mode: DeviceMode | str | None = None,
-                            shared_user_email: str | None = None) -> Device:
-        """Rename a device or change its mode (a shared-account device names its tenant user), in one
-        transaction; a new mode or shared user ends the sessions the device opened."""
+                            shared_user_email: str | None = None, location: str | None = None) -> Device:
+        """Rename a device, move it (``location``; "" clears it) or change its mode (a shared-account device names
+        its tenant user), in one transaction; a new mode or shared user ends the sessions the device opened."""
         try:
             new_mode = None if mode is None else DeviceMode(mode)
         except ValueError as exc:
@@ -1613,6 +1694,7 @@ class Store:
                                f"{', '.join(m.value for m in DeviceMode)})") from exc
         if name is not None and not name.strip():
             raise RequestError("a device name is required")
+        place = None if location is None else check_location(location)
         async with self._db.transaction() as tx:
             row = await tx.fetchone(_SELECT_DEVICES + " WHERE device_id = ?", (device_id,))
             if row is None:
@@ -1631,9 +1713,10 @@ class Store:
             elif shared_user_email is not None:
                 raise RequestError(f"a {target.value} device has no shared user")
             updated = _device(_one(await tx.fetchone(
-                "UPDATE devices SET name = ?, mode = ?, shared_user_email = ? WHERE device_id = ?"  # noqa: S608
+                "UPDATE devices SET name = ?, mode = ?, shared_user_email = ?, location = ? WHERE device_id = ?"  # noqa: S608
                 f" RETURNING {_DEVICE_COLUMNS}", (current.name if name is None else name.strip(), target.value, shared,
-                                                  device_id)), "an updated device"))
+                                                  current.location if place is None else place, device_id)),
+                "an updated device"))
             if (updated.mode, updated.shared_user_email) != (current.mode, current.shared_user_email):
                 await tx.execute("UPDATE sessions SET revoked = 1 WHERE device_id = ? AND revoked = 0", (device_id,))
         log.info("device %s updated (%s)", device_id, updated.mode.value)

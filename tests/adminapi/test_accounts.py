@@ -154,3 +154,32 @@ async def test_devices_rotate_disable_enable_and_mode(admin: Admin) -> None:
     assert results == [("device_created", "mfp-3", "ops"), ("device_secret_rotated", "mfp-3", "ops"),
                        ("device_disabled", "mfp-3", "ops"), ("device_enabled", "mfp-3", "ops"),
                        ("device_mode_changed", "mfp-3", "ops"), ("device_mode_changed", "mfp-3", "ops")]
+
+
+async def test_device_location_is_created_changed_and_cleared(admin: Admin) -> None:
+    base = "/tenants/example/devices"
+    created = await admin.ok("POST", base, {"name": "Front desk", "mode": "user-prompt", "device_id": "front-mfp",
+                                            "location": " Reception, ground floor "}, status=201)
+    assert created["device"]["location"] == "Reception, ground floor"
+    assert (await admin.ok("GET", f"{base}/front-mfp"))["location"] == "Reception, ground floor"
+    plain = await admin.ok("POST", base, {"name": "No place", "mode": "user-prompt"}, status=201)
+    assert plain["device"]["location"] == ""
+    listed = {d["device_id"]: d["location"] for d in (await admin.ok("GET", base))["devices"]}
+    assert listed["front-mfp"] == "Reception, ground floor" and listed["demo-mfp"] == "2nd floor print room"
+
+    moved = await admin.ok("PATCH", f"{base}/front-mfp", {"location": "2nd floor print room"})
+    assert (moved["location"], moved["name"]) == ("2nd floor print room", "Front desk")
+    renamed = await admin.ok("PATCH", f"{base}/front-mfp", {"name": "Front desk MFP"})
+    assert renamed["location"] == "2nd floor print room"  # not given: unchanged
+    for bad, words in (("x" * 129, "at most 128"), ("floor\n2", "printable"), (7, "must be a string")):
+        answer = await admin.call("PATCH", f"{base}/front-mfp", {"location": bad})
+        assert answer.status == 400 and words in answer.body["detail"], (bad, answer.body)
+        answer = await admin.call("POST", base, {"name": "x", "mode": "user-prompt", "location": bad})
+        assert answer.status == 400 and words in answer.body["detail"], (bad, answer.body)
+    assert (await admin.ok("GET", f"{base}/front-mfp"))["location"] == "2nd floor print room"
+    cleared = await admin.ok("PATCH", f"{base}/front-mfp", {"location": ""})
+    assert cleared["location"] == ""
+    results = [(e.result, e.device_id) for e in await admin.changes()]
+    assert results == [("device_created", "front-mfp"), ("device_created", plain["device"]["device_id"]),
+                       ("device_updated", "front-mfp"), ("device_updated", "front-mfp"),
+                       ("device_updated", "front-mfp")]

@@ -197,7 +197,7 @@ async def make_bridge(tmp_path: Path, sim: RunningSimulator) -> AsyncIterator[Br
         app = make_app(config)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", int((listen or {}).get("port", 0)))
         await site.start()
         port = runner.addresses[0][1]
         store = app[STORE]

@@ -161,7 +161,10 @@ async def cluster(request: pytest.FixtureRequest, tmp_path: Path, sim: RunningSi
             procs.append(subprocess.Popen(  # noqa: ASYNC220 (the instances run beside this loop)
                 [sys.executable, "-m", "bridge", "serve", "--config", str(conf / "bridge.yaml"), "--port", str(port)],
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
-            await _wait_ready(f"http://127.0.0.1:{port}", procs[-1])  # one at a time: the first makes the SP keys
+            if index == 0:  # the first alone: it makes the SP keys the others read; then the others together
+                await _wait_ready(f"http://127.0.0.1:{port}", procs[-1])
+        await asyncio.gather(*(_wait_ready(f"http://127.0.0.1:{port}", proc) for port, proc in zip(ports, procs,
+                                                                                                   strict=True)))
         lb = haproxy_factory({f"i{n}": port for n, port in enumerate(ports)})
         await lb.wait_until_up_async(INSTANCES, within=20)
         yield Cluster(lb=lb, ports=ports, procs=procs, db=pg_database, sim=sim, http=http)

@@ -120,6 +120,7 @@ async def print_cluster(tmp_path: Path, sim: RunningSimulator, pg_database: PgDa
     procs: list[subprocess.Popen[bytes]] = []
     logs: list[Path] = []
     printer_ports: dict[str, int] = {}
+    api_ports: list[int] = []
     try:
         for index in range(INSTANCES):
             port, printer_port = free_port(), free_port()
@@ -129,8 +130,12 @@ async def print_cluster(tmp_path: Path, sim: RunningSimulator, pg_database: PgDa
                     [sys.executable, "-m", "bridge", "serve", "--config", str(conf / "bridge.yaml"),
                      "--port", str(port), "--printer-port", str(printer_port)],
                     cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
-            await _wait_ready(f"http://127.0.0.1:{port}", procs[-1])
+            if index == 0:  # the first alone: it makes the keys the others read; then the others together
+                await _wait_ready(f"http://127.0.0.1:{port}", procs[-1])
+            api_ports.append(port)
             printer_ports[f"p{index}"] = printer_port
+        await asyncio.gather(*(_wait_ready(f"http://127.0.0.1:{port}", proc)
+                               for port, proc in zip(api_ports, procs, strict=True)))
         lb = haproxy_factory(printer_ports, check=HealthCheck(path="/"))
         await lb.wait_until_up_async(INSTANCES, within=20)
         yield PrintCluster(lb=lb, procs=procs, logs=logs, db=pg_database, spool=spool)

@@ -509,7 +509,7 @@ async def test_pages_need_a_session_and_posts_the_csrf_token(console_bridge: Con
     ops, ops_plain = await create_token(bridge.store.database, kind="admin", name="ops", tenant_id=None)
     KNOWN_SECRETS.add(ops_plain)
     for path in ("/console/tenants/new", "/console/tenants/example/edit", "/console/users", "/console/devices/new",
-                 "/console/tokens"):
+                 "/console/tokens", "/console/badge-bindings"):
         async with browser_like.get(bridge.url + path, allow_redirects=False) as resp:
             assert resp.status == 303 and resp.headers["Location"] == "/console/login", path
     posts: list[tuple[str, dict[str, str]]] = [
@@ -518,6 +518,8 @@ async def test_pages_need_a_session_and_posts_the_csrf_token(console_bridge: Con
         ("/console/users/disable", {"tenant": "example", "email": "alice@example.com"}),
         ("/console/devices/new", {"tenant": "example", "name": "Forged", "mode": "user-prompt"}),
         ("/console/devices/demo-mfp/rotate", {}),
+        ("/console/devices/demo-mfp/location", {"location": "Forged"}),
+        ("/console/badge-bindings/1/revoke", {}),
         (f"/console/tokens/{ops.id}/revoke", {}),
         ("/console/tokens/new", {"kind": "admin", "name": "forged", "tenant": ""}),
     ]
@@ -536,4 +538,6 @@ async def test_pages_need_a_session_and_posts_the_csrf_token(console_bridge: Con
     assert await _admin_status(bridge, ops_plain) == 200
     status, _ = await bridge.device_login("alice@example.com", "alice-demo-pass")
     assert status == 200  # demo-mfp's secret was not rotated
+    demo_mfp = await bridge.store.get_device("demo-mfp")
+    assert demo_mfp is not None and demo_mfp.location == "2nd floor print room"  # not moved
     assert await changes(bridge) == []

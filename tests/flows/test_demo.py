@@ -153,7 +153,7 @@ async def test_demo_ports_move_api_printer_and_simulator(tmp_path: Path) -> None
         code = await _stop(process)
     text = _text(output)
     assert code == 0, text
-    assert "demo users of tenant example: all 4 already present" in text, text
+    assert "demo users of tenant example: all 5 already present" in text, text
     assert "demo devices already present: demo-mfp" in text, text
     assert "refused" not in text, text
     assert not WARNING_TEXT.search(text), text

@@ -26,7 +26,7 @@ from printers.ipp import (
 )
 from printers.ipp.tags import OUT_OF_BAND_TAGS
 
-PROPS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 int32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)
 ascii_text = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=40)

@@ -72,7 +72,7 @@ async def test_discovery_content_type_and_auth(scim: ScimBridge) -> None:
     # The other tenant's token works on its own tenant only.
     answer = await scim.call("GET", "/Users", token=scim.other_token, tenant="example-org")
     assert answer.status == 200
-    assert {u["userName"] for u in answer.body["Resources"]} == {"bob"}
+    assert {u["userName"] for u in answer.body["Resources"]} == {"bob", "erin"}
     assert (await scim.call("GET", "/Users", token=scim.other_token, tenant="nope")).status == 401
     assert is_error((await scim.call("GET", "/Nope")).body, 404)
 
@@ -151,7 +151,7 @@ async def test_filters_and_paging(scim: ScimBridge) -> None:
 
     everyone = await scim.call("GET", "/Users")
     total = everyone.body["totalResults"]
-    assert total == len(everyone.body["Resources"]) == 9  # 4 from the demo's CSV
+    assert total == len(everyone.body["Resources"]) == 10  # 5 from the demo's CSV
     seen: list[str] = []
     for start in range(1, total + 1, 3):
         page = (await scim.call("GET", f"/Users?startIndex={start}&count=3")).body

@@ -2,8 +2,9 @@
 
 From the IdP we take its entity id, its ECP endpoint (the SOAP-binding
 ``SingleSignOnService``; Okta, Entra and F5 publish none, which means
-password prompts cannot work for that tenant) and the certificates to pin
-for signature checks.  The metadata's own signature is not checked here:
+password prompts cannot work for that tenant), its HTTP-Redirect
+``SingleSignOnService`` (where a browser sign-in starts; nearly every IdP has
+one) and the certificates to pin for signature checks.  The metadata's own signature is not checked here:
 the document is trusted as configured by the administrator (or fetched over
 TLS by the caller).
 
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 NS_MD = "urn:oasis:names:tc:SAML:2.0:metadata"
 BINDING_SOAP = "urn:oasis:names:tc:SAML:2.0:bindings:SOAP"
 BINDING_PAOS = "urn:oasis:names:tc:SAML:2.0:bindings:PAOS"
+BINDING_HTTP_REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
+BINDING_HTTP_POST = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
 
 MAX_METADATA_BYTES = 4 * 1024 * 1024  # one IdP, or a small aggregate; not a whole federation feed
 MAX_SIGNING_CERTIFICATES = 8
@@ -53,6 +56,7 @@ class IdpMetadata:
     ecp_url: str | None  # None: the IdP offers no ECP, so no password sign-in at devices
     signing_certificates: tuple[x509.Certificate, ...]
     valid_until: datetime | None  # earliest validUntil of the entity and its enclosing groups
+    sso_redirect_url: str | None = None  # HTTP-Redirect SingleSignOnService: where browser sign-in starts
 
 
 def parse_idp_metadata(raw: bytes, *, entity_id: str | None = None) -> IdpMetadata:
@@ -69,16 +73,23 @@ def parse_idp_metadata(raw: bytes, *, entity_id: str | None = None) -> IdpMetada
     idp = _idp_descriptor(entity)
     return IdpMetadata(
         entity_id=found_id,
-        ecp_url=_ecp_url(idp),
+        ecp_url=_sso_url(idp, BINDING_SOAP),
         signing_certificates=_signing_certificates(idp),
         valid_until=_valid_until(entity),
+        sso_redirect_url=_sso_url(idp, BINDING_HTTP_REDIRECT),
     )
 
 
 def build_sp_metadata(
     *, entity_id: str, acs_url: str, signing_cert_pem: bytes, encryption_cert_pem: bytes, requests_signed: bool = False
 ) -> bytes:
-    """Our SP's EntityDescriptor: PAOS consumer, unsigned requests, signed assertions wanted."""
+    """Our SP's EntityDescriptor: PAOS and HTTP-POST consumers at the ACS URL, signed assertions wanted.
+
+    PAOS serves the password path (ECP), HTTP-POST the browser sign-in; the
+    POST one is the default, as it is the only one an IdP could answer an
+    unsolicited sign-in to (which the bridge refuses, but IdP consoles want a
+    default).  The indexes differ, as saml-metadata 2.2.3 requires.
+    """
     entity = etree.Element(f"{_M}EntityDescriptor", nsmap={"md": NS_MD, "ds": NS_DS}, entityID=entity_id)
     sp = etree.SubElement(
         entity,
@@ -91,8 +102,9 @@ def build_sp_metadata(
         descriptor = etree.SubElement(sp, f"{_M}KeyDescriptor", use=use)
         data = etree.SubElement(etree.SubElement(descriptor, f"{_D}KeyInfo"), f"{_D}X509Data")
         etree.SubElement(data, f"{_D}X509Certificate").text = _pem_to_b64(pem)
+    etree.SubElement(sp, f"{_M}AssertionConsumerService", Binding=BINDING_PAOS, Location=acs_url, index="0")
     etree.SubElement(
-        sp, f"{_M}AssertionConsumerService", Binding=BINDING_PAOS, Location=acs_url, index="0", isDefault="true"
+        sp, f"{_M}AssertionConsumerService", Binding=BINDING_HTTP_POST, Location=acs_url, index="1", isDefault="true"
     )
     return etree.tostring(entity, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
@@ -123,14 +135,20 @@ def _idp_descriptor(entity: etree._Element) -> etree._Element:
     raise IdpProtocolError("metadata: the entity has no SAML 2.0 IDPSSODescriptor")
 
 
-def _ecp_url(idp: etree._Element) -> str | None:
+def _sso_url(idp: etree._Element, binding: str) -> str | None:
+    """The first usable SingleSignOnService Location of ``binding`` (an http(s) URL with a host), or None."""
     for service in idp.iterfind(f"{_M}SingleSignOnService"):
-        if service.get("Binding") != BINDING_SOAP:
+        if service.get("Binding") != binding:
             continue
         location = (service.get("Location") or "").strip()
-        if urlsplit(location).scheme in ("https", "http") and urlsplit(location).netloc:
+        try:
+            parts = urlsplit(location)
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            parts = None
+        if parts is not None and parts.scheme in ("https", "http") and parts.netloc:
             return location
-        log.warning("metadata: ignoring a SOAP SingleSignOnService with an unusable Location")
+        log.warning("metadata: ignoring a SingleSignOnService (%s) with an unusable Location",
+                    binding.rsplit(":", 1)[-1])
     return None
 
 

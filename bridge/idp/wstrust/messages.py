@@ -412,7 +412,19 @@ def parse_rstr(raw: bytes, *, version: WsTrustVersion) -> RstrResult:
         _single([el for el in _elements(holder)], "RequestSecurityTokenResponse in the collection")
     if trust_ns != _URIS[version].namespace:
         log.debug("WS-Trust %s request answered in namespace %s", version.value, trust_ns)
+    return read_requested_token(rstr, requested, document=root)
 
+
+def read_requested_token(
+    rstr: etree._Element, requested: etree._Element, *, document: etree._Element
+) -> RstrResult:
+    """The one SAML 1.1 or 2.0 Assertion in ``requested`` (a RequestedSecurityToken of ``rstr``).
+
+    Shared by the WS-Trust answer and the WS-Federation ``wresult``: nothing but
+    the token inside, with an ID, of the type the RSTR announces (if it does).
+    ``document`` is the tree both came from, handed on to the validator.
+    """
+    trust_ns = etree.QName(requested).namespace or ""
     if (requested.text or "").strip() or any((child.tail or "").strip() for child in requested):
         raise IdpProtocolError("RSTR: RequestedSecurityToken holds text besides the token")
     token = _single(_elements(requested), "element inside RequestedSecurityToken")
@@ -433,4 +445,5 @@ def parse_rstr(raw: bytes, *, version: WsTrustVersion) -> RstrResult:
         raise IdpProtocolError(
             f"RSTR: TokenType {token_type} announced, but the token is a SAML {saml_version.value} Assertion"
         )
-    return RstrResult(token_type=token_type, saml_version=saml_version, assertion_id=assertion_id, document=root)
+    return RstrResult(token_type=token_type, saml_version=saml_version, assertion_id=assertion_id,
+                      document=document)

@@ -93,8 +93,19 @@ def _cert_base64(cert_pem: bytes) -> str:
     return base64.b64encode(cert.public_bytes(Encoding.DER)).decode("ascii")
 
 
-def idp_metadata(*, entity_id: str, sso_url: str, signing_cert_pem: bytes) -> bytes:
-    """The IdP's EntityDescriptor (saml-metadata section 2.4.3), shaped like Shibboleth's."""
+def idp_metadata(
+    *,
+    entity_id: str,
+    sso_url: str,
+    signing_cert_pem: bytes,
+    browser_sso: tuple[tuple[str, str], ...] = (),
+) -> bytes:
+    """The IdP's EntityDescriptor (saml-metadata section 2.4.3), shaped like Shibboleth's.
+
+    ``sso_url`` is the ECP (SOAP) SingleSignOnService; ``browser_sso`` adds
+    (Binding, Location) pairs for Web Browser SSO, which an SP needs to find
+    where a browser sign-in starts.
+    """
     root = etree.Element(f"{{{NS_MD}}}EntityDescriptor", {"entityID": entity_id}, nsmap={"md": NS_MD, "ds": NS_DS})
     idp = etree.SubElement(root, f"{{{NS_MD}}}IDPSSODescriptor", protocolSupportEnumeration=PROTOCOL_SAML2)
     key = etree.SubElement(idp, f"{{{NS_MD}}}KeyDescriptor", use="signing")
@@ -102,6 +113,8 @@ def idp_metadata(*, entity_id: str, sso_url: str, signing_cert_pem: bytes) -> by
     data = etree.SubElement(info, f"{{{NS_DS}}}X509Data")
     etree.SubElement(data, f"{{{NS_DS}}}X509Certificate").text = _cert_base64(signing_cert_pem)
     etree.SubElement(idp, f"{{{NS_MD}}}NameIDFormat").text = NAMEID_EMAIL
+    for binding, location in browser_sso:
+        etree.SubElement(idp, f"{{{NS_MD}}}SingleSignOnService", Binding=binding, Location=location)
     etree.SubElement(idp, f"{{{NS_MD}}}SingleSignOnService", Binding=BINDING_SOAP, Location=sso_url)
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 

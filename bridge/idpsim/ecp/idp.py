@@ -6,24 +6,35 @@ in-process signing per login, no xmlsec1 subprocess), and the assertion is
 encrypted for the SP with pysaml2's xmlsec1 backend when asked, as Shibboleth
 does by default.  Order, as a real IdP does it: sign the assertion, encrypt
 it, then sign the Response over the EncryptedAssertion.
+
+The same IdP answers SAML Web Browser SSO (:mod:`bridge.idpsim.browser`): its
+pysaml2 Server also knows the HTTP-Redirect and HTTP-POST SingleSignOnService
+endpoints, and :meth:`EcpIdp.build_response` / :meth:`EcpIdp.error_response`
+give the bare Response that binding posts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import copy
 import functools
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryptography import x509
 from lxml import etree
+from saml2 import BINDING_HTTP_POST as PYSAML2_BINDING_HTTP_POST
+from saml2 import BINDING_HTTP_REDIRECT as PYSAML2_BINDING_HTTP_REDIRECT
 from saml2 import BINDING_SOAP as PYSAML2_BINDING_SOAP
 from saml2.config import IdPConfig
 from saml2.saml import NAME_FORMAT_URI, NameID
@@ -45,8 +56,12 @@ log = logging.getLogger(__name__)
 
 ECP_PATH = "/idp/profile/SAML2/SOAP/ECP"
 ENTITY_PATH = "/idp/shibboleth"
+# Web Browser SSO (saml-profiles 4.1), Shibboleth's paths; served by bridge.idpsim.browser.
+REDIRECT_SSO_PATH = "/idp/profile/SAML2/Redirect/SSO"
+POST_SSO_PATH = "/idp/profile/SAML2/POST/SSO"
 WRONG_DESTINATION = "https://wrong-destination.invalid/Shibboleth.sso/SAML2/ECP"
 AUTHN_CONTEXT_PASSWORD = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"  # noqa: S105
+AUTHN_CONTEXT_MFA = "https://refeds.org/profile/mfa"  # REFEDS MFA profile: what Shibboleth's MFA flow asserts
 CLAIM_UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
 MAX_REQUEST_BYTES = 64 * 1024
 _MAX_SERVERS = 8  # one pysaml2 Server per base URL seen (Host header); bounded
@@ -105,6 +120,7 @@ class EcpIdp:
         self._sp_metadata: dict[str, str] = {}
         self._servers: OrderedDict[str, _SimServer] = OrderedDict()
         self._lock = asyncio.Lock()
+        self._build_lock = threading.Lock()
 
     @property
     def config(self) -> SimConfig:
@@ -154,26 +170,45 @@ class EcpIdp:
     def parse_request(self, server: _SimServer, raw: bytes) -> EcpAuthnRequest:
         """Parse the SOAP-wrapped AuthnRequest; RequestError (or XmlRejected) for anything unreadable."""
         parse_untrusted(raw, what="ECP request", max_bytes=MAX_REQUEST_BYTES)
-        try:
-            parsed = server.parse_authn_request(raw.decode("utf-8"), PYSAML2_BINDING_SOAP)
-        except Exception as exc:  # pysaml2 raises a wide variety; all mean "bad request"
-            raise RequestError(f"AuthnRequest refused: {type(exc).__name__}") from exc
-        message = getattr(parsed, "message", None)
-        issuer = getattr(message, "issuer", None)
-        if message is None or issuer is None or not getattr(issuer, "text", None):
-            raise RequestError("AuthnRequest has no Issuer")
-        request_id = getattr(message, "id", None)
-        if not request_id:
-            raise RequestError("AuthnRequest has no ID")
-        return EcpAuthnRequest(
-            request_id=str(request_id),
-            sp_entity_id=str(issuer.text).strip(),
-            acs_url=_opt_str(getattr(message, "assertion_consumer_service_url", None)),
-            protocol_binding=_opt_str(getattr(message, "protocol_binding", None)),
-        )
+        return _parsed(server, raw.decode("utf-8"), PYSAML2_BINDING_SOAP)
 
-    def resolve_acs(self, server: _SimServer, request: EcpAuthnRequest, *, trust_any_sp: bool) -> AcsDecision:
-        """The ACS URL to answer to; a refusal when the SP or its ACS is not known (Shibboleth's checks)."""
+    def parse_browser_request(self, server: _SimServer, encoded: str, binding: str) -> EcpAuthnRequest:
+        """Parse an AuthnRequest as the HTTP-Redirect or HTTP-POST binding carries it (``SAMLRequest``).
+
+        The caller has already decoded it within bounds and checked any signature
+        (pysaml2 re-serialises a request before verifying it, which breaks signatures
+        made by others); ``binding`` picks the endpoint its Destination must name.
+        """
+        return _parsed(server, encoded, binding)
+
+    def is_registered(self, sp_entity_id: str) -> bool:
+        """Whether the SP's metadata was registered (then its certificates and ACS list apply)."""
+        return sp_entity_id in self._sp_metadata
+
+    def sp_signing_certificates(self, server: _SimServer, sp_entity_id: str) -> tuple[x509.Certificate, ...]:
+        """The signing certificates the SP's registered metadata names (none when unregistered)."""
+        if server.metadata is None or not self.is_registered(sp_entity_id):
+            return ()
+        try:
+            certs: Any = server.metadata.certs(sp_entity_id, "spsso", "signing")
+        except KeyError:
+            return ()
+        found: list[x509.Certificate] = []
+        for entry in certs or []:
+            try:
+                der = base64.b64decode("".join(str(entry[1]).split()), validate=True)
+                found.append(x509.load_der_x509_certificate(der))
+            except (binascii.Error, ValueError, IndexError, TypeError):
+                log.warning("ignoring an unreadable signing certificate in the metadata of %s", sp_entity_id)
+        return tuple(found)
+
+    def resolve_acs(
+        self, server: _SimServer, request: EcpAuthnRequest, *, trust_any_sp: bool, binding: str = BINDING_PAOS
+    ) -> AcsDecision:
+        """The ACS URL to answer to; a refusal when the SP or its ACS is not known (Shibboleth's checks).
+
+        ``binding`` is the one the answer travels by: PAOS for ECP, HTTP-POST for the browser.
+        """
         fallback = request.acs_url or ""
         if request.sp_entity_id not in self._sp_metadata:
             if trust_any_sp and request.acs_url:
@@ -183,7 +218,7 @@ class EcpIdp:
             endpoints: Any = (
                 []
                 if server.metadata is None
-                else server.metadata.assertion_consumer_service(request.sp_entity_id, BINDING_PAOS)
+                else server.metadata.assertion_consumer_service(request.sp_entity_id, binding)
             )
         except Exception:  # pysaml2: UnsupportedBinding / UnknownSystemEntity
             endpoints = []
@@ -191,7 +226,8 @@ class EcpIdp:
         if request.acs_url is None:
             if locations:
                 return AcsDecision(acs_url=locations[0])
-            return AcsDecision(acs_url="", refusal="the SP has no PAOS AssertionConsumerService")
+            name = binding.rsplit(":", 1)[-1]
+            return AcsDecision(acs_url="", refusal=f"the SP has no {name} AssertionConsumerService")
         if request.acs_url in locations:
             return AcsDecision(acs_url=request.acs_url)
         return AcsDecision(acs_url=fallback, refusal="AssertionConsumerServiceURL not in the SP's metadata")
@@ -206,11 +242,26 @@ class EcpIdp:
         message: str | None,
         controls: EcpControls,
     ) -> bytes:
-        """A SOAP-wrapped Response whose Status holds ``codes`` (top-level first) and ``message``.
+        """:meth:`error_response` in the ECP SOAP envelope."""
+        root = self.error_response(server, request, acs_url=acs_url, codes=codes, message=message, controls=controls)
+        return ecp_response_envelope(root, acs_url=acs_url)
+
+    def error_response(
+        self,
+        server: _SimServer,
+        request: EcpAuthnRequest,
+        *,
+        acs_url: str,
+        codes: tuple[str, ...],
+        message: str | None,
+        controls: EcpControls,
+    ) -> etree._Element:
+        """A Response whose Status holds ``codes`` (top-level first) and ``message``, no assertion.
 
         pysaml2 builds the Response (its error_status_factory always nests one
         code under Responder); the Status is then written as asked, so every
-        shape real IdPs send can be played (saml-core section 3.2.2).
+        shape real IdPs send can be played (saml-core section 3.2.2).  Signing
+        is CPU work: callers on the event loop run this in a worker thread.
         """
         response = server.create_error_response(
             request.request_id, acs_url or None, (codes[-1], message or ""), sign=False
@@ -219,7 +270,7 @@ class EcpIdp:
         _set_status(root, codes, message)
         if controls.sign_response:
             root = self._sign(root, wrong_key=False)
-        return ecp_response_envelope(root, acs_url=acs_url)
+        return root
 
     def authn_failed(
         self,
@@ -261,8 +312,56 @@ class EcpIdp:
         now: datetime | None = None,
     ) -> bytes:
         """The SOAP envelope with the Response for ``user``, shaped by the controls and their mischief."""
-        mischief = controls.mischief
+        root = await self.build_response(server, request, user, acs_url=acs_url, controls=controls, now=now)
+        return ecp_response_envelope(root, acs_url=acs_url)
+
+    async def build_response(
+        self,
+        server: _SimServer,
+        request: EcpAuthnRequest,
+        user: SimUser,
+        *,
+        acs_url: str,
+        controls: EcpControls,
+        authn_class: str = AUTHN_CONTEXT_PASSWORD,
+        now: datetime | None = None,
+    ) -> etree._Element:
+        """The samlp:Response for ``user`` (ECP and Web Browser SSO alike), shaped by the controls.
+
+        pysaml2's building and the signing run in worker threads: both are CPU
+        work that would otherwise stall every other login on the event loop.
+        """
         when = now or datetime.now(UTC)
+        root, assertion, forged = await asyncio.to_thread(
+            self._signed_assertion_response, server, request, user, acs_url, controls, authn_class, when
+        )
+        mischief = controls.mischief
+        signs = mischief is not EcpMischief.UNSIGNED
+        if controls.encrypt_assertion:
+            root = await self._encrypt(server, root, assertion, request.sp_entity_id, controls)
+        if signs and controls.sign_response:
+            root = await asyncio.to_thread(self._sign, root, wrong_key=mischief is EcpMischief.WRONG_KEY)
+            if mischief is EcpMischief.TAMPERED_RESPONSE:
+                # Outside the assertion: only the Response's own signature breaks.
+                root.set("IssueInstant", saml_datetime(when - timedelta(days=1)))
+        if forged is not None:
+            # After every signature: a forgery the signatures do not cover.
+            first = _first_assertion_slot(root)
+            first.addprevious(forged)
+        return root
+
+    def _signed_assertion_response(
+        self,
+        server: _SimServer,
+        request: EcpAuthnRequest,
+        user: SimUser,
+        acs_url: str,
+        controls: EcpControls,
+        authn_class: str,
+        when: datetime,
+    ) -> tuple[etree._Element, etree._Element, etree._Element | None]:
+        """(Response, its assertion signed as the controls say, an unsigned forgery or None); blocking."""
+        mischief = controls.mischief
         subject_mail, subject_upn = user.email, user.upn
         if mischief is EcpMischief.WRAP:
             subject_mail = subject_upn = controls.mischief_subject
@@ -277,17 +376,18 @@ class EcpIdp:
             CLAIM_UPN: [subject_upn],
         }
         try:
-            response = server.create_authn_response(
-                identity,
-                in_response_to,
-                destination,
-                request.sp_entity_id,
-                name_id=NameID(format=NAMEID_EMAIL, text=subject_mail),
-                authn={"class_ref": AUTHN_CONTEXT_PASSWORD},
-                sign_assertion=False,
-                sign_response=False,
-                encrypt_assertion=False,
-            )
+            with self._build_lock:  # one pysaml2 Server, shared by the worker threads
+                response = server.create_authn_response(
+                    identity,
+                    in_response_to,
+                    destination,
+                    request.sp_entity_id,
+                    name_id=NameID(format=NAMEID_EMAIL, text=subject_mail),
+                    authn={"class_ref": authn_class},
+                    sign_assertion=False,
+                    sign_response=False,
+                    encrypt_assertion=False,
+                )
         except Exception as exc:  # pysaml2's own failures: the simulator's problem, not the client's
             raise EcpIssueError(f"pysaml2 could not build the Response: {type(exc).__name__}") from exc
         root = _to_lxml(response)
@@ -304,24 +404,11 @@ class EcpIdp:
         elif mischief is EcpMischief.WRONG_AUDIENCE:
             for audience in assertion.iter(f"{{{NS_SAML2}}}Audience"):
                 audience.text = WRONG_AUDIENCE
-        signs = mischief is not EcpMischief.UNSIGNED
-        wrong_key = mischief is EcpMischief.WRONG_KEY
-        if signs and controls.sign_assertion:
-            signed = self._sign(assertion, wrong_key=wrong_key)
+        if mischief is not EcpMischief.UNSIGNED and controls.sign_assertion:
+            signed = self._sign(assertion, wrong_key=mischief is EcpMischief.WRONG_KEY)
             root.replace(assertion, signed)
             assertion = signed
-        if controls.encrypt_assertion:
-            root = await self._encrypt(server, root, assertion, request.sp_entity_id, controls)
-        if signs and controls.sign_response:
-            root = self._sign(root, wrong_key=wrong_key)
-            if mischief is EcpMischief.TAMPERED_RESPONSE:
-                # Outside the assertion: only the Response's own signature breaks.
-                root.set("IssueInstant", saml_datetime(when - timedelta(days=1)))
-        if forged is not None:
-            # After every signature: a forgery the signatures do not cover.
-            first = _first_assertion_slot(root)
-            first.addprevious(forged)
-        return ecp_response_envelope(root, acs_url=acs_url)
+        return root, assertion, forged
 
     def _sign(self, element: etree._Element, *, wrong_key: bool) -> etree._Element:
         key_pem, cert_pem = _stranger_pair() if wrong_key else (self._signing.key_pem, self._signing.cert_pem)
@@ -397,6 +484,26 @@ def _run_encrypt(server: _SimServer, document: str, template: str, cert_b64: str
     finally:
         os.unlink(path)
     return str(result)
+
+
+def _parsed(server: _SimServer, text: str, binding: str) -> EcpAuthnRequest:
+    try:
+        parsed = server.parse_authn_request(text, binding)
+    except Exception as exc:  # pysaml2 raises a wide variety; all mean "bad request"
+        raise RequestError(f"AuthnRequest refused: {type(exc).__name__}") from exc
+    message = getattr(parsed, "message", None)
+    issuer = getattr(message, "issuer", None)
+    if message is None or issuer is None or not getattr(issuer, "text", None):
+        raise RequestError("AuthnRequest has no Issuer")
+    request_id = getattr(message, "id", None)
+    if not request_id:
+        raise RequestError("AuthnRequest has no ID")
+    return EcpAuthnRequest(
+        request_id=str(request_id),
+        sp_entity_id=str(issuer.text).strip(),
+        acs_url=_opt_str(getattr(message, "assertion_consumer_service_url", None)),
+        protocol_binding=_opt_str(getattr(message, "protocol_binding", None)),
+    )
 
 
 def _trusted_parser() -> etree.XMLParser:
@@ -495,7 +602,13 @@ def _build_server(base_url: str, sp_metadata: dict[str, str], config: SimConfig)
         "service": {
             "idp": {
                 "name": "loginbridge idp-sim ECP",
-                "endpoints": {"single_sign_on_service": [(base_url + ECP_PATH, PYSAML2_BINDING_SOAP)]},
+                "endpoints": {
+                    "single_sign_on_service": [
+                        (base_url + ECP_PATH, PYSAML2_BINDING_SOAP),
+                        (base_url + REDIRECT_SSO_PATH, PYSAML2_BINDING_HTTP_REDIRECT),
+                        (base_url + POST_SSO_PATH, PYSAML2_BINDING_HTTP_POST),
+                    ]
+                },
                 "name_id_format": [NAMEID_EMAIL],
                 "policy": {"default": {"lifetime": {"seconds": lifetime}, "name_form": NAME_FORMAT_URI}},
             }
@@ -513,8 +626,12 @@ def _build_server(base_url: str, sp_metadata: dict[str, str], config: SimConfig)
 
 
 __all__ = [
+    "AUTHN_CONTEXT_MFA",
+    "AUTHN_CONTEXT_PASSWORD",
     "ECP_PATH",
     "ENTITY_PATH",
+    "POST_SSO_PATH",
+    "REDIRECT_SSO_PATH",
     "AcsDecision",
     "EcpAuthnRequest",
     "EcpIdp",

@@ -10,7 +10,13 @@ with a Basic challenge; unreadable request → SOAP Fault (HTTP 500); unknown
 SP or unregistered ACS → Response with Responder/RequestDenied; wrong password
 → 401 again, or the dialect ``auth_failure`` names (:class:`AuthFailureMode`:
 a SOAP fault with 401/403, a bare 403, or a SAML status as Shibboleth, Keycloak
-or SimpleSAMLphp word it); disabled account → Responder/RequestDenied.
+or SimpleSAMLphp word it); disabled account → Responder/RequestDenied; right
+password for an account marked ``password_logins: mfa_required`` →
+Responder/NoAuthnContext with a StatusMessage saying MFA is required (an
+MFA-enforcing IdP cannot satisfy its policy over ECP).
+
+The metadata also lists the Web Browser SSO endpoints that
+:mod:`bridge.idpsim.browser` serves.
 """
 
 from __future__ import annotations
@@ -26,7 +32,15 @@ from aiohttp import web
 
 from bridge.errors import BridgeError, ConfigError, RequestError
 from bridge.idpsim.ecp.documents import basic_credentials, idp_metadata, soap_fault
-from bridge.idpsim.ecp.idp import ECP_PATH, ENTITY_PATH, MAX_REQUEST_BYTES, EcpIdp, EcpIssueError
+from bridge.idpsim.ecp.idp import (
+    ECP_PATH,
+    ENTITY_PATH,
+    MAX_REQUEST_BYTES,
+    POST_SSO_PATH,
+    REDIRECT_SSO_PATH,
+    EcpIdp,
+    EcpIssueError,
+)
 from bridge.idpsim.ecp.settings import AuthFailureMode, EcpControls, EcpSettings
 from bridge.idpsim.issuance import SigningMaterial
 from bridge.idpsim.state import ERROR_PAGE_500, SIM_STATE, FailMode, refuse_remote
@@ -49,6 +63,12 @@ _STATUS_DIALECTS: dict[AuthFailureMode, tuple[tuple[str, ...], str | None]] = {
     AuthFailureMode.RESPONDER_ONLY: ((f"{_STATUS}Responder",), None),
 }
 AUTHN_FAILED_FAULT = "Authentication failed"
+# The right password for an account whose IdP policy demands MFA: the request cannot be met
+# with the authentication context ECP can offer (saml-core 3.2.2.2, NoAuthnContext).
+MFA_REQUIRED_CODES = (f"{_STATUS}Responder", f"{_STATUS}NoAuthnContext")
+MFA_REQUIRED_MESSAGE = "Multi-factor authentication is required for this account."
+BINDING_HTTP_REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
+BINDING_HTTP_POST = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
 
 METADATA_PATH = ENTITY_PATH
 CONTROL_PATH = "/_sim/ecp"
@@ -136,7 +156,7 @@ def _wrong_password_without_response(runtime: EcpRuntime, mode: AuthFailureMode)
     return _challenge(runtime)
 
 
-async def _simulated_trouble(request: web.Request, name: str) -> web.StreamResponse | None:
+async def simulated_trouble(request: web.Request, name: str) -> web.StreamResponse | None:
     """The simulator-wide counters, delay and failure modes, as the AD FS endpoints apply them."""
     state = request.app.get(SIM_STATE)
     if state is None:
@@ -158,20 +178,21 @@ async def _simulated_trouble(request: web.Request, name: str) -> web.StreamRespo
     return None
 
 
-def _count(request: web.Request, name: str) -> None:
+def count(request: web.Request, name: str) -> None:
+    """Count ``name`` in the simulator's counters (``/_sim/stats``) when the app has them."""
     state = request.app.get(SIM_STATE)
     if state is not None:
         state.count(name)
 
 
 async def _ecp(request: web.Request) -> web.StreamResponse:
-    trouble = await _simulated_trouble(request, "ecp")
+    trouble = await simulated_trouble(request, "ecp")
     if trouble is not None:
         return trouble
     runtime = request.app[ECP_RUNTIME]
     credentials = basic_credentials(request.headers.get("Authorization"))
     if credentials is None:
-        _count(request, "ecp.challenge")
+        count(request, "ecp.challenge")
         return _challenge(runtime)
     try:
         raw = await request.read()
@@ -185,20 +206,20 @@ async def _ecp(request: web.Request) -> web.StreamResponse:
         authn = idp.parse_request(server, raw)
     except BridgeError as exc:
         log.info("refused ECP request: %s", exc.detail)
-        _count(request, "ecp.fault")
+        count(request, "ecp.fault")
         return _soap(soap_fault(client_error=True, text="The request could not be decoded."), status=500)
     decision = idp.resolve_acs(server, authn, trust_any_sp=controls.trust_any_sp)
     try:
         if decision.refusal is not None:
             log.info("ECP request from %s refused: %s", authn.sp_entity_id, decision.refusal)
-            _count(request, "ecp.denied")
+            count(request, "ecp.denied")
             return _soap(
                 idp.request_denied(server, authn, acs_url=decision.acs_url, reason=decision.refusal, controls=controls)
             )
         user = idp.config.authenticate(credentials.login, credentials.password)
         if user is None:
             log.info("ECP authentication failed for %s", credentials.login)
-            _count(request, "ecp.auth_failed")
+            count(request, "ecp.auth_failed")
             dialect = _STATUS_DIALECTS.get(controls.auth_failure)
             if dialect is None:
                 return _wrong_password_without_response(runtime, controls.auth_failure)
@@ -210,32 +231,48 @@ async def _ecp(request: web.Request) -> web.StreamResponse:
             )
         if not user.enabled:
             log.info("ECP login refused for disabled user %s", user.upn)
-            _count(request, "ecp.denied")
+            count(request, "ecp.denied")
             return _soap(
                 idp.request_denied(
                     server, authn, acs_url=decision.acs_url, reason="account disabled", controls=controls
                 )
             )
+        if user.password_logins_need_mfa:
+            log.info("ECP login refused for %s: its policy requires MFA", user.upn)
+            count(request, "ecp.mfa_required")
+            return _soap(
+                idp.error_envelope(
+                    server,
+                    authn,
+                    acs_url=decision.acs_url,
+                    codes=MFA_REQUIRED_CODES,
+                    message=MFA_REQUIRED_MESSAGE,
+                    controls=controls,
+                )
+            )
         body = await idp.issue(server, authn, user, acs_url=decision.acs_url, controls=controls)
     except EcpIssueError as exc:
         log.warning("ECP answer for %s could not be built: %s", authn.sp_entity_id, exc.detail)
-        _count(request, "ecp.error")
+        count(request, "ecp.error")
         return _soap(soap_fault(client_error=False, text="The IdP could not build the response."), status=500)
-    _count(request, "ecp.issued")
+    count(request, "ecp.issued")
     if controls.mischief is not None:
-        _count(request, f"ecp.mischief.{controls.mischief.value}")
+        count(request, f"ecp.mischief.{controls.mischief.value}")
     log.info("ECP assertion issued for %s to %s", user.upn, authn.sp_entity_id)
     return _soap(body)
 
 
 async def _metadata(request: web.Request) -> web.StreamResponse:
-    trouble = await _simulated_trouble(request, "ecp-metadata")
+    trouble = await simulated_trouble(request, "ecp-metadata")
     if trouble is not None:
         return trouble
     runtime = request.app[ECP_RUNTIME]
     base = runtime.base_for(request)
     document = idp_metadata(
-        entity_id=base + ENTITY_PATH, sso_url=base + ECP_PATH, signing_cert_pem=runtime.idp.signing.cert_pem
+        entity_id=base + ENTITY_PATH,
+        sso_url=base + ECP_PATH,
+        signing_cert_pem=runtime.idp.signing.cert_pem,
+        browser_sso=((BINDING_HTTP_REDIRECT, base + REDIRECT_SSO_PATH), (BINDING_HTTP_POST, base + POST_SSO_PATH)),
     )
     return web.Response(body=document, headers={"Content-Type": SAML_METADATA_CONTENT_TYPE})
 

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from unittest import mock
@@ -31,8 +30,8 @@ from signxml.verifier import SignatureConfiguration, XMLVerifier
 from bridge.errors import ConfigError, XmlRejected
 from bridge.idpsim import namespaces as ns
 from bridge.idpsim.app import STATS_PATH, make_app
-from bridge.idpsim.config import SimConfig, load_config, parse_config
-from bridge.idpsim.keys import cert_fingerprint, ensure_keys
+from bridge.idpsim.config import SimConfig, parse_config
+from bridge.idpsim.keys import cert_fingerprint
 from bridge.idpsim.namespaces import TrustVersion
 from bridge.idpsim.server import RunningSimulator, run_simulator
 from bridge.idpsim.state import Mischief
@@ -66,29 +65,16 @@ NSMAP = {
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
-def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("idp-sim-keys")
-    ensure_keys(directory, host="127.0.0.1")
-    return directory
 
 
-@pytest.fixture(scope="session")
-def config() -> SimConfig:
-    return load_config(USERS_FILE)
 
 
-@pytest.fixture
-async def sim(config: SimConfig, keys_dir: Path) -> AsyncIterator[RunningSimulator]:
-    async with run_simulator(config, keys_dir) as running:
-        yield running
 
 
-@pytest.fixture
-async def client(sim: RunningSimulator) -> AsyncIterator[aiohttp.ClientSession]:
-    context = ssl.create_default_context(cafile=str(sim.ca_file))
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
-        yield session
+
+
+
+
 
 
 # --------------------------------------------------------------------------- helpers
@@ -836,6 +822,8 @@ def test_demo_users_file_and_secret_free_repr(config: SimConfig) -> None:
         "mallory@example.com": True,
         "bob@example.org": True,
         "carol@acme.test": True,
+        "dave@example.com": True,
+        "erin@example.org": True,
     }
     assert config.authenticate("bob@example.org", "bob-demo-pass") is not None
     assert config.authenticate("bob@example.org", "alice-demo-pass") is None

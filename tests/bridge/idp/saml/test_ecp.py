@@ -26,6 +26,7 @@ from bridge.errors import (
     IdpTimeout,
     IdpUnreachable,
     InvalidCredentials,
+    MfaRequired,
     SpNotRegistered,
     XmlRejected,
 )
@@ -341,7 +342,8 @@ def test_success_without_assertion() -> None:
          SpNotRegistered),
         ((f"{ST}Requester", f"{ST}RequestUnsupported"), "said the IdP", IdpRejectedRequest),
         ((f"{ST}Requester", f"{ST}UnsupportedBinding"), None, IdpRejectedRequest),
-        ((f"{ST}Responder", f"{ST}NoAuthnContext"), "said the IdP", IdpRejectedRequest),
+        # The password alone cannot meet the authentication context: the IdP wants a second factor.
+        ((f"{ST}Responder", f"{ST}NoAuthnContext"), "said the IdP", MfaRequired),
         ((f"{ST}Requester", f"{ST}InvalidNameIDPolicy"), None, IdpRejectedRequest),
         ((f"{ST}VersionMismatch",), "said the IdP", IdpRejectedRequest),
         # Nothing to classify by: counted as a refusal all the same (fail closed), not called a wrong password.
