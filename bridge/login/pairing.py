@@ -89,6 +89,7 @@ POLL_INTERVAL = 5  # seconds (RFC 8628 section 3.2's default)
 SLOW_DOWN_STEP = 5  # seconds added to the interval on each slow_down (RFC 8628 section 3.5)
 SIGNIN_LIFETIME = timedelta(minutes=10)  # from the redirect to the IdP to the IdP's POST (MFA takes a while)
 CODE_LIFETIME = timedelta(seconds=60)  # /v1/web/login's one-time code, from the redirect to the exchange
+APPROVED_GRACE = timedelta(minutes=2)  # an approval just before expiry can still be taken by the next polls
 GUESS_WINDOW = timedelta(minutes=15)
 GUESSES_PER_SOURCE = 10
 GUESSES_TOTAL = 300  # all sources together: a botnet cannot spread 10^6 guesses over addresses
@@ -249,6 +250,9 @@ class PairingService:
         if pairing.status is PairingStatus.DENIED:
             raise PairingDenied(f"pairing {pairing.id} was refused on the phone or by the IdP")
         if pairing.status is PairingStatus.APPROVED and pairing.email is not None:
+            if when >= pairing.expires_at + APPROVED_GRACE:
+                raise ExpiredToken(f"pairing {pairing.id} was approved but its device did not take the session "
+                                   "in time")
             if not await consume_pairing(self._db, pairing.id):
                 raise PairingCodeUnknown(f"pairing {pairing.id} already gave its session")
             user = await self.login.provisioned_user(tenant, pairing.email)

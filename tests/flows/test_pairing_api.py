@@ -13,7 +13,7 @@ import pytest
 
 from bridge.idpsim.server import RunningSimulator
 from bridge.login.pairing import GUESSES_PER_SOURCE, USER_CODE_ALPHABET
-from bridge.state.pairings import pairing_by_device_code
+from bridge.state.pairings import PairingStatus, move_pairing, pairing_by_device_code
 from tests.flows.conftest import BridgeFactory
 from tests.flows.pairing_support import (
     APP_ORIGIN,
@@ -172,3 +172,21 @@ async def test_web_login_refuses_a_return_address_off_the_allow_list(
                                allow_redirects=False) as resp:
         assert resp.status == 303
         assert resp.headers["Location"].startswith(sim.base_url + "/adfs/ls/?")
+
+
+async def test_an_approval_not_taken_in_time_expires(make_bridge: BridgeFactory, sim: RunningSimulator) -> None:
+    """A device that stops polling cannot collect an approved session hours later."""
+    bridge = await pairing_bridge(make_bridge, sim)
+    body = await start_pairing(bridge)
+    db = bridge.store.database
+    pairing = await pairing_by_device_code(db, hashlib.sha256(body["device_code"].encode()).digest())
+    assert pairing is not None
+    for status in (PairingStatus.CONFIRMED, PairingStatus.APPROVED):
+        assert await move_pairing(db, pairing.id, from_=(PairingStatus.PENDING, PairingStatus.CONFIRMED), to=status,
+                                  now=datetime.now(UTC), email="alice@example.com")
+    await db.execute("UPDATE pairings SET expires_at = ?", ((datetime.now(UTC) - timedelta(minutes=3)).isoformat(),))
+    status, answer = await poll(bridge, body["device_code"])
+    assert (status, answer["error"]) == (400, "expired_token")
+    await db.execute("UPDATE pairings SET expires_at = ?", ((datetime.now(UTC) - timedelta(minutes=1)).isoformat(),))
+    status, answer = await poll(bridge, body["device_code"])  # within the grace: the session
+    assert status == 200 and answer["user"]["email"] == "alice@example.com", answer
