@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import urljoin
 
 import aiohttp
+import pyotp
 
 from bridge.idpsim.server import RunningSimulator
 from tests.flows.conftest import KNOWN_SECRETS, Bridge, BridgeFactory, saml_tenant_yaml, tenant_yaml
@@ -80,3 +83,54 @@ def text_of(html: str) -> str:
 def phone() -> aiohttp.ClientSession:
     """A browser-like client: keeps cookies of an IP-address host (aiohttp's default jar drops them)."""
     return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+class Browser:
+    """Follows redirects and submits forms; stops when a redirect leaves for ``stop_at``."""
+
+    def __init__(self, http: aiohttp.ClientSession, sim: RunningSimulator) -> None:
+        self.http = http
+        self.tls = ssl.create_default_context(cafile=str(sim.ca_file))
+        self.url = ""
+        self.html = ""
+        self.status = 0
+
+    async def go(self, method: str, url: str, data: dict[str, str] | None = None, *,
+                 stop_at: str | None = None) -> None:
+        for _ in range(10):
+            kwargs: dict[str, Any] = {"allow_redirects": False}
+            if url.startswith("https:"):
+                kwargs["ssl"] = self.tls
+            async with self.http.request(method, url, data=data, **kwargs) as resp:
+                self.url, self.status = url, resp.status
+                if resp.status in (302, 303):
+                    url, method, data = urljoin(url, resp.headers["Location"]), "GET", None
+                    if stop_at is not None and url.startswith(stop_at):
+                        self.url = url
+                        return
+                    continue
+                self.html = await resp.text()
+                return
+        raise AssertionError("too many redirects")
+
+    async def submit(self, fields: dict[str, str] | None = None, *, button: str | None = None,
+                     stop_at: str | None = None) -> None:
+        form = forms_of(self.html)[0]
+        data = {**form["fields"], **(fields or {})}
+        for name, value in form["buttons"]:
+            if name and (button is None or value == button):
+                data[name] = value
+                break
+        await self.go("POST", urljoin(self.url, form["action"]), data, stop_at=stop_at)
+
+
+async def idp_sign_in(browser: Browser, email: str, password: str, otp_secret: str | None, *,
+                       stop_at: str | None = None) -> None:
+    KNOWN_SECRETS.add(password)
+    await browser.submit({"username": email, "password": password})
+    if otp_secret is not None:
+        assert "otp" in forms_of(browser.html)[0]["fields"] or 'name="otp"' in browser.html
+        await browser.submit({"otp": pyotp.TOTP(otp_secret).now()})
+    # The auto-post page: a browser's script submits it; here its Continue button.
+    assert forms_of(browser.html)[0]["action"].startswith("http://127.0.0.1")
+    await browser.submit(stop_at=stop_at)

@@ -29,10 +29,12 @@ import yaml
 
 from bridge.config import load_config
 from bridge.demo import seed
+from bridge.idpsim.config import SimConfig
 from bridge.idpsim.server import RunningSimulator
 from bridge.idpsim.state import Mischief
 from bridge.state.store import Store
 from tests.flows.conftest import DEMO_SEED, KNOWN_SECRETS, tenant_yaml
+from tests.flows.pairing_support import Browser, idp_sign_in
 from tests.paths import REPO
 from tests.servers.haproxy import HAProxy, haproxy_factory
 from tests.servers.postgres import PgDatabase, pg_database, postgres_server
@@ -133,7 +135,9 @@ async def cluster(request: pytest.FixtureRequest, tmp_path: Path, sim: RunningSi
     conf = tmp_path / "conf"
     (conf / "tenants").mkdir(parents=True)
     state = tmp_path / "state"  # shared by the instances on this machine (hmac key, SP keys)
+    lb_port = free_port()  # chosen first: the instances' public_url is the balancer (phone pairing's links)
     main = {
+        "public_url": f"http://127.0.0.1:{lb_port}",
         "listen": {"host": "127.0.0.1", "port": 8080},
         "state_dir": str(state),
         "secrets": {"hmac_key": {"file": str(state / "hmac.key"), "generate": True}},
@@ -165,7 +169,7 @@ async def cluster(request: pytest.FixtureRequest, tmp_path: Path, sim: RunningSi
                 await _wait_ready(f"http://127.0.0.1:{port}", procs[-1])
         await asyncio.gather(*(_wait_ready(f"http://127.0.0.1:{port}", proc) for port, proc in zip(ports, procs,
                                                                                                    strict=True)))
-        lb = haproxy_factory({f"i{n}": port for n, port in enumerate(ports)})
+        lb = haproxy_factory({f"i{n}": port for n, port in enumerate(ports)}, port=lb_port)
         await lb.wait_until_up_async(INSTANCES, within=20)
         yield Cluster(lb=lb, ports=ports, procs=procs, db=pg_database, sim=sim, http=http)
     finally:
@@ -287,3 +291,27 @@ async def test_a_spray_through_the_balancer_trips_at_the_configured_count(cluste
     # The block is the source's: a registered MFP is another actor, and alice signs in from it.
     status, body = await cluster.login()
     assert status == 200, body
+
+
+async def test_a_phone_pairing_spread_over_the_instances(cluster: Cluster, sim_config: SimConfig) -> None:
+    """Every step of a pairing may land on another instance: the state is the store's, not a process's."""
+    status, started = await cluster.post(cluster.instance(0), "/v1/mfp/pairing", {})
+    assert status == 200, started
+    KNOWN_SECRETS.add(started["device_code"])
+    assert started["verification_uri_complete"].startswith(cluster.lb.url + "/pair?code=")
+    before = {name: stat.sessions_total for name, stat in cluster.lb.stats().items()}
+    user = sim_config.find_user("alice@example.com")
+    assert user is not None and user.totp_secret
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        phone = Browser(http, cluster.sim)
+        await phone.go("GET", started["verification_uri_complete"])  # through the balancer
+        await phone.submit(button="yes")
+        await idp_sign_in(phone, "alice@example.com", "alice-demo-pass", user.totp_secret)
+    assert phone.url.startswith(cluster.lb.url + "/signin/done") and "You can return to the device" in phone.html
+    served = {name: stat.sessions_total - before[name] for name, stat in cluster.lb.stats().items()}
+    assert sum(1 for n in served.values() if n > 0) >= 2, served  # the phone's requests met several instances
+    status, body = await cluster.post(cluster.instance(2), "/v1/mfp/pairing/poll",
+                                      {"device_code": started["device_code"]})
+    assert status == 200 and body["user"]["email"] == "alice@example.com", body
+    KNOWN_SECRETS.add(body["session"]["token"])
+    assert await cluster.session(cluster.instance(1), body["session"]["token"]) == 200

@@ -6,12 +6,7 @@ login and code pages and the auto-post page as a browser would, with cookies kep
 
 from __future__ import annotations
 
-import ssl
-from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
-
-import aiohttp
-import pyotp
+from urllib.parse import parse_qs, urlsplit
 
 from bridge.idpsim.config import SimConfig
 from bridge.idpsim.server import RunningSimulator
@@ -20,64 +15,14 @@ from tests.flows.pairing_support import (
     APP_ORIGIN,
     DEVICE,
     ORG_DEVICE,
-    forms_of,
+    Browser,
+    idp_sign_in,
     pairing_bridge,
     phone,
     poll,
     start_pairing,
     text_of,
 )
-
-
-class Browser:
-    """Follows redirects and submits forms; stops when a redirect leaves for ``stop_at``."""
-
-    def __init__(self, http: aiohttp.ClientSession, sim: RunningSimulator) -> None:
-        self.http = http
-        self.tls = ssl.create_default_context(cafile=str(sim.ca_file))
-        self.url = ""
-        self.html = ""
-        self.status = 0
-
-    async def go(self, method: str, url: str, data: dict[str, str] | None = None, *,
-                 stop_at: str | None = None) -> None:
-        for _ in range(10):
-            kwargs: dict[str, Any] = {"allow_redirects": False}
-            if url.startswith("https:"):
-                kwargs["ssl"] = self.tls
-            async with self.http.request(method, url, data=data, **kwargs) as resp:
-                self.url, self.status = url, resp.status
-                if resp.status in (302, 303):
-                    url, method, data = urljoin(url, resp.headers["Location"]), "GET", None
-                    if stop_at is not None and url.startswith(stop_at):
-                        self.url = url
-                        return
-                    continue
-                self.html = await resp.text()
-                return
-        raise AssertionError("too many redirects")
-
-    async def submit(self, fields: dict[str, str] | None = None, *, button: str | None = None,
-                     stop_at: str | None = None) -> None:
-        form = forms_of(self.html)[0]
-        data = {**form["fields"], **(fields or {})}
-        for name, value in form["buttons"]:
-            if name and (button is None or value == button):
-                data[name] = value
-                break
-        await self.go("POST", urljoin(self.url, form["action"]), data, stop_at=stop_at)
-
-
-async def _idp_sign_in(browser: Browser, email: str, password: str, otp_secret: str | None, *,
-                       stop_at: str | None = None) -> None:
-    KNOWN_SECRETS.add(password)
-    await browser.submit({"username": email, "password": password})
-    if otp_secret is not None:
-        assert "otp" in forms_of(browser.html)[0]["fields"] or 'name="otp"' in browser.html
-        await browser.submit({"otp": pyotp.TOTP(otp_secret).now()})
-    # The auto-post page: a browser's script submits it; here its Continue button.
-    assert forms_of(browser.html)[0]["action"].startswith("http://127.0.0.1")
-    await browser.submit(stop_at=stop_at)
 
 
 def _secret(sim_config: SimConfig, email: str) -> str:
@@ -94,7 +39,7 @@ async def test_a_web_app_gets_a_session_through_the_idp(make_bridge: BridgeFacto
         await browser.go("GET", bridge.url + "/v1/web/login?" + "email=alice%40example.com&return_to="
                          + APP_ORIGIN + "%2Fafter%3Ftab%3D2")
         assert browser.url.startswith(sim.base_url + "/adfs/ls/") and browser.status == 200
-        await _idp_sign_in(browser, "alice@example.com", "alice-demo-pass", _secret(sim_config, "alice@example.com"),
+        await idp_sign_in(browser, "alice@example.com", "alice-demo-pass", _secret(sim_config, "alice@example.com"),
                            stop_at=APP_ORIGIN)
     back = urlsplit(browser.url)
     assert f"{back.scheme}://{back.netloc}" == APP_ORIGIN and back.path == "/after"
@@ -119,7 +64,7 @@ async def test_the_idp_signing_in_someone_else_is_refused(make_bridge: BridgeFac
     async with phone() as http:
         browser = Browser(http, sim)
         await browser.go("GET", bridge.url + "/v1/web/login?email=alice%40example.com&return_to=" + APP_ORIGIN)
-        await _idp_sign_in(browser, "frontdesk@example.com", "frontdesk-demo-pass", None, stop_at=APP_ORIGIN)
+        await idp_sign_in(browser, "frontdesk@example.com", "frontdesk-demo-pass", None, stop_at=APP_ORIGIN)
     assert not browser.url.startswith(APP_ORIGIN)
     assert browser.status == 403 and "code=" not in browser.url
     events = await bridge.store.audit_page("example", limit=20)
@@ -154,7 +99,7 @@ async def test_another_browser_cannot_finish_a_sign_in(make_bridge: BridgeFactor
     async with phone() as victim_http:
         victim = Browser(victim_http, sim)
         await victim.go("GET", idp_url)
-        await _idp_sign_in(victim, "alice@example.com", "alice-demo-pass", _secret(sim_config, "alice@example.com"))
+        await idp_sign_in(victim, "alice@example.com", "alice-demo-pass", _secret(sim_config, "alice@example.com"))
     assert victim.status == 400 and "another browser" in text_of(victim.html)
     status, body = await poll(bridge, started["device_code"])
     assert (status, body["error"]) == (400, "access_denied")
