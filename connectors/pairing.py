@@ -22,6 +22,7 @@ from bridge.appkeys import LOGIN, PAIRING
 from bridge.errors import AuthorizationPending, RequestError, SlowDown
 from bridge.logcontext import tenant_id_var
 from bridge.login.guard import LoginMode
+from bridge.login.pairing import MAX_BADGE_CHARS, MAX_CODE_CHARS
 from connectors.http import (
     authenticate_device,
     login_response,
@@ -31,10 +32,6 @@ from connectors.http import (
 )
 
 log = logging.getLogger(__name__)
-
-MAX_BADGE_CHARS = 256
-MAX_CODE_CHARS = 64
-
 
 def qr_svg(text: str) -> str:
     """A QR code of ``text`` as an SVG document a panel can draw (error correction M, 4 px modules, quiet zone)."""

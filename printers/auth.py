@@ -26,6 +26,7 @@ from bridge.errors import BridgeError, LoginRefused, RequestError, StoreError, T
 from bridge.logcontext import tenant_id_var
 from bridge.login.guard import LoginMode
 from bridge.login.service import LoginService
+from bridge.login.throttle import guesses_exhausted
 from bridge.state.printlinks import prune_links, resolve_link
 from printers.errors import PrintAuthRequired, PrinterLinkGuesses, PrinterLinkUnknown
 from printers.jobs import Owner
@@ -127,9 +128,9 @@ class PrintAuthenticator:
         """
         store = self._login.store
         key, now = self._guess_key(source), datetime.now(UTC)
-        if await store.throttle_count(key, now=now, window=LINK_GUESS_WINDOW) >= LINK_GUESS_LIMIT:
-            retry = await store.throttle_retry_after(key, now=now, window=LINK_GUESS_WINDOW, limit=LINK_GUESS_LIMIT)
-            raise PrinterLinkGuesses(f"too many unknown printer links from {source}", retry_after=max(retry, 1))
+        retry = await guesses_exhausted(store, key, now=now, window=LINK_GUESS_WINDOW, limit=LINK_GUESS_LIMIT)
+        if retry is not None:
+            raise PrinterLinkGuesses(f"too many unknown printer links from {source}", retry_after=retry)
         link = await resolve_link(self._db, token, now=now)
         if link is None:
             await store.throttle_failure(key, now=now, window=LINK_GUESS_WINDOW)

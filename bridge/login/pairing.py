@@ -55,6 +55,7 @@ from bridge.errors import (
 from bridge.idp.browser import BrowserSignin
 from bridge.login.guard import Attempt
 from bridge.login.service import LoginOutcome, LoginService, identity_key, split_email
+from bridge.login.throttle import guesses_exhausted
 from bridge.state.db import Database
 from bridge.state.pairings import (
     BrowserSigninRecord,
@@ -280,8 +281,8 @@ class PairingService:
         store = self.login.store
         limits = tenant.throttle
         key = hmac.new(self._guess_key, b"badge\0" + device.device_id.encode(), hashlib.sha256).digest()
-        if await store.throttle_count(key, now=when, window=limits.window) >= limits.device_failures:
-            retry = await store.throttle_retry_after(key, now=when, window=limits.window, limit=limits.device_failures)
+        retry = await guesses_exhausted(store, key, now=when, window=limits.window, limit=limits.device_failures)
+        if retry is not None:
             raise DeviceThrottled(f"device {device.device_id} presented too many unknown badges", retry_after=retry,
                                   throttle="device",
                                   cause=f"badge throttle: device {device.device_id} presented "
@@ -304,11 +305,11 @@ class PairingService:
         store = self.login.store
         keys = (hmac.new(self._guess_key, b"source\0" + source.encode(), hashlib.sha256).digest(),
                 hmac.new(self._guess_key, b"total", hashlib.sha256).digest())
-        for key, limit in zip(keys, (GUESSES_PER_SOURCE, GUESSES_TOTAL), strict=True):
-            if await store.throttle_count(key, now=now, window=GUESS_WINDOW) >= limit:
-                retry = await store.throttle_retry_after(key, now=now, window=GUESS_WINDOW, limit=limit)
-                scope = "from this address" if limit == GUESSES_PER_SOURCE else "in total"
-                raise UserCodeGuesses(f"too many unknown pairing codes {scope}", retry_after=max(retry, 1))
+        for key, limit, scope in zip(keys, (GUESSES_PER_SOURCE, GUESSES_TOTAL), ("from this address", "in total"),
+                                     strict=True):
+            retry = await guesses_exhausted(store, key, now=now, window=GUESS_WINDOW, limit=limit)
+            if retry is not None:
+                raise UserCodeGuesses(f"too many unknown pairing codes {scope}", retry_after=retry)
         return keys
 
     async def view(self, code_text: str, *, source: str, now: datetime | None = None) -> PairingView:

@@ -79,6 +79,18 @@ def window_retry_after(newest: Sequence[datetime], now: datetime, window: timede
     return retry_after_seconds((pivot + window - now).total_seconds())
 
 
+async def guesses_exhausted(store: Store, key: bytes, *, now: datetime, window: timedelta, limit: int) -> int | None:
+    """Seconds to wait (at least 1) when ``key`` already has ``limit`` failures within ``window``, else None.
+
+    For secrets that are guessed rather than typed wrong (personal printer URLs, pairing codes,
+    badges): the failures are in the same shared table as the login throttles, so every instance
+    counts them; the caller records a miss with ``store.throttle_failure``.
+    """
+    if await store.throttle_count(key, now=now, window=window) < limit:
+        return None
+    return max(await store.throttle_retry_after(key, now=now, window=window, limit=limit), 1)
+
+
 class StaleAnswer(enum.Enum):
     """What the IdP said about a remembered (email, password) pair: the guard says it again."""
 

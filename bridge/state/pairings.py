@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 
 from bridge.errors import StoreConflict, StoreError
 from bridge.state.db import Database, Row
-from bridge.state.records import _dt, _now, _ts, normalize_email
+from bridge.state.records import _dt, _now, _ts, normalize_email, tenant_user_filter
 
 log = logging.getLogger(__name__)
 
@@ -301,15 +301,7 @@ async def resolve_badge(db: Database, *, tenant_id: str, badge_hash: bytes, now:
 async def list_badges(db: Database, *, tenant_id: str | None = None, email: str | None = None,
                       limit: int = 500) -> list[BadgeBinding]:
     """Bindings, newest first: all, one tenant's, or one user's (``email`` needs ``tenant_id``)."""
-    where: list[str] = []
-    params: list[str] = []
-    if tenant_id is not None:
-        where.append("tenant_id = ?")
-        params.append(tenant_id)
-        if email is not None:
-            where.append("email_lc = ?")
-            params.append(normalize_email(email))
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    clause, params = tenant_user_filter(tenant_id, email)
     rows = await db.fetchall(f"SELECT {_BADGE_COLUMNS} FROM badge_bindings{clause}"  # noqa: S608
                              " ORDER BY created_at DESC, id DESC LIMIT ?", (*params, limit))
     return [_badge(r) for r in rows]

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from bridge.config import BridgeConfig
 from bridge.errors import RequestError
 from bridge.state.db import Database, Row
-from bridge.state.records import _dt, _now, _ts, normalize_email
+from bridge.state.records import _dt, _now, _ts, normalize_email, tenant_user_filter
 
 log = logging.getLogger(__name__)
 
@@ -138,14 +138,7 @@ async def resolve_link(db: Database, token: str, *, now: datetime | None = None)
 async def list_links(db: Database, *, tenant_id: str | None = None, email: str | None = None,
                      limit: int = 500) -> list[PrinterLink]:
     """Links, newest first: all, one tenant's, or one user's (``email`` needs ``tenant_id``)."""
-    where, params = [], []
-    if tenant_id is not None:
-        where.append("tenant_id = ?")
-        params.append(tenant_id)
-        if email is not None:
-            where.append("email_lc = ?")
-            params.append(normalize_email(email))
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    clause, params = tenant_user_filter(tenant_id, email)
     rows = await db.fetchall(f"SELECT {_COLUMNS} FROM printer_links{clause} ORDER BY created_at DESC, id DESC"  # noqa: S608
                           " LIMIT ?", (*params, limit))
     return [_link(r) for r in rows]

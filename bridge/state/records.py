@@ -141,6 +141,15 @@ def check_location(location: str) -> str:
     return value
 
 
+def tenant_user_filter(tenant_id: str | None, email: str | None) -> tuple[str, tuple[str, ...]]:
+    """`` WHERE ...`` and its parameters for rows of every tenant, one tenant, or one user (email needs a tenant)."""
+    if tenant_id is None:
+        return "", ()
+    if email is None:
+        return " WHERE tenant_id = ?", (tenant_id,)
+    return " WHERE tenant_id = ? AND email_lc = ?", (tenant_id, normalize_email(email))
+
+
 def _ts(when: datetime) -> str:
     if when.tzinfo is None:
         raise RequestError("timestamps must be timezone-aware")
