@@ -54,6 +54,7 @@ _STR_TAG = "tag:yaml.org,2002:str"
 class Protocol(enum.Enum):
     WSTRUST = "wstrust"
     SAML2 = "saml2"
+    OIDC = "oidc"
 
 
 class WsTrustVersionSetting(enum.Enum):
@@ -110,6 +111,52 @@ class Saml2Config:
     metadata_refresh: timedelta = timedelta(hours=1)
     sign_requests: bool = False  # sign the AuthnRequest with the SP key (IdPs that want it)
     sso_url: str | None = None  # SingleSignOnService (HTTP-Redirect) for browser sign-in; default: from metadata
+
+
+class OidcClientAuth(enum.Enum):
+    """How the bridge authenticates itself at the token endpoint (OpenID Connect Core 1.0 section 9)."""
+
+    CLIENT_SECRET_BASIC = "client_secret_basic"  # noqa: S105 - a method name; RFC 6749 2.3.1, secret from env/file
+    PRIVATE_KEY_JWT = "private_key_jwt"  # RFC 7523 client assertion signed with our key
+    NONE = "none"  # a public client: PKCE only
+
+
+# JOSE signature algorithms (RFC 7518 section 3.1, RFC 8037) an ID token may be signed with.  "none" never is;
+# HMAC (HS*) only for a confidential client with a secret (the secret is the key, OIDC Core 10.1).
+OIDC_ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+                              "EdDSA")
+OIDC_HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+OIDC_EMAIL_CLAIMS = ("email", "preferred_username", "upn")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OidcConfig:
+    """A tenant's OpenID Connect provider (``oidc:``; bridge/idp/oidc, docs/oidc.md).
+
+    The client secret is never in the YAML: ``client_secret_env`` names an environment variable,
+    ``client_secret_file`` a file, read when the tenant's client is made.
+    """
+
+    issuer: str  # exactly as the provider's discovery document and ID tokens name it
+    client_id: str
+    client_auth: OidcClientAuth
+    client_secret_env: str | None = None
+    client_secret_file: Path | None = None
+    private_key_file: Path | None = None  # PEM, for private_key_jwt
+    private_key_id: str | None = None  # the "kid" the provider knows our key by
+    private_key_algorithm: str = "RS256"
+    # The certificate of that key, when the provider names keys by certificate thumbprint (Entra ID): the client
+    # assertion's header then carries x5t#S256 and x5t.
+    client_certificate_file: Path | None = None
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
+    email_claim: str = "email"  # email, preferred_username or upn: must equal the platform user's email
+    signing_algorithms: tuple[str, ...] = ("RS256",)
+    clock_skew: timedelta = timedelta(seconds=300)
+    ca_file: Path | None = None
+    discovery_refresh: timedelta = timedelta(hours=1)
+    jwks_refresh_interval: timedelta = timedelta(seconds=60)  # an unknown "kid" re-reads the JWKS at most this often
+    password_grant: bool = False  # the OAuth 2.0 password grant for password prompts (Okta, Keycloak, Entra ROPC)
+    redirect_uri: str | None = None  # default: {public_url}/oidc/{tenant}/callback
 
 
 class DeviceLoginIdentity(enum.Enum):
@@ -188,6 +235,7 @@ class TenantConfig:
     wstrust: WsTrustConfig | None
     saml2: Saml2Config | None
     source: Path
+    oidc: OidcConfig | None = None
     device_networks: tuple[IPNetwork, ...] = ()
     device_login_identity: DeviceLoginIdentity = DeviceLoginIdentity.EMAIL
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
@@ -1038,7 +1086,7 @@ def _generate_secret_file(m: _Map, file: Path, node: yaml.Node) -> None:
 
 _TENANT_KEYS = ("id", "name", "domains", "protocol", "idp_whitelist", "session_ttl_seconds",
                 "wstrust", "saml2", "device_networks", "device_login_identity", "throttle",
-                "directory", "printer_link_days", "badge_binding_days")
+                "directory", "printer_link_days", "badge_binding_days", "oidc")
 _THROTTLE_KEYS = ("user_failures", "device_failures", "source_failures", "window_seconds",
                   "stale_password_ttl_seconds", "spray_distinct_users", "spray_window_seconds")
 _WSTRUST_KEYS = ("adfs_url", "endpoint", "version", "applies_to", "token_type", "issuer",
@@ -1053,6 +1101,10 @@ _LDAP_ATTRIBUTE = re.compile(r"[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+")
 _SAML2_KEYS = ("metadata_file", "metadata_url", "entity_id", "ecp_url", "signing_certificates",
                "sp_entity_id", "clock_skew_seconds", "subject_claim", "signature_algorithms", "ca_file",
                "acs_url", "metadata_refresh_seconds", "sign_requests", "sso_url")
+_OIDC_KEYS = ("issuer", "client_id", "client_auth", "client_secret_env", "client_secret_file", "private_key_file",
+              "private_key_id", "private_key_algorithm", "client_certificate_file", "scopes", "email_claim",
+              "signing_algorithms", "clock_skew_seconds", "ca_file", "discovery_refresh_seconds",
+              "jwks_refresh_seconds", "password_grant", "redirect_uri")
 
 
 @dataclass(slots=True)
@@ -1198,7 +1250,8 @@ def _tenant(m: _Map, default_ttl: timedelta, require_files: bool, warnings: list
     # The protocol's own section; with no readable protocol, whichever section is there is still checked.
     wstrust: WsTrustConfig | None = None
     saml2: Saml2Config | None = None
-    for section in (Protocol.WSTRUST, Protocol.SAML2):
+    oidc: OidcConfig | None = None
+    for section in (Protocol.WSTRUST, Protocol.SAML2, Protocol.OIDC):
         node = m.get(section.value)
         if protocol is not None and section is not protocol and node is not None:
             src.record(f"section only allowed with protocol: {section.value}", section.value, node)
@@ -1210,6 +1263,10 @@ def _tenant(m: _Map, default_ttl: timedelta, require_files: bool, warnings: list
         if protocol is Protocol.SAML2 or (protocol is None and m.get("saml2") is not None):
             section_map = _Map(src, m.require("saml2"), "saml2", _SAML2_KEYS)
             saml2 = _saml2(section_map, require_files, warnings)
+    with src.part():
+        if protocol is Protocol.OIDC or (protocol is None and m.get("oidc") is not None):
+            section_map = _Map(src, m.require("oidc"), "oidc", _OIDC_KEYS)
+            oidc = _oidc(section_map, require_files, warnings)
 
     if protocol is None or src.failed_since(before):
         raise _Recorded
@@ -1222,6 +1279,7 @@ def _tenant(m: _Map, default_ttl: timedelta, require_files: bool, warnings: list
         session_ttl=ttl,
         wstrust=wstrust,
         saml2=saml2,
+        oidc=oidc,
         source=_absolute(src.path),
         device_networks=tuple(device_networks),
         device_login_identity=identity,
@@ -1381,6 +1439,13 @@ def _common_idp(m: _Map, require_files: bool, warnings: list[str]) -> tuple[
                         algorithms.append(alg)
             if not node.value:
                 raise src.err("at least one algorithm is needed", m.key("signature_algorithms"), node)
+    skew, ca_file = _skew_and_ca_file(m, require_files, warnings)
+    return tuple(certs), tuple(algorithms), skew, ca_file
+
+
+def _skew_and_ca_file(m: _Map, require_files: bool, warnings: list[str]) -> tuple[timedelta, Path | None]:
+    """``clock_skew_seconds`` and ``ca_file``, as every IdP section has them (each checked on its own)."""
+    src = m.src
     skew = timedelta(seconds=300)
     with src.part():
         if (node := m.get("clock_skew_seconds")) is not None:
@@ -1391,7 +1456,7 @@ def _common_idp(m: _Map, require_files: bool, warnings: list[str]) -> tuple[
             ca_file = _existing_file(m, "ca_file", node, require_files, warnings)
             if ca_file.is_file():
                 _check_ca_file(m, node, ca_file)
-    return tuple(certs), tuple(algorithms), skew, ca_file
+    return skew, ca_file
 
 
 def _check_ca_file(m: _Map, node: yaml.Node, file: Path) -> None:
@@ -1568,6 +1633,181 @@ def _saml2(m: _Map, require_files: bool, warnings: list[str]) -> Saml2Config:
         sign_requests=sign_requests,
         sso_url=sso_url,
     )
+
+
+def _oidc(m: _Map, require_files: bool, warnings: list[str]) -> OidcConfig:
+    """The ``oidc:`` section; each setting checked on its own (ConfigError: the first of them)."""
+    src = m.src
+    before = len(src.errors)
+    issuer = client_id = ""
+    with src.part():
+        issuer_node = m.require("issuer")
+        issuer = _https_url(src, m.key("issuer"), issuer_node, _str(m, "issuer", issuer_node))
+        if urlsplit(issuer).query:
+            raise src.err("the issuer has no query (OpenID Connect Discovery 1.0 section 2)", m.key("issuer"),
+                          issuer_node)
+    with src.part():
+        client_id = _str(m, "client_id", m.require("client_id"))
+    client_auth: OidcClientAuth | None = None
+    with src.part():
+        auth_node = m.require("client_auth")
+        client_auth = OidcClientAuth(_choice(m, "client_auth", auth_node, [a.value for a in OidcClientAuth]))
+    secret_env: str | None = None
+    secret_file: Path | None = None
+    key_file: Path | None = None
+    key_id: str | None = None
+    key_alg = "RS256"
+    env_node, file_node = m.get("client_secret_env"), m.get("client_secret_file")
+    key_node = m.get("private_key_file")
+    with src.part():
+        if client_auth is OidcClientAuth.CLIENT_SECRET_BASIC:
+            if (env_node is None) == (file_node is None):
+                raise src.err("client_secret_basic needs exactly one of client_secret_env or client_secret_file "
+                              "(never the secret itself)", m.key("client_secret_env"), m.node)
+            if env_node is not None:
+                secret_env = _str(m, "client_secret_env", env_node)
+                if not os.environ.get(secret_env):
+                    warnings.append(f"{src.shown}: {m.key('client_secret_env')}: environment variable {secret_env} "
+                                    "is not set (sign-ins will fail until it is)")
+            else:
+                assert file_node is not None
+                secret_file = _existing_file(m, "client_secret_file", file_node, require_files, warnings)
+                if secret_file.is_file() and secret_file.stat().st_mode & 0o077:
+                    warnings.append(f"{secret_file}: client secret file is readable by other users (chmod 600 it)")
+        elif env_node is not None or file_node is not None:
+            raise src.err("a client secret is only used with client_auth: client_secret_basic",
+                          m.key("client_secret_env" if env_node is not None else "client_secret_file"),
+                          env_node if env_node is not None else file_node)
+    with src.part():
+        if client_auth is OidcClientAuth.PRIVATE_KEY_JWT:
+            if key_node is None:
+                raise src.err("private_key_jwt needs private_key_file (a PEM private key)",
+                              m.key("private_key_file"), m.node)
+            key_file = _existing_file(m, "private_key_file", key_node, require_files, warnings)
+            if key_file.is_file():
+                _check_private_key(m, key_node, key_file)
+        elif key_node is not None:
+            raise src.err("a private key is only used with client_auth: private_key_jwt", m.key("private_key_file"),
+                          key_node)
+    cert_file: Path | None = None
+    with src.part():
+        if (cert_node := m.get("client_certificate_file")) is not None:
+            if client_auth is not OidcClientAuth.PRIVATE_KEY_JWT:
+                raise src.err("a client certificate is only used with client_auth: private_key_jwt",
+                              m.key("client_certificate_file"), cert_node)
+            cert_file = _existing_file(m, "client_certificate_file", cert_node, require_files, warnings)
+            if cert_file.is_file() and key_file is not None and key_file.is_file():
+                _check_certificate_of_key(m, cert_node, cert_file, key_file)
+    with src.part():
+        key_id = None if (node := m.get("private_key_id")) is None else _str(m, "private_key_id", node)
+    with src.part():
+        if (node := m.get("private_key_algorithm")) is not None:
+            key_alg = _choice(m, "private_key_algorithm", node, OIDC_ASYMMETRIC_ALGORITHMS)
+    scopes: list[str] = ["openid", "email", "profile"]
+    with src.part():
+        if (node := m.get("scopes")) is not None:
+            scopes = []
+            for key, item in _items(m, "scopes", node):
+                with src.part():
+                    scope = _str_item(src, key, item)
+                    if not re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]+", scope):
+                        raise src.err(f"not a valid OAuth scope (RFC 6749 section 3.3): {scope!r}", key, item)
+                    if scope not in scopes:
+                        scopes.append(scope)
+            if "openid" not in scopes:
+                raise src.err("the scopes must include openid (an ID token is what proves the user)",
+                              m.key("scopes"), node)
+    email_claim = "email"
+    with src.part():
+        if (node := m.get("email_claim")) is not None:
+            email_claim = _choice(m, "email_claim", node, OIDC_EMAIL_CLAIMS)
+    algorithms = ["RS256"]
+    with src.part():
+        if (node := m.get("signing_algorithms")) is not None:
+            algorithms = []
+            allowed = OIDC_ASYMMETRIC_ALGORITHMS + OIDC_HMAC_ALGORITHMS
+            for key, item in _items(m, "signing_algorithms", node):
+                with src.part():
+                    alg = _str_item(src, key, item)
+                    if alg.lower() == "none":
+                        raise src.err("alg none means an unsigned ID token: never allowed", key, item)
+                    if alg not in allowed:
+                        raise src.err(f"must be one of {', '.join(allowed)}, got {alg!r}", key, item)
+                    if alg in OIDC_HMAC_ALGORITHMS and client_auth is not OidcClientAuth.CLIENT_SECRET_BASIC:
+                        raise src.err(f"{alg} is keyed with the client secret: only with client_auth: "
+                                      "client_secret_basic", key, item)
+                    if alg not in algorithms:
+                        algorithms.append(alg)
+            if not node.value:
+                raise src.err("at least one algorithm is needed", m.key("signing_algorithms"), node)
+    skew, ca_file = _skew_and_ca_file(m, require_files, warnings)
+    refresh = 3600
+    with src.part():
+        if (node := m.get("discovery_refresh_seconds")) is not None:
+            refresh = _int(m, "discovery_refresh_seconds", node, 60, 7 * 86400)
+    jwks_refresh = 60
+    with src.part():
+        if (node := m.get("jwks_refresh_seconds")) is not None:
+            jwks_refresh = _int(m, "jwks_refresh_seconds", node, 1, 86400)
+    password_grant = False
+    with src.part():
+        if (node := m.get("password_grant")) is not None:
+            password_grant = _bool(m, "password_grant", node)
+    redirect_uri = None
+    with src.part():
+        if (node := m.get("redirect_uri")) is not None:
+            redirect_uri = _str(m, "redirect_uri", node)
+            parts = urlsplit(redirect_uri)
+            if parts.scheme not in ("https", "http") or not parts.hostname or parts.fragment:
+                raise src.err(f"must be an absolute http(s) URL without #fragment, got {redirect_uri!r}",
+                              m.key("redirect_uri"), node)
+    if src.failed_since(before) or client_auth is None:
+        raise _Recorded
+    return OidcConfig(
+        issuer=issuer,
+        client_id=client_id,
+        client_auth=client_auth,
+        client_secret_env=secret_env,
+        client_secret_file=secret_file,
+        private_key_file=key_file,
+        private_key_id=key_id,
+        private_key_algorithm=key_alg,
+        client_certificate_file=cert_file,
+        scopes=tuple(scopes),
+        email_claim=email_claim,
+        signing_algorithms=tuple(algorithms),
+        clock_skew=skew,
+        ca_file=ca_file,
+        discovery_refresh=timedelta(seconds=refresh),
+        jwks_refresh_interval=timedelta(seconds=jwks_refresh),
+        password_grant=password_grant,
+        redirect_uri=redirect_uri,
+    )
+
+
+def _check_private_key(m: _Map, node: yaml.Node, file: Path) -> None:
+    """The file must hold a PEM private key without a passphrase (the bridge signs client assertions with it)."""
+    try:
+        serialization.load_pem_private_key(file.read_bytes(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise m.src.err(f"{file} is not a PEM private key without passphrase ({exc})", m.key("private_key_file"),
+                        node) from exc
+    except OSError as exc:
+        raise m.src.err(f"cannot read {file} ({exc.strerror or exc})", m.key("private_key_file"), node) from exc
+
+
+def _check_certificate_of_key(m: _Map, node: yaml.Node, cert_file: Path, key_file: Path) -> None:
+    """The certificate must be PEM and carry the public half of private_key_file (the IdP knows it by this one)."""
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm, OSError) as exc:
+        raise m.src.err(f"{cert_file} is not a PEM certificate ({exc})", m.key("client_certificate_file"),
+                        node) from exc
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if certificate.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
+        raise m.src.err(f"{cert_file} is not the certificate of private_key_file {key_file} (another public key)",
+                        m.key("client_certificate_file"), node)
 
 
 def _load_certs(src: _Src, key: str, node: yaml.Node, require_files: bool,

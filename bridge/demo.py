@@ -38,6 +38,7 @@ from aiohttp import web
 from cryptography.utils import CryptographyDeprecationWarning
 
 from bridge.config import BridgeConfig, Saml2Config, TenantConfig, WsTrustConfig, load_config, tenant_files
+from bridge.idpsim.config import SimConfig
 from bridge.idpsim.keys import SimKeys
 from bridge.logcontext import setup_logging
 from bridge.state.store import DeviceMode, Store
@@ -73,6 +74,10 @@ DEMO_DEVICES = (
     DemoDevice(
         tenant_id="example-org", device_id="demo-mfp-org", secret="demo-mfp-org-secret",  # noqa: S106
         name="Demo MFP example.org (user prompt)", mode=DeviceMode.USER_PROMPT, location="Building B, 1st floor",
+    ),
+    DemoDevice(
+        tenant_id="example-net", device_id="demo-mfp-net", secret="demo-mfp-net-secret",  # noqa: S106
+        name="Demo MFP example.net (user prompt)", mode=DeviceMode.USER_PROMPT, location="Annex, copy corner",
     ),
     DemoDevice(
         tenant_id="example", device_id="demo-lobby", secret="demo-lobby-secret",  # noqa: S106
@@ -165,6 +170,8 @@ def _tenant_urls(tenant: TenantConfig) -> list[str | None]:
         return [tenant.wstrust.adfs_url, tenant.wstrust.endpoint]
     if tenant.saml2 is not None:
         return [tenant.saml2.metadata_url, tenant.saml2.ecp_url, tenant.saml2.entity_id]
+    if tenant.oidc is not None:
+        return [tenant.oidc.issuer]
     return []
 
 
@@ -199,7 +206,10 @@ def move_simulator(config: BridgeConfig, port: int) -> BridgeConfig:
         if saml2 is not None:
             saml2 = dataclasses.replace(saml2, metadata_url=_moved(saml2.metadata_url, port),
                                         ecp_url=_moved(saml2.ecp_url, port), entity_id=_moved(saml2.entity_id, port))
-        tenants.append(dataclasses.replace(tenant, wstrust=wstrust, saml2=saml2))
+        oidc = tenant.oidc
+        if oidc is not None:
+            oidc = dataclasses.replace(oidc, issuer=_moved(oidc.issuer, port) or oidc.issuer)
+        tenants.append(dataclasses.replace(tenant, wstrust=wstrust, saml2=saml2, oidc=oidc))
     return dataclasses.replace(config, tenants=tuple(tenants))
 
 
@@ -309,8 +319,10 @@ def _instructions(config: BridgeConfig, sim_url: str, ca_file: Path | None = Non
         f"  device API      {api}\n"
         + _console_line(config, api)
         + _printer_line(config, ca_file)
-        + f"  IdP simulator   {sim_url}  (AD FS MEX {sim_url}/adfs/services/trust/mex, "
-        f"SAML metadata {sim_url}/idp/shibboleth)\n\n"
+        + f"  IdP simulator   {sim_url}\n"
+        f"                  AD FS MEX       {sim_url}/adfs/services/trust/mex\n"
+        f"                  SAML metadata   {sim_url}/idp/shibboleth\n"
+        f"                  OpenID Connect  {sim_url}/oidc/.well-known/openid-configuration\n\n"
         f"Log alice in from the user-prompt MFP 'demo-mfp':\n"
         f"  curl -s -u demo-mfp:demo-mfp-secret -H 'Content-Type: application/json' \\\n"
         f"       -d '{{\"email\": \"alice@example.com\", \"password\": \"alice-demo-pass\"}}' \\\n"
@@ -325,6 +337,9 @@ def _instructions(config: BridgeConfig, sim_url: str, ca_file: Path | None = Non
         f"  curl -s -u demo-mfp:demo-mfp-secret -X POST {api}/v1/mfp/pairing\n"
         f"  (alice's TOTP code: loginbridge idp-sim otp --users conf/idp-sim/users.yaml alice@example.com;\n"
         f"   docs/pairing.md has the poll and the badge)\n"
+        f"The OpenID Connect tenant example.net pairs the same way from 'demo-mfp-net' (nina has a TOTP code),\n"
+        f"and its password prompt uses the password grant (oscar@example.net / oscar-demo-pass):\n"
+        f"  curl -s -u demo-mfp-net:demo-mfp-net-secret -X POST {api}/v1/mfp/pairing\n"
         f"Metrics: {api}/metrics   API description: {api}/v1/openapi.json\n"
         + _printer_instructions(config, api)
         + "Ctrl-C stops it all.\n"
@@ -426,7 +441,7 @@ async def serve_demo(opts: DemoOptions) -> None:
     from bridge.idpsim.config import load_config as load_sim_config
     from bridge.idpsim.server import run_simulator
 
-    sim_config = load_sim_config(opts.sim_users)
+    sim_config = demo_redirect_uris(load_sim_config(opts.sim_users), preliminary)
     async with run_simulator(sim_config, preliminary.state_dir / "idp-sim", host=SIM_HOST, port=sim_port) as sim:
         await asyncio.to_thread(demo_printer_cert, preliminary, sim.keys)
         # Now the simulator's CA and the demo printer's certificate exist: full validation.
@@ -454,6 +469,20 @@ async def serve_demo(opts: DemoOptions) -> None:
         finally:
             await runner.cleanup()
     print("loginbridge demo stopped.", file=sys.stderr, flush=True)
+
+
+def demo_redirect_uris(sim_config: SimConfig, config: BridgeConfig) -> SimConfig:
+    """The simulator's OpenID Connect clients also accept the demo bridge's callbacks as they are now.
+
+    ``--api-port`` moves ``public_url``; the users file registers the default port's callback only.
+    """
+    for tenant in config.tenants:
+        oidc = tenant.oidc
+        if oidc is None or sim_config.oidc.client(oidc.client_id) is None:
+            continue
+        callback = oidc.redirect_uri or f"{config.public_url.rstrip('/')}/oidc/{tenant.id}/callback"
+        sim_config = sim_config.with_oidc_redirect_uris(oidc.client_id, callback)
+    return sim_config
 
 
 def demo_printer_cert(config: BridgeConfig, keys: SimKeys) -> None:

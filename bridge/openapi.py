@@ -166,6 +166,16 @@ def _browser_paths() -> dict[str, Schema]:
             answers={"303": "To /signin/done", "400": refused, "403": refused, "502": refused},
             form={"wa": "wsignin1.0", "wresult": "the RequestSecurityTokenResponse", "wctx": "the sign-in's state"},
             parameters=tenant)},
+        "/oidc/{tenant}/callback": {"get": _page_operation(
+            "oidcCallback", "OpenID Connect redirection endpoint (authorization code with PKCE)",
+            "The authorization response, brought by the user's browser: the code is exchanged at the token "
+            "endpoint (with the PKCE verifier and the client's authentication) and the ID token validated "
+            "(signature against the JWKS, iss, aud, azp, exp, iat, nonce, algorithm allow-list, replay). "
+            "An `error` answer (access_denied, login_required, interaction_required, consent_required) "
+            "refuses the pairing.",
+            answers={"303": "To /signin/done", "400": refused, "403": refused, "502": refused},
+            parameters=[*tenant, *({"name": name, "in": "query", "required": False, "schema": _STRING}
+                                   for name in ("code", "state", "iss", "error", "error_description"))])},
         "/signin/done": {"get": _page_operation(
             "signinDone", "The end of a browser sign-in, in the browser that started it",
             "A pairing: approved, 'You can return to the device'. A web sign-in: 303 to return_to with ?code=.",

@@ -1,7 +1,8 @@
 """The console's tenant form: a tenant document as form fields plus an "advanced (YAML)" text, and back.
 
 The fields hold the settings every tenant needs (id, name, domains, protocol, the IdP's addresses and
-URLs, pinned signing certificates, session lifetime); the YAML text holds the rest of the document, so
+URLs, pinned signing certificates, session lifetime; for OpenID Connect the issuer, the client and how it
+authenticates, the email claim and the password grant); the YAML text holds the rest of the document, so
 editing a tenant never loses a key the form does not show.  Building the document, a filled-in field
 wins over the YAML; a field left empty takes the YAML's value, if it has one (so a whole tenant file
 pasted into the YAML text works too).  Only the section of the chosen protocol is built from the
@@ -21,10 +22,13 @@ from typing import Any, Literal
 
 import yaml
 
-from bridge.config import Protocol
+from bridge.config import OIDC_EMAIL_CLAIMS, OidcClientAuth, Protocol
 
 Kind = Literal["text", "lines", "number", "check", "choice"]
 PROTOCOLS = tuple(p.value for p in Protocol)
+# The protocols whose section pins signing certificates (the "idp" fields); an OpenID Connect provider
+# publishes its keys in its JWK Set instead, so those fields mean nothing for it.
+PINNING_PROTOCOLS = (Protocol.WSTRUST.value, Protocol.SAML2.value)
 YAML_FIELD = "yaml"  # the advanced text
 GENERAL = ""  # an error of the document as a whole (shown above the form)
 MAX_YAML_CHARS = 60_000
@@ -36,16 +40,25 @@ class Field:
     label: str
     kind: Kind
     key: str  # the document key, in the protocol's section when ``section`` is set
-    section: Literal["", "idp", "wstrust", "saml2"] = ""  # idp: the section of the chosen protocol
+    section: Literal["", "idp", "wstrust", "saml2", "oidc"] = ""  # idp: the section of a pinning protocol
     hint: str = ""
     placeholder: str = ""
+    # A choice field's values; empty: the protocols.  ``blank`` labels an extra empty option (the key is then
+    # left out, so the YAML's value or the tenant file's default applies); None: no empty option.
+    choices: tuple[str, ...] = ()
+    blank: str | None = None
 
     def path(self, protocol: str) -> str | None:
         """The configuration key path this field writes, for a document of ``protocol``."""
         if not self.section:
             return self.key
-        section = protocol if self.section == "idp" else self.section
-        return f"{section}.{self.key}" if section == protocol else None
+        if self.section == "idp":
+            return f"{protocol}.{self.key}" if protocol in PINNING_PROTOCOLS else None
+        return f"{self.section}.{self.key}" if self.section == protocol else None
+
+    def options(self) -> tuple[str, ...]:
+        """The values a choice field offers (its own, else the protocols)."""
+        return self.choices or PROTOCOLS
 
 
 TENANT_FIELDS = (
@@ -63,7 +76,8 @@ TENANT_FIELDS = (
 IDP_FIELDS = (
     Field("protocol", "Protocol", "choice", "protocol"),
     Field("signing_certificates", "Signing certificate files", "lines", "signing_certificates", section="idp",
-          hint="PEM files on the bridge's host, one path per line (relative: to the tenants directory).",
+          hint="PEM files on the bridge's host, one path per line (relative: to the tenants directory). "
+               "WS-Trust and SAML only: an OpenID Connect provider's keys come from its JWK Set.",
           placeholder="certs/contoso-token-signing.pem"),
 )
 WSTRUST_FIELDS = (
@@ -85,7 +99,31 @@ SAML2_FIELDS = (
     Field("saml2.sp_entity_id", "The bridge's SP entity id", "text", "sp_entity_id", section="saml2",
           placeholder="urn:loginbridge:contoso.com"),
 )
-ALL_FIELDS = TENANT_FIELDS + IDP_FIELDS + WSTRUST_FIELDS + SAML2_FIELDS
+OIDC_FIELDS = (
+    Field("oidc.issuer", "Issuer", "text", "issuer", section="oidc",
+          hint="Exactly as the provider's discovery document names it (a trailing / matters); "
+               "{issuer}/.well-known/openid-configuration is read.",
+          placeholder="https://login.microsoftonline.com/TENANT-ID/v2.0"),
+    Field("oidc.client_id", "Client id", "text", "client_id", section="oidc",
+          hint="The application (client) id of the bridge's registration at the provider."),
+    Field("oidc.client_auth", "Client authentication", "choice", "client_auth", section="oidc",
+          choices=tuple(a.value for a in OidcClientAuth), blank="(from the YAML)",
+          hint="client_secret_basic: a secret from an environment variable or a file; private_key_jwt: "
+               "private_key_file in the YAML; none: a public client (PKCE only)."),
+    Field("oidc.client_secret_env", "Client secret: environment variable", "text", "client_secret_env",
+          section="oidc", hint="The variable's name, never the secret (client_secret_basic).",
+          placeholder="LOGINBRIDGE_CONTOSO_SECRET"),
+    Field("oidc.client_secret_file", "Client secret: file", "text", "client_secret_file", section="oidc",
+          hint="Or a file on the bridge's host holding only the secret (chmod 600).",
+          placeholder="secrets/contoso-client-secret"),
+    Field("oidc.email_claim", "Email claim", "choice", "email_claim", section="oidc", choices=OIDC_EMAIL_CLAIMS,
+          blank="(default: email)",
+          hint="The ID token claim that holds the user's email address (Entra ID: preferred_username)."),
+    Field("oidc.password_grant", "Allow password prompts (OAuth 2.0 password grant)", "check", "password_grant",
+          section="oidc", hint="Only where the provider allows it for this client; never with MFA. Off: phone "
+                               "pairing only."),
+)
+ALL_FIELDS = TENANT_FIELDS + IDP_FIELDS + WSTRUST_FIELDS + SAML2_FIELDS + OIDC_FIELDS
 
 
 @dataclass

@@ -22,6 +22,7 @@ from bridge.console.security import ConsoleSession
 from bridge.console.tenant_form import (
     GENERAL,
     IDP_FIELDS,
+    OIDC_FIELDS,
     PROTOCOLS,
     SAML2_FIELDS,
     TENANT_FIELDS,
@@ -63,6 +64,10 @@ def _page(request: web.Request, session: ConsoleSession, form: TenantForm, *, re
         "problems": len(form.errors), "notice": notice, "warnings": warnings,
         "tenant_fields": [f for f in TENANT_FIELDS if creating or f.name != "id"],
         "idp_fields": IDP_FIELDS, "wstrust_fields": WSTRUST_FIELDS, "saml2_fields": SAML2_FIELDS,
+        "oidc_fields": OIDC_FIELDS,
+        # What to register at an OpenID provider (the tenant's oidc.redirect_uri, when set, replaces it).
+        "oidc_redirect": (f"{request.config_dict[CONFIG].public_url.rstrip('/')}/oidc/"
+                          f"{'TENANT-ID' if record is None else record.tenant_id}/callback"),
         "action": f"{BASE}/tenants/new" if record is None else f"{BASE}/tenants/{record.tenant_id}/edit",
     }
     if record is not None:

@@ -20,12 +20,12 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from bridge.appkeys import AUDIT, CONFIG, LOGIN, STORE
-from bridge.config import BridgeConfig
+from bridge.config import BridgeConfig, Protocol
 from bridge.console.keys import CONSOLE_STATE, SIGNER
 from bridge.console.passwords import check_console_login
 from bridge.console.security import PRE_COOKIE, SESSION_COOKIE, SESSION_SECONDS, ConsoleSession
 from bridge.errorcatalog import ADMIN_DETAIL
-from bridge.errors import BridgeError, InvalidCredentials, RequestError
+from bridge.errors import BridgeError, InvalidCredentials, PasswordLoginUnsupported, RequestError
 from bridge.login.guard import LoginMode
 from bridge.state.audit import RESULT_OK, AuditEvent, AuditKind
 from bridge.toolkit.certs import days_left
@@ -36,6 +36,13 @@ log = logging.getLogger(__name__)
 
 BASE = "/console"
 CONSOLE_MODE = "console"  # audit mode of console sign-ins
+# How the tenants page names a protocol.  SAML tenants sign in over ECP (password) and the browser
+# profile (phone pairing) alike, so the label names the protocol, not one of its profiles.
+PROTOCOL_LABELS = {Protocol.WSTRUST: "WS-Trust", Protocol.SAML2: "SAML 2.0", Protocol.OIDC: "OpenID Connect"}
+OIDC_PHONE_ONLY_REASON = (
+    "This tenant signs in at an OpenID Connect provider without the password grant (oidc.password_grant is "
+    "off), so no device can check a password for it: its users sign in with \"Sign in with phone\" (pairing). "
+    "Turn the grant on only if the provider allows it for the bridge's client and the users have no MFA.")
 
 
 # -- plumbing ------------------------------------------------------------------
@@ -187,7 +194,7 @@ async def tenants(request: web.Request) -> web.Response:
         report = await asyncio.to_thread(load_report, config.state_dir, tenant.id)
         row: dict[str, Any] = {
             "id": tenant.id, "name": tenant.name, "domains": ", ".join(tenant.domains),
-            "protocol": "WS-Trust" if tenant.wstrust is not None else "SAML 2.0 ECP",
+            "protocol": PROTOCOL_LABELS[tenant.protocol],
             "idp": ", ".join(idp_urls(tenant)), "last": None,
             "tls_expiry": "unknown", "signing_expiry": "unknown",
         }
@@ -198,6 +205,8 @@ async def tenants(request: web.Request) -> web.Response:
                        f"{fails} FAIL, {warns} WARN" if fails else f"{warns} WARN",
                        last_class=_CSS[report.worst], last_at=_when(report.started_at) + " UTC",
                        tls_expiry=_expiry(report.tls_not_after), signing_expiry=_expiry(report.signing_not_after))
+        if tenant.oidc is not None:  # no certificates to pin or watch: the provider's JWK Set is read as it changes
+            row["signing_expiry"] = "keys from its JWK Set"
         rows.append(row)
     return _render(request, "tenants.html", {"title": "Tenants", "page": "tenants", "tenants": rows},
                    session=session)
@@ -308,6 +317,8 @@ async def test_login(request: web.Request) -> web.Response:
         reason = ADMIN_DETAIL.get(exc.code, "")
         if exc.detail and exc.detail != exc.panel_message:
             reason = f"{exc.detail}. {reason}"
+        if isinstance(exc, PasswordLoginUnsupported) and _protocol_of(login.config, email) is Protocol.OIDC:
+            reason = OIDC_PHONE_ONLY_REASON
         outcome = {"result": exc.code, "css": "fail", "panel": exc.message, "reason": reason}
     else:
         outcome = {"result": "ok", "css": "pass", "panel": "Signed in.",
@@ -315,6 +326,13 @@ async def test_login(request: web.Request) -> web.Response:
     outcome.update(email=email, ms=f"{(time.perf_counter() - started) * 1000:.0f} ms")
     return _render(request, "test_login.html", {"title": "Test login", "page": "test-login", "email": email,
                                                 "outcome": outcome}, session=session)
+
+
+def _protocol_of(config: BridgeConfig, email: str) -> Protocol | None:
+    """The protocol of the tenant an email address belongs to (None: no tenant claims its domain)."""
+    _, _, domain = email.rpartition("@")
+    tenant = config.tenant_for_domain(domain.lower()) if domain else None
+    return tenant.protocol if tenant is not None else None
 
 
 def routes() -> list[web.RouteDef]:

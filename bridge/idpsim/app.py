@@ -9,8 +9,9 @@ Routes (paths as on a real AD FS farm):
 - ``GET|POST /adfs/ls/``                                  WS-Federation passive sign-in (browser)
 - ``GET  /_sim/stats``, ``POST /_sim/control``             controls, loopback clients only
 
-plus the SAML 2.0 ECP IdP (:mod:`bridge.idpsim.ecp`) and the browser sign-in
-(:mod:`bridge.idpsim.browser`: SAML Web Browser SSO and WS-Federation).
+plus the SAML 2.0 ECP IdP (:mod:`bridge.idpsim.ecp`), the browser sign-in
+(:mod:`bridge.idpsim.browser`: SAML Web Browser SSO and WS-Federation) and the
+OpenID Provider under ``/oidc/`` (:mod:`bridge.idpsim.oidc`).
 A user marked ``password_logins: mfa_required`` gets, once the password is
 right, AD FS's MSIS7102 fault on both WS-Trust endpoints: its policy wants a
 second factor, which only the browser sign-in can ask for.
@@ -48,7 +49,18 @@ from bridge.idpsim.issuance import IssueContext, SigningMaterial, issue_token
 from bridge.idpsim.keys import SimKeys, ensure_keys
 from bridge.idpsim.mex import build_federation_metadata, build_mex
 from bridge.idpsim.namespaces import TrustVersion
-from bridge.idpsim.state import ERROR_PAGE_500, SIM_STATE, AdfsAuthFailure, FailMode, Mischief, SimState, refuse_remote
+from bridge.idpsim.oidc.routes import apply_key_action, mount_oidc
+from bridge.idpsim.oidc.routes import failure_response as oidc_failure_response
+from bridge.idpsim.state import (
+    ERROR_PAGE_500,
+    SIM_STATE,
+    AdfsAuthFailure,
+    FailMode,
+    Mischief,
+    SimState,
+    oidc_key_action,
+    refuse_remote,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +102,7 @@ def make_app(config: SimConfig, *, keys_dir: Path, keys: SimKeys | None = None) 
     app[SIM_CONFIG] = config
     app[SIM_KEYS] = keys
     app[SIM_SIGNING] = signing_material(config, keys)
-    app[SIM_STATE] = SimState()
+    app[SIM_STATE] = SimState(oidc_dialect=config.oidc.dialect, oidc_default_dialect=config.oidc.dialect)
     app.router.add_get(MEX_PATH, _protocol("mex", _mex))
     app.router.add_get(FEDMETA_PATH, _protocol("metadata", _metadata))
     for version in TrustVersion:
@@ -101,6 +113,8 @@ def make_app(config: SimConfig, *, keys_dir: Path, keys: SimKeys | None = None) 
     mount_ecp(app, config=config, signing=app[SIM_SIGNING], settings=config.ecp)
     # Browser sign-in (phone pairing): SAML Web Browser SSO through the ECP IdP, WS-Federation as AD FS.
     mount_browser(app, config=config, signing=app[SIM_SIGNING], issuer_for=_issuer)
+    # OpenID Connect (Entra, Okta, Keycloak's role): its own JWKS keys, the browser's login pages.
+    mount_oidc(app, config=config)
     return app
 
 
@@ -126,7 +140,7 @@ async def _answer_own_failures(request: web.Request, handler: _Handler) -> web.S
 
 
 def _failure_answer(path: str) -> web.Response:
-    page = browser_failure_response(path)
+    page = browser_failure_response(path) or oidc_failure_response(path)
     if page is not None:
         return page
     if path.startswith("/adfs/"):
@@ -299,8 +313,11 @@ async def _control(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": "bad_request", "message": "body must be JSON"}, status=400)
     state = request.app[SIM_STATE]
     try:
+        key_action = oidc_key_action(body.get("oidc_keys")) if isinstance(body, dict) else None
         state.apply_control(body)
     except RequestError as exc:
         return web.json_response(exc.to_json(), status=exc.http_status)
+    if key_action is not None:
+        await apply_key_action(request.app, key_action)
     log.info("simulator controls now %s", state.snapshot())
     return web.json_response(state.snapshot())

@@ -20,6 +20,7 @@ from bridge.idpsim.config import load_config
 from bridge.idpsim.ecp.idp import POST_SSO_PATH, REDIRECT_SSO_PATH
 from bridge.idpsim.keys import cert_fingerprint
 from bridge.idpsim.namespaces import TrustVersion
+from bridge.idpsim.oidc.routes import DISCOVERY_PATH
 from bridge.idpsim.server import RunningSimulator, run_simulator
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ def describe(sim: RunningSimulator) -> str:
         f"  SAML metadata     {sim.base_url}/idp/shibboleth",
         f"  SAML browser SSO  {sim.base_url}{REDIRECT_SSO_PATH}  (HTTP-Redirect; HTTP-POST: {POST_SSO_PATH})",
         f"  WS-Fed passive    {sim.base_url}{WSFED_PATH}",
+        f"  OIDC discovery    {sim.base_url}{DISCOVERY_PATH}  ({len(sim.config.oidc.clients)} client(s))",
         f"  controls          {sim.base_url}/_sim/stats  {sim.base_url}/_sim/control (loopback only)",
         f"  TLS CA to trust   {sim.ca_file}",
         f"  signing cert      {signing_file}",

@@ -21,9 +21,11 @@ import yaml
 
 from bridge.errors import ConfigError
 from bridge.idpsim.ecp.settings import EcpSettings, parse_ecp_settings
+from bridge.idpsim.oidc.settings import OidcSettings, parse_oidc_settings
+from bridge.idpsim.yamlchecks import mapping, no_unknown, opt_str, req_str
 
 DEFAULT_TOKEN_LIFETIME = timedelta(hours=1)
-_TOP_KEYS = frozenset({"issuer", "relying_parties", "users", "signing", "token_lifetime_seconds", "ecp"})
+_TOP_KEYS = frozenset({"issuer", "relying_parties", "users", "signing", "token_lifetime_seconds", "ecp", "oidc"})
 _USER_KEYS = frozenset(
     {
         "username",
@@ -129,6 +131,11 @@ class SimConfig:
     token_lifetime: timedelta = DEFAULT_TOKEN_LIFETIME
     source: str = ""
     ecp: EcpSettings = field(default_factory=EcpSettings)
+    oidc: OidcSettings = field(default_factory=OidcSettings)
+
+    def with_oidc_redirect_uris(self, client_id: str, *uris: str) -> SimConfig:
+        """A copy where OIDC client ``client_id`` also accepts ``uris`` (KeyError if no such client)."""
+        return dataclasses.replace(self, oidc=self.oidc.with_redirect_uris(client_id, *uris))
 
     def resolved(self, host: str, port: int) -> SimConfig:
         """Fill the default issuer from the address actually bound."""
@@ -175,9 +182,9 @@ def load_config(path: Path) -> SimConfig:
 
 def parse_config(data: object, *, source: str = "", base_dir: Path | None = None) -> SimConfig:
     """Build a SimConfig from already-parsed YAML data."""
-    top = _mapping(data, source, "(top level)")
-    _no_unknown(top, _TOP_KEYS, source, "")
-    issuer = _opt_str(top, "issuer", source, "")
+    top = mapping(data, source, "(top level)")
+    no_unknown(top, _TOP_KEYS, source, "")
+    issuer = opt_str(top, "issuer", source, "")
     relying = top.get("relying_parties", [])
     if not isinstance(relying, list) or not all(isinstance(r, str) and r for r in relying):
         raise ConfigError("must be a list of non-empty strings", file=source, key="relying_parties")
@@ -202,42 +209,19 @@ def parse_config(data: object, *, source: str = "", base_dir: Path | None = None
         token_lifetime=timedelta(seconds=lifetime_raw),
         source=source,
         ecp=parse_ecp_settings(top.get("ecp"), source=source, base_dir=base_dir),
+        oidc=parse_oidc_settings(top.get("oidc"), source=source, base_dir=base_dir),
     )
 
 
-def _mapping(value: object, source: str, key: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise ConfigError("must be a mapping", file=source, key=key)
-    return value
 
 
-def _no_unknown(data: Mapping[str, Any], allowed: frozenset[str], source: str, prefix: str) -> None:
-    for key in data:
-        if key not in allowed:
-            raise ConfigError("unknown key", file=source, key=f"{prefix}{key}")
-
-
-def _opt_str(data: Mapping[str, Any], key: str, source: str, prefix: str) -> str | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise ConfigError("must be a non-empty string", file=source, key=f"{prefix}{key}")
-    return value
-
-
-def _req_str(data: Mapping[str, Any], key: str, source: str, prefix: str) -> str:
-    value = _opt_str(data, key, source, prefix)
-    if value is None:
-        raise ConfigError("is required", file=source, key=f"{prefix}{key}")
-    return value
 
 
 def _user(raw: object, source: str, where: str) -> SimUser:
-    data = _mapping(raw, source, where)
+    data = mapping(raw, source, where)
     prefix = f"{where}."
-    _no_unknown(data, _USER_KEYS, source, prefix)
-    upn = _req_str(data, "upn", source, prefix)
+    no_unknown(data, _USER_KEYS, source, prefix)
+    upn = req_str(data, "upn", source, prefix)
     if "@" not in upn:
         raise ConfigError("must look like name@domain", file=source, key=f"{prefix}upn")
     password = data.get("password")
@@ -258,11 +242,11 @@ def _user(raw: object, source: str, where: str) -> SimUser:
         choices = " or ".join(m.value for m in PasswordLogins)
         raise ConfigError(f"must be {choices}", file=source, key=f"{prefix}password_logins") from exc
     return SimUser(
-        username=_opt_str(data, "username", source, prefix) or upn.split("@", 1)[0],
+        username=opt_str(data, "username", source, prefix) or upn.split("@", 1)[0],
         upn=upn,
-        email=_opt_str(data, "email", source, prefix) or upn,
+        email=opt_str(data, "email", source, prefix) or upn,
         password=password,
-        display_name=_opt_str(data, "display_name", source, prefix) or upn.split("@", 1)[0],
+        display_name=opt_str(data, "display_name", source, prefix) or upn.split("@", 1)[0],
         enabled=enabled,
         groups=tuple(groups),
         mfa=mfa,
@@ -303,13 +287,13 @@ def _mfa(data: Mapping[str, Any], source: str, prefix: str) -> tuple[MfaMethod |
 def _signing(raw: object, source: str, base_dir: Path | None) -> SigningSettings:
     if raw is None:
         return SigningSettings()
-    data = _mapping(raw, source, "signing")
-    _no_unknown(data, _SIGNING_KEYS, source, "signing.")
-    key = _opt_str(data, "key", source, "signing.")
-    cert = _opt_str(data, "cert", source, "signing.")
+    data = mapping(raw, source, "signing")
+    no_unknown(data, _SIGNING_KEYS, source, "signing.")
+    key = opt_str(data, "key", source, "signing.")
+    cert = opt_str(data, "cert", source, "signing.")
     if (key is None) != (cert is None):
         raise ConfigError("key and cert must be given together", file=source, key="signing")
-    algorithm_raw = _opt_str(data, "algorithm", source, "signing.") or SigningAlgorithmName.RSA_SHA256.value
+    algorithm_raw = opt_str(data, "algorithm", source, "signing.") or SigningAlgorithmName.RSA_SHA256.value
     try:
         algorithm = SigningAlgorithmName(algorithm_raw)
     except ValueError as exc:

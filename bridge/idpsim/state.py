@@ -63,6 +63,51 @@ class Mischief(enum.Enum):
     REPLAY = "replay"  # the last RSTR issued, answered again byte for byte (a captured token replayed)
 
 
+class OidcDialect(enum.Enum):
+    """Whose words the OIDC token endpoint refuses a password grant in (bridge.idpsim.oidc.dialects)."""
+
+    ENTRA = "entra"
+    KEYCLOAK = "keycloak"
+    OKTA = "okta"
+
+
+class OidcRefusal(enum.Enum):
+    """A refusal forced on the next password grants, whatever the password."""
+
+    LOCKED = "locked"  # Entra AADSTS50053, Keycloak "Account temporarily disabled"
+    CA_BLOCKED = "ca_blocked"  # Entra AADSTS53003 (Conditional Access)
+    NOT_SET_UP = "not_set_up"  # Keycloak "Account is not fully set up" (a pending required action)
+    MFA_REQUIRED = "mfa_required"  # Entra AADSTS50079 (MFA registration required)
+
+
+class OidcMischief(enum.Enum):
+    """Defective ID tokens a relying party must refuse (or, for the claims ones, must cope with)."""
+
+    WRONG_AUD = "wrong_aud"
+    WRONG_NONCE = "wrong_nonce"
+    WRONG_ISS = "wrong_iss"
+    ALG_NONE = "alg_none"  # unsigned: header alg none, empty signature
+    EXPIRED = "expired"  # exp (and iat) well in the past
+    UNKNOWN_KEY = "unknown_key"  # signed by a fresh key whose kid the JWKS does not list
+    FUTURE_IAT = "future_iat"  # issued an hour from now
+    NO_EMAIL = "no_email"  # no email nor email_verified
+    EMAIL_UNVERIFIED = "email_unverified"  # email_verified false
+    HS256_WITH_PUBLIC_KEY = "hs256_with_public_key"  # algorithm confusion: HMAC keyed with the public key PEM
+    OTHER_USER = "other_user"  # names another user of the users file
+
+
+class OidcKeyAction(enum.Enum):
+    """A one-off change of the OIDC signing keys (not a mode: applied when the control is posted)."""
+
+    ROTATE = "rotate"  # a new key signs from now on; the old one stays in the JWKS
+    ROTATE_DROP_OLD = "rotate_drop_old"  # the same, and the old key leaves the JWKS
+
+
+def oidc_key_action(raw: object) -> OidcKeyAction | None:
+    """The ``oidc_keys`` control's value, checked; RequestError when it is not one of the actions."""
+    return _enum_or_none(OidcKeyAction, raw, "oidc_keys")
+
+
 @dataclass(kw_only=True, slots=True)
 class SimState:
     """Mutable on purpose: the controls are changed while the simulator runs."""
@@ -74,6 +119,10 @@ class SimState:
     mischief_subject: str = DEFAULT_MISCHIEF_SUBJECT
     auth_failure: AdfsAuthFailure = AdfsAuthFailure.ID3242
     last_rstr: bytes | None = field(default=None, repr=False)  # what Mischief.REPLAY answers
+    oidc_dialect: OidcDialect = OidcDialect.KEYCLOAK
+    oidc_default_dialect: OidcDialect = OidcDialect.KEYCLOAK  # the users file's oidc.dialect: what a reset restores
+    oidc_refusal: OidcRefusal | None = None
+    oidc_mischief: OidcMischief | None = None
 
     def count(self, name: str) -> None:
         self.counters[name] += 1
@@ -88,6 +137,9 @@ class SimState:
         self.mischief = None
         self.mischief_subject = DEFAULT_MISCHIEF_SUBJECT
         self.auth_failure = AdfsAuthFailure.ID3242
+        self.oidc_dialect = self.oidc_default_dialect
+        self.oidc_refusal = None
+        self.oidc_mischief = None
 
     def snapshot(self) -> dict[str, object]:
         """JSON view for ``GET /_sim/stats``."""
@@ -98,14 +150,21 @@ class SimState:
             "mischief": None if self.mischief is None else self.mischief.value,
             "mischief_subject": self.mischief_subject,
             "auth_failure": self.auth_failure.value,
+            "oidc_dialect": self.oidc_dialect.value,
+            "oidc_refusal": None if self.oidc_refusal is None else self.oidc_refusal.value,
+            "oidc_mischief": None if self.oidc_mischief is None else self.oidc_mischief.value,
         }
 
     def apply_control(self, body: object) -> None:
-        """Apply a ``/_sim/control`` JSON body; all-or-nothing, RequestError on any bad field."""
+        """Apply a ``/_sim/control`` JSON body; all-or-nothing, RequestError on any bad field.
+
+        ``oidc_keys`` is an action, not a mode: it is checked here, and carried
+        out by the control endpoint (key generation is slow work) after the rest.
+        """
         if not isinstance(body, dict):
             raise RequestError("control body must be a JSON object")
         allowed = {"delay_seconds", "fail_mode", "mischief", "mischief_subject", "auth_failure", "reset_counters",
-                   "reset"}
+                   "reset", "oidc_dialect", "oidc_refusal", "oidc_mischief", "oidc_keys"}
         unknown = sorted(set(body) - allowed)
         if unknown:
             raise RequestError(f"unknown control field(s): {', '.join(map(str, unknown))}")
@@ -116,9 +175,11 @@ class SimState:
             self.mischief_subject,
             self.auth_failure,
         )
+        dialect, refusal, oidc_mischief = self.oidc_dialect, self.oidc_refusal, self.oidc_mischief
         if body.get("reset") is True:
             delay, fail_mode, mischief, subject = 0.0, None, None, DEFAULT_MISCHIEF_SUBJECT
             auth_failure = AdfsAuthFailure.ID3242
+            dialect, refusal, oidc_mischief = self.oidc_default_dialect, None, None
         if "delay_seconds" in body:
             raw = body["delay_seconds"]
             if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw <= MAX_DELAY_SECONDS:
@@ -136,6 +197,15 @@ class SimState:
         if "auth_failure" in body:
             chosen = _enum_or_none(AdfsAuthFailure, body["auth_failure"], "auth_failure")
             auth_failure = chosen if chosen is not None else AdfsAuthFailure.ID3242
+        if "oidc_dialect" in body:
+            chosen_dialect = _enum_or_none(OidcDialect, body["oidc_dialect"], "oidc_dialect")
+            dialect = chosen_dialect if chosen_dialect is not None else self.oidc_default_dialect
+        if "oidc_refusal" in body:
+            refusal = _enum_or_none(OidcRefusal, body["oidc_refusal"], "oidc_refusal")
+        if "oidc_mischief" in body:
+            oidc_mischief = _enum_or_none(OidcMischief, body["oidc_mischief"], "oidc_mischief")
+        if "oidc_keys" in body:
+            oidc_key_action(body["oidc_keys"])
         reset_counters = body.get("reset_counters", False)
         if not isinstance(reset_counters, bool):
             raise RequestError("reset_counters must be true or false")
@@ -146,6 +216,7 @@ class SimState:
             subject,
             auth_failure,
         )
+        self.oidc_dialect, self.oidc_refusal, self.oidc_mischief = dialect, refusal, oidc_mischief
         if reset_counters:
             self.reset_counters()
 

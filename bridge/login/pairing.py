@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from bridge.config import Protocol, TenantConfig
+from bridge.config import TenantConfig
 from bridge.errors import (
     AccessDenied,
     AuthorizationPending,
@@ -337,10 +337,7 @@ class PairingService:
         log.info("pairing %s refused on the phone", view.pairing.id)
 
     def _browser_for(self, tenant: TenantConfig) -> BrowserSignin:
-        idps = self.login.idps
-        if tenant.protocol is Protocol.WSTRUST:
-            return idps.wstrust_for(tenant)
-        return idps.saml_for(tenant)
+        return self.login.idps.browser_for(tenant)
 
     async def approve_and_sign_in(self, view: PairingView, *, browser_secret: str,
                                   now: datetime | None = None) -> str:

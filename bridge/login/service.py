@@ -28,7 +28,9 @@ from bridge.errors import (
     UserNotProvisioned,
 )
 from bridge.idp.assertion import ReplayCache
+from bridge.idp.browser import BrowserSignin
 from bridge.idp.http import IdpHttp, make_ssl_context
+from bridge.idp.oidc.client import OidcIdp
 from bridge.idp.saml.client import SamlIdp
 from bridge.idp.saml.spkeys import SpKeys
 from bridge.idp.wstrust.client import WsTrustIdp
@@ -37,6 +39,7 @@ from bridge.login.guard import Attempt, LoginGuard, LoginMode
 from bridge.login.sessions import new_token
 from bridge.login.tenants import LiveTenants
 from bridge.state.store import Device, Store, User
+from bridge.webforms import derive_key
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,7 @@ class IdpRegistry:
         self._made_for: dict[str, TenantConfig] = {}
         self._wstrust: dict[str, WsTrustIdp] = {}
         self._saml: dict[str, SamlIdp] = {}
+        self._oidc: dict[str, OidcIdp] = {}
         self._http: dict[str, IdpHttp] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self.sp_keys = sp_keys
@@ -116,7 +120,8 @@ class IdpRegistry:
         if made_for == tenant:
             return
         self._made_for[tenant.id] = tenant
-        old = (self._wstrust.pop(tenant.id, None), self._saml.pop(tenant.id, None), self._http.pop(tenant.id, None))
+        old = (self._wstrust.pop(tenant.id, None), self._saml.pop(tenant.id, None), self._http.pop(tenant.id, None),
+               self._oidc.pop(tenant.id, None))
         log.info("tenant %s changed: new IdP clients; the old ones close in %s s", tenant.id, RETIRE_AFTER)
         task = asyncio.get_running_loop().create_task(self._retire(*old))
         self._retiring.add(task)
@@ -124,8 +129,10 @@ class IdpRegistry:
 
     @staticmethod
     async def _retire(wstrust: WsTrustIdp | None, saml: SamlIdp | None, http: IdpHttp | None,
-                      delay: float | None = None) -> None:
+                      oidc: OidcIdp | None = None, delay: float | None = None) -> None:
         await asyncio.sleep(RETIRE_AFTER if delay is None else delay)
+        if oidc is not None:
+            oidc.close()
         if wstrust is not None:
             wstrust.close()
         if saml is not None:
@@ -137,7 +144,7 @@ class IdpRegistry:
         self._current(tenant)
         http = self._http.get(tenant.id)
         if http is None:
-            settings = tenant.wstrust or tenant.saml2
+            settings = tenant.wstrust or tenant.saml2 or tenant.oidc
             ca_file = getattr(settings, "ca_file", None)
             client = self._config.idp_client
             http = IdpHttp(
@@ -166,6 +173,25 @@ class IdpRegistry:
             self._saml[tenant.id] = idp
         return idp
 
+    def oidc_for(self, tenant: TenantConfig) -> OidcIdp:
+        self._current(tenant)
+        idp = self._oidc.get(tenant.id)
+        if idp is None:
+            # The PKCE verifier is derived from the sign-in's state with this key (never stored), so
+            # whichever instance takes the callback can present it: every instance shares hmac_key.
+            idp = OidcIdp(tenant, self.http_for(tenant), self._config.public_url,
+                          pkce_key=derive_key(self._config.hmac_key, "oidc pkce verifier"))
+            self._oidc[tenant.id] = idp
+        return idp
+
+    def browser_for(self, tenant: TenantConfig) -> BrowserSignin:
+        """The tenant's IdP as the phone's browser meets it (pairing and web sign-in)."""
+        if tenant.protocol is Protocol.WSTRUST:
+            return self.wstrust_for(tenant)
+        if tenant.protocol is Protocol.OIDC:
+            return self.oidc_for(tenant)
+        return self.saml_for(tenant)
+
     async def close(self) -> None:
         for task in list(self._retiring):
             task.cancel()
@@ -173,8 +199,11 @@ class IdpRegistry:
             wstrust.close()
         for saml in self._saml.values():
             saml.close()
+        for oidc in self._oidc.values():
+            oidc.close()
         for http in self._http.values():
             await http.close()
+        self._oidc.clear()
         self._http.clear()
         self._wstrust.clear()
         self._saml.clear()
@@ -278,6 +307,12 @@ class LoginService:
 
     async def _check_password(self, tenant: TenantConfig, email: str, password: str) -> str:
         """Check the password at the IdP; return the signed subject."""
+        if tenant.protocol is Protocol.OIDC:
+            # The OAuth 2.0 password grant, where the tenant allows it (else PasswordLoginUnsupported).
+            token = await self.idps.oidc_for(tenant).authenticate(username=email, password=password,
+                                                                  replay=self.replay)
+            log.debug("IdP accepted the password (ID token %s)", token.token_id)
+            return token.subject
         if tenant.protocol is Protocol.WSTRUST:
             validated = await self.idps.wstrust_for(tenant).authenticate(
                 username=email, password=password, replay=self.replay)

@@ -44,7 +44,9 @@ class ProtocolResult:
     signing_not_after: datetime | None
 
 
-class _Fetcher:
+class Fetcher:
+    """GETs through the tenant's client, keeping each answer's ``Date`` for the clock-skew step."""
+
     def __init__(self, http: IdpHttp) -> None:
         self.http = http
         self.samples: list[HttpSample] = []
@@ -70,7 +72,7 @@ def _endpoint_list(endpoints: tuple[MexEndpoint, ...]) -> str:
 
 
 async def wstrust_steps(cfg: WsTrustConfig, http: IdpHttp) -> ProtocolResult:
-    fetch = _Fetcher(http)
+    fetch = Fetcher(http)
     steps: list[Step] = []
     base = base_url(cfg)
     discovering = cfg.endpoint is None and cfg.version is WsTrustVersionSetting.AUTO
@@ -156,7 +158,7 @@ def _endpoint_step(cfg: WsTrustConfig, base: str, endpoints: tuple[MexEndpoint, 
     return Step(name=name, status=Status.PASS, summary=summary)
 
 
-async def _saml_metadata(cfg: Saml2Config, fetch: _Fetcher) -> tuple[IdpMetadata, float]:
+async def _saml_metadata(cfg: Saml2Config, fetch: Fetcher) -> tuple[IdpMetadata, float]:
     started = time.perf_counter()
     if cfg.metadata_file is not None:
         try:
@@ -173,7 +175,7 @@ async def _saml_metadata(cfg: Saml2Config, fetch: _Fetcher) -> tuple[IdpMetadata
 
 
 async def saml_steps(cfg: Saml2Config, http: IdpHttp) -> ProtocolResult:
-    fetch = _Fetcher(http)
+    fetch = Fetcher(http)
     steps: list[Step] = []
     meta: IdpMetadata | None = None
     where = cfg.metadata_url or (str(cfg.metadata_file) if cfg.metadata_file else "")
@@ -204,7 +206,7 @@ async def saml_steps(cfg: Saml2Config, http: IdpHttp) -> ProtocolResult:
                           signing_not_after=earliest_expiry(list(cfg.signing_certificates) + list(published)))
 
 
-async def _ecp_step(ecp_url: str | None, fetch: _Fetcher, *, metadata_known: bool) -> Step:
+async def _ecp_step(ecp_url: str | None, fetch: Fetcher, *, metadata_known: bool) -> Step:
     name = "ecp endpoint"
     if ecp_url is None:
         if not metadata_known:

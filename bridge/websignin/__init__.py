@@ -2,7 +2,8 @@
 
 A phone opens ``/pair`` (the code the device shows, or its QR code), sees which device,
 where and for which company it is about to approve, and is sent to the tenant's IdP; the
-IdP posts its answer to ``/saml/{tenant}/acs`` or ``/wsfed/{tenant}``, and the browser
+IdP posts its answer to ``/saml/{tenant}/acs`` or ``/wsfed/{tenant}`` (an OpenID Connect provider
+redirects it to ``/oidc/{tenant}/callback``), and the browser
 that approved finishes at ``/signin/done``.  The logic is the login core's
 (:mod:`bridge.login.pairing`); these handlers only read forms, set cookies and render.
 """

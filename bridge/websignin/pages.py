@@ -151,6 +151,8 @@ def _idp_host(request: web.Request, tenant_id: str) -> str:
     tenant = _config(request).tenant(tenant_id)
     if tenant.protocol is Protocol.WSTRUST and tenant.wstrust is not None:
         url = tenant.wstrust.passive_url or tenant.wstrust.adfs_url or tenant.wstrust.endpoint or ""
+    elif tenant.oidc is not None:
+        url = tenant.oidc.issuer  # the authorization endpoint is discovered; it is on the issuer's host nearly always
     elif tenant.saml2 is not None:
         url = tenant.saml2.sso_url or tenant.saml2.metadata_url or tenant.saml2.ecp_url or ""
     else:
@@ -187,10 +189,13 @@ async def pair_submit(request: web.Request) -> web.Response:
 
 
 async def _idp_post(request: web.Request, state_field: str) -> web.Response:
+    return await _idp_answer(request, await _form(request, MAX_IDP_FIELD), state_field)
+
+
+async def _idp_answer(request: web.Request, form: dict[str, str], state_field: str) -> web.Response:
     tenant_id = request.match_info["tenant"]
     tenant_id_var.set(tenant_id[:64])
     pairing = request.app[PAIRING]
-    form = await _form(request, MAX_IDP_FIELD)
     try:
         record = await pairing.pending_signin(tenant_id, form.get(state_field, ""))
     except BridgeError as exc:
@@ -213,6 +218,18 @@ async def saml_acs(request: web.Request) -> web.Response:
 async def wsfed_reply(request: web.Request) -> web.Response:
     """WS-Federation passive: ``wa``, ``wresult`` and ``wctx``."""
     return await _idp_post(request, "wctx")
+
+
+async def oidc_callback(request: web.Request) -> web.Response:
+    """OpenID Connect: the authorization response, a GET with ``code`` (or ``error``), ``state`` and maybe ``iss``.
+
+    RFC 6749 section 3.1 allows each parameter once: a repeated one is refused rather than guessed at.
+    """
+    query = request.query
+    if any(len(query.getall(key)) > 1 for key in query):
+        return _message(request, heading="Sign-in did not complete", status=400,
+                        error="The identity provider's answer repeats a parameter. Start again on the device.")
+    return await _idp_answer(request, {k: v[:MAX_FIELD * 64] for k, v in query.items()}, "state")
 
 
 async def signin_done(request: web.Request) -> web.Response:
@@ -267,5 +284,6 @@ def mount_web_signin(app: web.Application, config: BridgeConfig) -> None:
     app.router.add_post("/pair", pair_submit)
     app.router.add_post("/saml/{tenant}/acs", saml_acs)
     app.router.add_post("/wsfed/{tenant}", wsfed_reply)
+    app.router.add_get("/oidc/{tenant}/callback", oidc_callback)
     app.router.add_get("/signin/done", signin_done)
     app.router.add_get("/v1/web/login", web_login)

@@ -118,7 +118,8 @@ async def test_demo_ports_move_api_printer_and_simulator(tmp_path: Path) -> None
         assert f"  device API      {api}\n" in text, text
         assert f"  console         {api}/console  (demo user tech, password tech-demo-pass)\n" in text, text
         assert f"  printer         ipp://127.0.0.1:{ports.printer}/ipp/print\n" in text, text
-        assert f"  IdP simulator   https://127.0.0.1:{ports.sim}  (" in text, text
+        assert f"  IdP simulator   https://127.0.0.1:{ports.sim}\n" in text, text
+        assert f"OpenID Connect  https://127.0.0.1:{ports.sim}/oidc/.well-known/openid-configuration\n" in text
         assert f"{api}/v1/mfp/user-prompt" in text
         for default in (":8080", ":8631", ":9443"):
             assert default not in text, text
@@ -131,6 +132,10 @@ async def test_demo_ports_move_api_printer_and_simulator(tmp_path: Path) -> None
         assert body["user"]["email"] == "alice@example.com"
         status, body = await _user_prompt(api, ("demo-mfp-org", "demo-mfp-org-secret"), "bob@example.org",
                                           "bob-demo-pass")
+        assert status == 200, body
+        # oscar: the OpenID Connect tenant's password grant, at the moved issuer.
+        status, body = await _user_prompt(api, ("demo-mfp-net", "demo-mfp-net-secret"), "oscar@example.net",
+                                          "oscar-demo-pass")
         assert status == 200, body
         async with aiohttp.ClientSession() as http, http.get(api + "/console/login") as resp:
             assert resp.status == 200
@@ -189,13 +194,14 @@ def test_move_simulator_moves_only_loopback_idp_urls(tmp_path: Path) -> None:
     assert example.wstrust is not None and example.wstrust.adfs_url == "https://127.0.0.1:19443"
     assert org.saml2 is not None and org.saml2.metadata_url == "https://127.0.0.1:19443/idp/shibboleth"
     assert org.saml2.sp_entity_id == "urn:loginbridge:example.org"  # not a URL of the simulator: unchanged
+    net = moved.tenant("example-net")
+    assert net.oidc is not None and net.oidc.issuer == "https://127.0.0.1:19443/oidc"
     wstrust = config.tenant("example").wstrust
     assert wstrust is not None
-    at_real_adfs = dataclasses.replace(config.tenants[1], wstrust=dataclasses.replace(
+    at_real_adfs = dataclasses.replace(config.tenant("example"), wstrust=dataclasses.replace(
         wstrust, adfs_url="https://adfs.example.com", endpoint="https://adfs.example.com:4443/x"))
-    assert at_real_adfs.id == "example"
-    kept = move_simulator(dataclasses.replace(config, tenants=(config.tenants[0], at_real_adfs)), 19443)
-    assert kept.tenants[1].wstrust == at_real_adfs.wstrust
+    kept = move_simulator(dataclasses.replace(config, tenants=(config.tenant("example-org"), at_real_adfs)), 19443)
+    assert kept.tenant("example").wstrust == at_real_adfs.wstrust
 
 def test_api_port_moves_the_default_public_url_with_it(tmp_path: Path) -> None:
     config = _demo_config(tmp_path)

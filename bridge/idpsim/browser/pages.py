@@ -108,8 +108,13 @@ def login_page(
     username: str = "",
     error: str | None = None,
     can_cancel: bool = True,
+    redirects_to: str | None = None,
 ) -> Page:
-    """The user name and password page (also shown again with ``error`` after a refusal)."""
+    """The user name and password page (also shown again with ``error`` after a refusal).
+
+    ``redirects_to``: where this form's answer may redirect the browser (an OpenID Connect client's
+    redirect URI).  Browsers apply ``form-action`` to a form's redirects too, so that origin is allowed.
+    """
     body = (
         '<div class="card">'
         + _header(idp_name, relying_party)
@@ -127,7 +132,14 @@ def login_page(
         '<p class="hint">Sign in with your user principal name, e-mail address or account name.</p>'
         "</div>"
     )
-    return Page(html=_document(title="Sign in", body=body), csp=f"{_BASE_CSP}; form-action 'self'")
+    return Page(html=_document(title="Sign in", body=body), csp=_form_csp(redirects_to))
+
+
+def _form_csp(redirects_to: str | None) -> str:
+    """The CSP of a page whose form posts here, and whose answer may redirect to ``redirects_to``'s origin."""
+    parts = urlsplit(redirects_to or "")
+    extra = f" {parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") and parts.netloc else ""
+    return f"{_BASE_CSP}; form-action 'self'{extra}"
 
 
 def otp_page(
@@ -138,8 +150,9 @@ def otp_page(
     relying_party: str,
     error: str | None = None,
     can_cancel: bool = True,
+    redirects_to: str | None = None,
 ) -> Page:
-    """The second factor: the six-digit code of the user's authenticator app."""
+    """The second factor: the six-digit code of the user's authenticator app (``redirects_to``: as login_page)."""
     body = (
         '<div class="card">'
         + _header(idp_name, relying_party)
@@ -153,7 +166,7 @@ def otp_page(
         + _buttons("Verify", can_cancel=can_cancel)
         + "</form></div>"
     )
-    return Page(html=_document(title="Sign in", body=body), csp=f"{_BASE_CSP}; form-action 'self'")
+    return Page(html=_document(title="Sign in", body=body), csp=_form_csp(redirects_to))
 
 
 def autopost_page(*, url: str, fields: Sequence[tuple[str, str]]) -> Page:

@@ -30,6 +30,7 @@ MAX_FLOW_ID_CHARS = 64
 class SigninProtocol(enum.Enum):
     SAML = "saml"
     WSFED = "wsfed"
+    OIDC = "oidc"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -53,10 +54,23 @@ class WsFedTarget:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class OidcTarget:
+    """An OpenID Connect authorization request that passed its checks: where the code (or the refusal) goes."""
+
+    client_id: str
+    redirect_uri: str  # registered, compared exactly: safe to redirect to
+    state: str | None  # returned unchanged
+    nonce: str | None  # goes into the ID token
+    scope: str
+    code_challenge: str | None  # S256
+    issuer: str  # the OP's issuer as the browser reached it (the redirect's iss, RFC 9207)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class PendingSignin:
     """One sign-in between pages; ``user_upn`` is set once the password was right (code step next)."""
 
-    target: SamlTarget | WsFedTarget
+    target: SamlTarget | WsFedTarget | OidcTarget
     relying_party: str  # shown on the pages
     action: str  # the path the pages' forms post to
     user_upn: str | None = None
@@ -64,7 +78,14 @@ class PendingSignin:
 
     @property
     def protocol(self) -> SigninProtocol:
-        return SigninProtocol.SAML if isinstance(self.target, SamlTarget) else SigninProtocol.WSFED
+        if isinstance(self.target, SamlTarget):
+            return SigninProtocol.SAML
+        return SigninProtocol.OIDC if isinstance(self.target, OidcTarget) else SigninProtocol.WSFED
+
+    @property
+    def can_cancel(self) -> bool:
+        """SAML and OIDC have a refusal to send back; WS-Federation has none (AD FS shows no Cancel)."""
+        return self.protocol is not SigninProtocol.WSFED
 
 
 class PendingSignins:

@@ -27,7 +27,7 @@ import asyncio
 import base64
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -54,6 +54,7 @@ from bridge.idpsim.browser.pages import (
     otp_page,
 )
 from bridge.idpsim.browser.pending import (
+    OidcTarget,
     PendingSignin,
     PendingSignins,
     SamlTarget,
@@ -90,6 +91,7 @@ log = logging.getLogger(__name__)
 BROWSER_PATHS = frozenset({REDIRECT_SSO_PATH, POST_SSO_PATH, WSFED_PATH})
 SAML_IDP_NAME = "idp-sim Web Login Service"
 ADFS_NAME = "idp-sim AD FS"
+OIDC_IDP_NAME = "idp-sim OpenID Provider"
 MAX_OTP_FAILURES = 5
 STATUS_RESPONDER = "urn:oasis:names:tc:SAML:2.0:status:Responder"
 STATUS_AUTHN_FAILED = "urn:oasis:names:tc:SAML:2.0:status:AuthnFailed"
@@ -111,6 +113,23 @@ class BrowserRuntime:
 BROWSER_RUNTIME = web.AppKey("BROWSER_RUNTIME", BrowserRuntime)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OidcCompletion:
+    """How an OpenID Connect sign-in ends, supplied by :func:`bridge.idpsim.oidc.routes.mount_oidc`.
+
+    The pages and their steps are shared; only the answer differs (a redirect
+    with a code, or with ``error=access_denied``), and this package does not
+    know the OP's code store.
+    """
+
+    path: str  # where the OIDC login form posts
+    signed_in: Callable[[web.Request, OidcTarget, SimUser, bool], Awaitable[web.StreamResponse]]  # (..., mfa)
+    cancelled: Callable[[web.Request, OidcTarget], Awaitable[web.StreamResponse]]
+
+
+OIDC_COMPLETION = web.AppKey("OIDC_COMPLETION", OidcCompletion)
+
+
 def mount_browser(
     app: web.Application,
     *,
@@ -130,6 +149,21 @@ def mount_browser(
     app.router.add_post(POST_SSO_PATH, _saml_post)
     app.router.add_get(WSFED_PATH, _wsfed)
     app.router.add_post(WSFED_PATH, _wsfed)
+
+
+async def signin_step(request: web.Request, form: dict[str, str]) -> web.StreamResponse:
+    """One step of the shared login form (password, code, cancel), for a protocol mounted elsewhere."""
+    return await _step(request, form)
+
+
+async def read_form(request: web.Request) -> dict[str, str]:
+    """The posted fields (text only; the first of repeated names)."""
+    return await _form(request)
+
+
+def html_response(page: Page, status: int = 200) -> web.Response:
+    """A page with the sign-in pages' security headers (CSP, no-store, no framing)."""
+    return _html(page, status)
 
 
 def failure_response(path: str) -> web.Response | None:
@@ -161,6 +195,8 @@ def _html(page: Page, status: int = 200) -> web.Response:
 
 
 def _idp_name(protocol: SigninProtocol) -> str:
+    if protocol is SigninProtocol.OIDC:
+        return OIDC_IDP_NAME
     return SAML_IDP_NAME if protocol is SigninProtocol.SAML else ADFS_NAME
 
 
@@ -329,10 +365,17 @@ async def _step(request: web.Request, form: dict[str, str]) -> web.StreamRespons
     if pending is None or pending.action != request.path:
         count(request, "browser.expired")
         name = ADFS_NAME if request.path == WSFED_PATH else SAML_IDP_NAME
+        completion = request.app.get(OIDC_COMPLETION)
+        if completion is not None and request.path == completion.path:
+            name = OIDC_IDP_NAME
         return _html(error_page(idp_name=name, message=EXPIRED_MESSAGE), 400)
-    if form.get(ACTION_FIELD) == ACTION_CANCEL and isinstance(pending.target, SamlTarget):
+    if form.get(ACTION_FIELD) == ACTION_CANCEL and pending.can_cancel:
         browser.pending.finish(flow)
-        return await _cancelled(request, pending.target)
+        if isinstance(pending.target, OidcTarget):
+            count(request, "browser.cancelled")
+            return await request.app[OIDC_COMPLETION].cancelled(request, pending.target)
+        if isinstance(pending.target, SamlTarget):
+            return await _cancelled(request, pending.target)
     if pending.user_upn is None:
         return await _password_step(request, flow, pending, form)
     return await _otp_step(request, flow, pending, form)
@@ -347,7 +390,8 @@ def _again(flow: str, pending: PendingSignin, *, username: str = "", error: str 
             relying_party=pending.relying_party,
             username=username,
             error=error,
-            can_cancel=pending.protocol is SigninProtocol.SAML,
+            can_cancel=pending.can_cancel,
+            redirects_to=_redirects_to(pending),
         )
     )
 
@@ -360,9 +404,15 @@ def _code_page(flow: str, pending: PendingSignin, *, error: str | None = None) -
             idp_name=_idp_name(pending.protocol),
             relying_party=pending.relying_party,
             error=error,
-            can_cancel=pending.protocol is SigninProtocol.SAML,
+            can_cancel=pending.can_cancel,
+            redirects_to=_redirects_to(pending),
         )
     )
+
+
+def _redirects_to(pending: PendingSignin) -> str | None:
+    """An OpenID Connect sign-in's answer is a redirect to the client; SAML and WS-Fed answer with a page."""
+    return pending.target.redirect_uri if isinstance(pending.target, OidcTarget) else None
 
 
 async def _password_step(
@@ -414,6 +464,8 @@ async def _complete(
     browser = request.app[BROWSER_RUNTIME]
     browser.pending.finish(flow)
     target = pending.target
+    if isinstance(target, OidcTarget):
+        return await request.app[OIDC_COMPLETION].signed_in(request, target, user, mfa)
     if isinstance(target, SamlTarget):
         runtime = request.app[ECP_RUNTIME]
         server = await runtime.idp.server_for(target.base_url)

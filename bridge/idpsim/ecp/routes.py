@@ -156,8 +156,13 @@ def _wrong_password_without_response(runtime: EcpRuntime, mode: AuthFailureMode)
     return _challenge(runtime)
 
 
-async def simulated_trouble(request: web.Request, name: str) -> web.StreamResponse | None:
-    """The simulator-wide counters, delay and failure modes, as the AD FS endpoints apply them."""
+async def simulated_trouble(request: web.Request, name: str, *,
+                            garbage: tuple[bytes, str] | None = None) -> web.StreamResponse | None:
+    """The simulator-wide counters, delay and failure modes, as the AD FS endpoints apply them.
+
+    ``garbage``: the start of the noise ``fail_mode: garbage`` answers, and its Content-Type
+    (default: a broken SOAP envelope; the OpenID Provider's is broken JSON).
+    """
     state = request.app.get(SIM_STATE)
     if state is None:
         return None
@@ -173,8 +178,8 @@ async def simulated_trouble(request: web.Request, name: str) -> web.StreamRespon
             request.transport.abort()
         raise ConnectionResetError("idp-sim dropped the connection on purpose")
     if state.fail_mode is FailMode.GARBAGE:
-        noise = b"\x89GARBAGE\x00<soap11:Envelope" + os.urandom(48)
-        return web.Response(body=noise, headers={"Content-Type": SOAP11_CONTENT_TYPE})
+        start, content_type = garbage or (b"\x89GARBAGE\x00<soap11:Envelope", SOAP11_CONTENT_TYPE)
+        return web.Response(body=start + os.urandom(48), headers={"Content-Type": content_type})
     return None
 
 

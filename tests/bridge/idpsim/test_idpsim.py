@@ -824,6 +824,8 @@ def test_demo_users_file_and_secret_free_repr(config: SimConfig) -> None:
         "carol@acme.test": True,
         "dave@example.com": True,
         "erin@example.org": True,
+        "nina@example.net": True,
+        "oscar@example.net": True,
     }
     assert config.authenticate("bob@example.org", "bob-demo-pass") is not None
     assert config.authenticate("bob@example.org", "alice-demo-pass") is None

@@ -1,0 +1,1 @@
+"""OpenID Connect: discovery, JWKS, ID token checks, error dialects and client authentication (pure), the client."""

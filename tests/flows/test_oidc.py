@@ -1,0 +1,297 @@
+"""OpenID Connect tenants, whole journeys: the bridge and the simulator's OpenID Provider over loopback TLS.
+
+The demo tenant example.net as the files in conf/ describe it (private_key_jwt with the demo key, the
+password grant allowed), with its callback at the address the bridge really listens on.  Phone pairing
+runs the authorization code flow with PKCE through the simulator's login and TOTP pages; the password
+prompt runs the password grant, whose refusals in each IdP's dialect must land on our codes and feed
+the lockout protection; defective ID tokens the simulator is told to issue must all be refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.idpsim.config import SimConfig
+from bridge.idpsim.oidc.settings import ClientAuthMethod, OidcClient
+from bridge.idpsim.server import RunningSimulator, run_simulator
+from tests.flows.conftest import KNOWN_SECRETS, Bridge, BridgeFactory, sim_control
+from tests.flows.pairing_support import Browser, forms_of, free_port, phone, poll, start_pairing, text_of
+from tests.paths import REPO
+
+CLIENT_ID = "loginbridge-example-net"
+SECRET_CLIENT_ID = "loginbridge-example-net-basic"
+SECRET_CLIENT_SECRET = "example-net-basic-secret:with/odd+chars"
+DEVICE = ("demo-mfp-net", "demo-mfp-net-secret")
+NINA, NINA_PASSWORD = "nina@example.net", "nina-demo-pass"
+OSCAR, OSCAR_PASSWORD = "oscar@example.net", "oscar-demo-pass"
+CLIENT_KEY = REPO / "conf" / "demo" / "example-net-client.key"
+JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}")
+
+KNOWN_SECRETS.update({"demo-mfp-net-secret", SECRET_CLIENT_SECRET})
+
+
+@pytest.fixture
+def bridge_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+async def sim(sim_config: SimConfig, sim_keys_dir: Path, bridge_port: int) -> AsyncIterator[RunningSimulator]:
+    """The demo simulator, whose OIDC clients also accept this test bridge's callback (and a secret client)."""
+    callback = f"http://127.0.0.1:{bridge_port}/oidc/example-net/callback"
+    config = sim_config.with_oidc_redirect_uris(CLIENT_ID, callback)
+    secret_client = OidcClient(client_id=SECRET_CLIENT_ID, auth_method=ClientAuthMethod.CLIENT_SECRET_BASIC,
+                               client_secret=SECRET_CLIENT_SECRET, redirect_uris=(callback,), password_grant=True)
+    config = dataclasses.replace(config, oidc=config.oidc.with_client(secret_client))
+    async with run_simulator(config, sim_keys_dir) as running:
+        yield running
+
+
+def oidc_tenant_yaml(sim: RunningSimulator, **oidc: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "issuer": f"{sim.base_url}/oidc",
+        "client_id": CLIENT_ID,
+        "client_auth": "private_key_jwt",
+        "private_key_file": str(CLIENT_KEY),
+        "private_key_algorithm": "ES256",
+        "email_claim": "email",
+        "signing_algorithms": ["RS256", "ES256"],
+        "password_grant": True,
+        "ca_file": str(sim.ca_file),
+        **oidc,
+    }
+    settings = {key: value for key, value in settings.items() if value is not None}  # None: leave the key out
+    return {"id": "example-net", "name": "Example Net", "domains": ["example.net"], "protocol": "oidc",
+            "idp_whitelist": ["127.0.0.1/32"], "oidc": settings}
+
+
+async def oidc_bridge(make_bridge: BridgeFactory, sim: RunningSimulator, port: int, **oidc: Any) -> Bridge:
+    return await make_bridge(tenants=[oidc_tenant_yaml(sim, **oidc)], listen={"port": port},
+                             main_extra={"public_url": f"http://127.0.0.1:{port}"})
+
+
+@pytest.fixture
+async def bridge(make_bridge: BridgeFactory, sim: RunningSimulator, bridge_port: int) -> Bridge:
+    return await oidc_bridge(make_bridge, sim, bridge_port)
+
+
+@pytest.fixture(autouse=True)
+def no_tokens_in_logs(caplog: pytest.LogCaptureFixture) -> Any:
+    """No ID token, access token or client assertion (all JWTs) in any log record."""
+    yield
+    text = "\n".join(caplog.handler.format(record) + " " + repr(record.args) for record in caplog.records)
+    assert not JWT.search(text), "a JWT was written to the log"
+
+
+def counter(sim: RunningSimulator, name: str) -> int:
+    return int(sim.state.counters[name])
+
+
+def totp_secret(sim_config: SimConfig, email: str) -> str:
+    user = sim_config.find_user(email)
+    assert user is not None and user.totp_secret is not None
+    return user.totp_secret
+
+
+async def sign_in_at_provider(browser: Browser, email: str, password: str, otp_secret: str | None) -> None:
+    """The simulator's login page (and TOTP page); its redirect back is followed to the bridge's page."""
+    import pyotp
+
+    KNOWN_SECRETS.add(password)
+    await browser.submit({"username": email, "password": password}, button="signin")
+    if otp_secret is not None:
+        assert "otp" in forms_of(browser.html)[0]["fields"] or 'name="otp"' in browser.html, text_of(browser.html)
+        await browser.submit({"otp": pyotp.TOTP(otp_secret).now()}, button="signin")
+
+
+async def phone_pairing(bridge: Bridge, sim: RunningSimulator) -> tuple[dict[str, Any], Browser, Any]:
+    started = await start_pairing(bridge, DEVICE)
+    http = phone()
+    browser = Browser(http, sim)
+    await browser.go("GET", started["verification_uri_complete"])
+    assert "Example Net" in text_of(browser.html)
+    await browser.submit(button="yes")
+    assert browser.url.startswith(f"{sim.base_url}/oidc/authorize"), browser.url
+    return started, browser, http
+
+
+# -- phone pairing: authorization code with PKCE ------------------------------------------------------
+
+
+async def test_a_pairing_through_oidc_with_password_and_totp(bridge: Bridge, sim: RunningSimulator,
+                                                             sim_config: SimConfig) -> None:
+    started, browser, http = await phone_pairing(bridge, sim)
+    async with http:
+        await sign_in_at_provider(browser, NINA, NINA_PASSWORD, totp_secret(sim_config, NINA))
+    assert browser.url.startswith(bridge.url + "/signin/done"), browser.url
+    assert browser.status == 200 and f"Signed in as {NINA}" in text_of(browser.html)
+    status, body = await poll(bridge, started["device_code"], DEVICE)
+    assert status == 200, body
+    assert body["user"]["email"] == NINA and body["user"]["tenant"] == "example-net"
+    assert counter(sim, "oidc.token.code") == 1 and counter(sim, "oidc.token.password") == 0
+    events = await bridge.store.audit_page("example-net", limit=20)
+    assert any(e.mode == "pairing" and e.result == "ok" and e.email == NINA for e in events)
+
+
+async def test_a_wrong_nonce_from_the_provider_refuses_the_pairing(bridge: Bridge, sim: RunningSimulator,
+                                                                   sim_config: SimConfig) -> None:
+    await sim_control(sim, "/_sim/control", {"oidc_mischief": "wrong_nonce"})
+    started, browser, http = await phone_pairing(bridge, sim)
+    async with http:
+        await sign_in_at_provider(browser, NINA, NINA_PASSWORD, totp_secret(sim_config, NINA))
+    assert browser.status == 502 and "could not be trusted" in text_of(browser.html)
+    status, body = await poll(bridge, started["device_code"], DEVICE)
+    assert (status, body["error"]) == (400, "access_denied")
+    events = await bridge.store.audit_page("example-net", limit=20)
+    assert any(e.result == "assertion_invalid" and e.reason == "nonce" for e in events), \
+        [(e.result, e.reason) for e in events]
+
+
+async def test_cancel_at_the_provider_denies_the_pairing_with_the_reason_audited(
+        bridge: Bridge, sim: RunningSimulator) -> None:
+    started, browser, http = await phone_pairing(bridge, sim)
+    async with http:
+        await browser.submit(button="cancel")
+    assert browser.url.startswith(bridge.url + "/oidc/example-net/callback") or browser.status == 403
+    assert browser.status == 403 and "refused" in text_of(browser.html)
+    status, body = await poll(bridge, started["device_code"], DEVICE)
+    assert (status, body["error"]) == (400, "access_denied")
+    events = await bridge.store.audit_page("example-net", limit=20)
+    denied = [e for e in events if e.mode == "pairing" and e.result == "access_denied"]
+    # The IdP's answer is audited with its reason; the device's poll that learnt of it, after it.
+    assert any(e.reason == "IdP answered access_denied" for e in denied), [(e.result, e.reason) for e in events]
+    assert counter(sim, "oidc.token.code") == 0
+
+
+async def test_a_callback_naming_no_sign_in_or_repeating_a_parameter_is_refused(bridge: Bridge) -> None:
+    async with phone() as http:
+        async with http.get(bridge.url + "/oidc/example-net/callback?code=x&state=nope") as resp:
+            assert resp.status == 400 and "start again" in (await resp.text()).lower()
+        async with http.get(bridge.url + "/oidc/example-net/callback?code=x&state=a&state=b") as resp:
+            assert resp.status == 400 and "repeats a parameter" in await resp.text()
+
+
+# -- the password grant --------------------------------------------------------------------------------
+
+
+async def test_the_password_grant_good_and_bad(bridge: Bridge, sim: RunningSimulator) -> None:
+    status, body = await bridge.user_prompt(OSCAR, OSCAR_PASSWORD, device=DEVICE)
+    assert status == 200, body
+    assert body["user"]["email"] == OSCAR
+    status, body = await bridge.user_prompt(OSCAR, "not-oscars-password", device=DEVICE)
+    assert (status, body["error"]) == (401, "invalid_credentials")
+    assert counter(sim, "oidc.token.password") == 2
+
+
+async def test_a_client_secret_with_odd_characters_authenticates(make_bridge: BridgeFactory, sim: RunningSimulator,
+                                                                 bridge_port: int, tmp_path: Path) -> None:
+    secret_file = tmp_path / "client-secret"
+    secret_file.write_text(SECRET_CLIENT_SECRET + "\n")
+    secret_file.chmod(0o600)
+    bridge = await oidc_bridge(make_bridge, sim, bridge_port, client_id=SECRET_CLIENT_ID,
+                               client_auth="client_secret_basic", client_secret_file=str(secret_file),
+                               private_key_file=None, private_key_algorithm=None)
+    status, body = await bridge.user_prompt(OSCAR, OSCAR_PASSWORD, device=DEVICE)
+    assert status == 200, body
+
+
+async def test_without_the_password_grant_the_prompt_is_unsupported_and_nothing_is_sent(
+        make_bridge: BridgeFactory, sim: RunningSimulator, bridge_port: int) -> None:
+    bridge = await oidc_bridge(make_bridge, sim, bridge_port, password_grant=False)
+    status, body = await bridge.user_prompt(OSCAR, OSCAR_PASSWORD, device=DEVICE)
+    assert (status, body["error"]) == (403, "password_login_unsupported")
+    assert counter(sim, "oidc.token") == 0
+
+
+@pytest.mark.parametrize(("controls", "code", "status"), [
+    ({"oidc_dialect": "entra"}, "invalid_credentials", 401),  # AADSTS50126
+    ({"oidc_dialect": "keycloak"}, "invalid_credentials", 401),  # "Invalid user credentials"
+    ({"oidc_dialect": "okta"}, "invalid_credentials", 401),  # "The credentials provided were invalid."
+    ({"oidc_dialect": "entra", "oidc_refusal": "locked"}, "access_denied", 403),  # AADSTS50053
+    ({"oidc_dialect": "keycloak", "oidc_refusal": "locked"}, "access_denied", 403),  # "Account temporarily disabled"
+    ({"oidc_dialect": "entra", "oidc_refusal": "ca_blocked"}, "access_denied", 403),  # AADSTS53003
+    ({"oidc_dialect": "keycloak", "oidc_refusal": "not_set_up"}, "access_denied", 403),  # "Account is not fully set up"
+])
+async def test_each_dialect_is_mapped_and_counted_toward_the_lockout(
+        bridge: Bridge, sim: RunningSimulator, controls: dict[str, str], code: str, status: int) -> None:
+    """Five refusals reach the IdP; the sixth attempt is refused by the bridge without a call (429).
+
+    Each try sends another password: the same refused pair again would be answered by the
+    stale-password guard without the IdP, which is another protection.
+    """
+    await sim_control(sim, "/_sim/control", controls)
+    for n in range(5):
+        got, body = await bridge.user_prompt(OSCAR, f"guess-{n}", device=DEVICE)
+        assert (got, body["error"]) == (status, code), body
+    got, body = await bridge.user_prompt(OSCAR, "guess-5", device=DEVICE)
+    assert (got, body["error"]) == (429, "temporarily_locked")
+    assert counter(sim, "oidc.token.password") == 5
+    events = await bridge.store.audit_page("example-net", limit=10)
+    assert [e.result for e in events[:6]] == ["temporarily_locked"] + [code] * 5
+
+
+@pytest.mark.parametrize("controls", [
+    {"oidc_dialect": "entra", "oidc_refusal": "mfa_required"},
+    {"oidc_dialect": "entra", "user": "mfa"},
+])
+async def test_an_mfa_answer_is_mfa_required_and_not_a_wrong_password(
+        bridge: Bridge, sim: RunningSimulator, sim_config: SimConfig, controls: dict[str, str]) -> None:
+    email, password = OSCAR, OSCAR_PASSWORD
+    if controls.pop("user", None) == "mfa":
+        mfa_users = [u for u in sim_config.users if u.email.endswith("@example.net") and u.password_logins_need_mfa]
+        if not mfa_users:
+            pytest.fail("the demo users file has no example.net user with password_logins: mfa_required")
+        email, password = mfa_users[0].email, mfa_users[0].password
+    await sim_control(sim, "/_sim/control", controls)
+    for _ in range(7):
+        got, body = await bridge.user_prompt(email, password, device=DEVICE)
+        assert (got, body["error"]) == (403, "mfa_required"), body
+    assert counter(sim, "oidc.token.password") == 7
+
+
+# -- ID tokens -----------------------------------------------------------------------------------------
+
+
+async def test_a_key_rotation_at_the_provider_is_picked_up(bridge: Bridge, sim: RunningSimulator) -> None:
+    status, body = await bridge.user_prompt(OSCAR, OSCAR_PASSWORD, device=DEVICE)
+    assert status == 200, body
+    assert counter(sim, "oidc.jwks") == 1
+    await sim_control(sim, "/_sim/control", {"oidc_keys": "rotate_drop_old"})
+    status, body = await bridge.user_prompt(OSCAR, OSCAR_PASSWORD, device=DEVICE)
+    assert status == 200, body
+    assert counter(sim, "oidc.jwks") == 2  # the unknown kid made the bridge read the JWKS again, once
+
+
+@pytest.mark.parametrize(("mischief", "reason"), [
+    ("wrong_aud", "audience"),
+    ("wrong_iss", "issuer"),
+    ("alg_none", "algorithm"),
+    ("expired", "expired"),
+    ("unknown_key", "unknown_key"),
+    ("hs256_with_public_key", "algorithm"),
+    ("future_iat", "issued_in_future"),
+    ("email_unverified", "email_unverified"),
+    ("other_user", "subject_mismatch"),
+])
+async def test_a_defective_id_token_is_refused(bridge: Bridge, sim: RunningSimulator, mischief: str,
+                                               reason: str) -> None:
+    await sim_control(sim, "/_sim/control", {"oidc_mischief": mischief})
+    status, body = await bridge.user_prompt(OSCAR, OSCAR_PASSWORD, device=DEVICE)
+    assert (status, body["error"]) == (502, "assertion_invalid"), body
+    assert counter(sim, f"oidc.mischief.{mischief}") >= 1
+    events = await bridge.store.audit_page("example-net", limit=5)
+    assert events[0].result == "assertion_invalid" and events[0].reason == reason, (events[0].result,
+                                                                                    events[0].reason)
+
+
+async def test_an_id_token_without_the_email_takes_it_from_userinfo(bridge: Bridge, sim: RunningSimulator) -> None:
+    await sim_control(sim, "/_sim/control", {"oidc_mischief": "no_email"})
+    status, body = await bridge.user_prompt(OSCAR, OSCAR_PASSWORD, device=DEVICE)
+    assert status == 200, body
+    assert counter(sim, "oidc.userinfo") == 1
