@@ -21,7 +21,16 @@ from bridge.idpsim.config import SimConfig
 from bridge.idpsim.oidc.settings import ClientAuthMethod, OidcClient
 from bridge.idpsim.server import RunningSimulator, run_simulator
 from tests.flows.conftest import KNOWN_SECRETS, Bridge, BridgeFactory, sim_control
-from tests.flows.pairing_support import Browser, forms_of, free_port, phone, poll, start_pairing, text_of
+from tests.flows.pairing_support import (
+    APP_ORIGIN,
+    Browser,
+    forms_of,
+    free_port,
+    phone,
+    poll,
+    start_pairing,
+    text_of,
+)
 from tests.paths import REPO
 
 CLIENT_ID = "loginbridge-example-net"
@@ -73,7 +82,8 @@ def oidc_tenant_yaml(sim: RunningSimulator, **oidc: Any) -> dict[str, Any]:
 
 async def oidc_bridge(make_bridge: BridgeFactory, sim: RunningSimulator, port: int, **oidc: Any) -> Bridge:
     return await make_bridge(tenants=[oidc_tenant_yaml(sim, **oidc)], listen={"port": port},
-                             main_extra={"public_url": f"http://127.0.0.1:{port}"})
+                             main_extra={"public_url": f"http://127.0.0.1:{port}",
+                                         "web_signin": {"return_to": [APP_ORIGIN]}})
 
 
 @pytest.fixture
@@ -167,6 +177,24 @@ async def test_cancel_at_the_provider_denies_the_pairing_with_the_reason_audited
     # The IdP's answer is audited with its reason; the device's poll that learnt of it, after it.
     assert any(e.reason == "IdP answered access_denied" for e in denied), [(e.result, e.reason) for e in events]
     assert counter(sim, "oidc.token.code") == 0
+
+
+async def test_a_web_app_gets_a_session_through_the_provider(bridge: Bridge, sim: RunningSimulator) -> None:
+    """/v1/web/login for an OIDC tenant: the email goes as login_hint, the session comes back as a one-time code."""
+    async with phone() as http:
+        browser = Browser(http, sim)
+        await browser.go("GET", f"{bridge.url}/v1/web/login?email=oscar%40example.net&return_to={APP_ORIGIN}")
+        assert browser.url.startswith(f"{sim.base_url}/oidc/authorize") and "login_hint=oscar" in browser.url
+        assert forms_of(browser.html)[0]["fields"]["username"] == OSCAR  # the hint, prefilled
+        KNOWN_SECRETS.add(OSCAR_PASSWORD)
+        await browser.submit({"password": OSCAR_PASSWORD}, button="signin", stop_at=APP_ORIGIN)
+    assert browser.url.startswith(APP_ORIGIN + "/?code=") or browser.url.startswith(APP_ORIGIN + "?code="), \
+        browser.url
+    code = browser.url.split("code=", 1)[1]
+    KNOWN_SECRETS.add(code)
+    status, body = await bridge.call("POST", "/v1/web/session", json={"code": code})
+    assert status == 200 and body["user"]["email"] == OSCAR, body
+    KNOWN_SECRETS.add(body["session"]["token"])
 
 
 async def test_a_callback_naming_no_sign_in_or_repeating_a_parameter_is_refused(bridge: Bridge) -> None:
