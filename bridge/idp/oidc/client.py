@@ -99,7 +99,7 @@ class OidcIdp:
         resp = await self.http.request("GET", url, headers={"Accept": _JSON})
         if resp.status != 200:
             said = f"{what} answered HTTP {resp.status} ({describe_body(resp.body, resp.content_type)})"
-            kind = IdpUnreachable if resp.status >= 500 else IdpProtocolError
+            kind = IdpUnreachable if resp.status >= 500 or resp.status == 429 else IdpProtocolError
             raise kind(said, cause=f"{what} answered HTTP {resp.status}")
         return resp
 

@@ -50,6 +50,10 @@ _KEY_FOR_ALG: dict[str, tuple[str, frozenset[str] | None]] = {
 }
 _COMPACT = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*){2,4}")
 _JWT_TYPES = frozenset({"jwt", "application/jwt"})
+# The one documented exception to "exactly": Google's ID tokens name their issuer with or without the
+# scheme ("accounts.google.com" or "https://accounts.google.com", Google Identity's OpenID Connect guide),
+# while its discovery document says https.  The bare spelling is taken for the https one, nothing else.
+_GOOGLE_ISSUERS = {"accounts.google.com": "https://accounts.google.com"}
 
 
 class _Registry(jws.JWSRegistry):
@@ -264,7 +268,7 @@ def _check_claims(claims: Mapping[str, object], token: str, expected: IdTokenExp
     issuer = _text(claims, "iss")
     if not issuer:
         raise AssertionRejected("claim_missing", "the ID token has no iss claim")
-    if issuer != expected.issuer:
+    if issuer != expected.issuer and _GOOGLE_ISSUERS.get(issuer) != expected.issuer:
         raise AssertionRejected("issuer", f"the ID token's issuer is {clean(issuer, 200)!r}, "
                                           f"not {expected.issuer!r}")
     # Steps 3 to 5: our client_id among the audiences; azp when several, and azp always ours when present.

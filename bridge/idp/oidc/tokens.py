@@ -13,7 +13,7 @@ from bridge.errors import AssertionRejected, BridgeError, IdpProtocolError, IdpR
 from bridge.idp.oidc.dialects import Grant, OAuthError, read_error_codes, token_error
 from bridge.idp.oidc.idtoken import is_false
 from bridge.idp.oidc.jsondoc import load_object, optional_text
-from bridge.idp.refusals import describe_body
+from bridge.idp.refusals import describe_body, error_for_status
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -29,22 +29,30 @@ def _status_error(status: int, body: bytes, content_type: str, *, what: str) -> 
     cause = f"{what} answered HTTP {status}"
     if status >= 500:
         return IdpUnreachable(f"{seen}: the IdP has a problem", cause=cause)
+    if status == 429:
+        # Rate limited (Entra ID and Okta throttle per client and per IP; Okta answers its own JSON, not
+        # RFC 6749's): an outage for now, not a refusal of the user, so no lockout is counted.
+        return IdpUnreachable(f"{seen}: the IdP is rate-limiting the bridge; try again later", cause=cause)
     return IdpProtocolError(f"{seen}, not an OAuth 2.0 JSON answer", cause=cause)
 
 
 def read_token_response(status: int, body: bytes, content_type: str, *, grant: Grant) -> TokenSet:
     """The tokens of a 200 answer (section 5.1), or the error an error answer (section 5.2) stands for."""
     what = "the IdP's token endpoint"
-    if status >= 500:
+    if status >= 500 or status == 429:
         raise _status_error(status, body, content_type, what=what)
     try:
         doc = load_object(body, what=f"{what}'s answer")
     except IdpProtocolError as exc:
+        if status != 200:
+            # An error page, not RFC 6749's JSON (a gateway, a WAF): judged by its status as the other
+            # protocols' pages are, so 401/403 still feed the lockout throttles (fail closed).
+            raise error_for_status(status, body, content_type, what=what) from exc
         raise _status_error(status, body, content_type, what=what) from exc
     error = doc.get("error")
     if error is not None or status != 200:
         if not isinstance(error, str):
-            raise _status_error(status, body, content_type, what=what)
+            raise error_for_status(status, body, content_type, what=what)
         description = doc.get("error_description")
         raise token_error(OAuthError(
             error=error,

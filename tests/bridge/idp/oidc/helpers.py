@@ -79,6 +79,7 @@ def sign(payload: dict[str, Any] | bytes, key: AnyKey, alg: str = "RS256", **hea
     if kid is not None:
         protected["kid"] = kid
     protected.update(header)
+    protected = {name: value for name, value in protected.items() if value is not None}  # None: leave it out
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SecurityWarning)

@@ -137,13 +137,21 @@ def test_a_good_token_answer_keeps_its_tokens_out_of_repr() -> None:
     (200, {"token_type": "Bearer", "id_token": "a.b.c"}, IdpProtocolError),
     (200, {"token_type": "Bearer", "id_token": 5, "access_token": "x"}, IdpProtocolError),
     (200, b"<html>", IdpProtocolError),
-    (400, b"<html>bad</html>", IdpProtocolError),
+    # Error pages instead of RFC 6749 JSON are judged by status, as the other protocols' pages are:
+    # 401/403 feed the lockout throttles, other 4xx refuse our request.
+    (400, b"<html>bad</html>", IdpRejectedRequest),
+    (401, b"<html>unauthorized</html>", InvalidCredentials),
+    (403, b"", AccessDenied),
     (502, b"<html>bad gateway</html>", IdpUnreachable),
+    # Okta's rate limit answer is its own JSON; Entra ID's is RFC 6749's with a 429: an outage either way.
+    (429, {"errorCode": "E0000047", "errorSummary": "API call exceeded rate limit due to too many requests."},
+     IdpUnreachable),
+    (429, {"error": "invalid_grant", "error_description": "AADSTS50196: loop detected"}, IdpUnreachable),
     (503, {"error": "invalid_grant"}, IdpUnreachable),
     (400, {"error": "invalid_grant", "error_description": "Invalid user credentials"}, InvalidCredentials),
     (401, {"error": "invalid_client"}, IdpRejectedRequest),
-    (400, {"error": 5}, IdpProtocolError),
-    (400, {"no": "error"}, IdpProtocolError),
+    (400, {"error": 5}, IdpRejectedRequest),
+    (400, {"no": "error"}, IdpRejectedRequest),
     (200, {"error": "invalid_grant", "error_description": "Invalid user credentials"}, InvalidCredentials),
 ])
 def test_token_answers(status: int, doc: object, kind: type[BridgeError]) -> None:

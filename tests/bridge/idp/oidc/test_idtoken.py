@@ -252,3 +252,38 @@ def test_random_headers_are_refused_never_crash(header: dict[str, Any]) -> None:
     token = f"{b64(json.dumps(header).encode())}.{payload}.{signature}"
     with pytest.raises(AssertionRejected):
         verify(token)
+
+
+def test_google_names_its_issuer_with_or_without_the_scheme_and_nobody_else_may() -> None:
+    """Google's ID tokens say iss "accounts.google.com" or "https://accounts.google.com" (its OIDC guide)."""
+    google = "https://accounts.google.com"
+    for said in ("accounts.google.com", google):
+        assert verify(sign(claims(NOW, iss=said), rsa_key()), issuer=google).issuer == said
+    assert reason(sign(claims(NOW, iss="accounts.google.com"), rsa_key())) == "issuer"  # only for Google's issuer
+    assert reason(sign(claims(NOW, iss="accounts.google.com.evil.example"), rsa_key()), issuer=google) == "issuer"
+
+
+def test_what_entra_okta_and_keycloak_really_send_is_accepted() -> None:
+    """Shapes of real providers' keys and tokens (their documented formats), not the simulator's habits.
+
+    Entra ID v2.0: JWKs without ``alg`` but with ``x5t``, ``x5c`` and an ``issuer`` member; ID tokens without
+    ``jti`` (``uti`` instead), with ``nbf``, ``ver``, ``oid``, ``tid``, ``rh``.  Okta: no ``typ`` in the header.
+    Keycloak: a ``use: enc`` key beside the signing key, and ``typ: "ID"`` as a claim.
+    """
+    entra_key = {k: v for k, v in rsa_key().as_dict().items() if k != "alg"}
+    entra_key.update({"use": "sig", "x5t": "nYwa5dDs0BkzPzDvXE-Oeq1AlBA", "x5c": ["MIIC8DCCAdigAwIBAgIQ"],
+                      "issuer": ISSUER, "cloud_instance_name": "microsoftonline.com"})
+    keycloak_enc = {**ec_key("enc1").as_dict(), "use": "enc", "alg": "ECDH-ES"}
+    keyset = parse_jwks(json.dumps({"keys": [keycloak_enc, entra_key]}).encode())
+    now = int(NOW.timestamp())
+    entra = claims(NOW, jti=None, uti="AbCdEf", nbf=now - 300, ver="2.0", oid="00000000-0000", tid="t1",
+                   rh="0.ARoA", preferred_username="alice@example.com", name="Alice")
+    got = verify_id_token(sign(entra, rsa_key()), keyset, expectations(), now=NOW)
+    assert got.sub == "248289761001" and len(got.token_id) == 43  # the token digest keys the replay cache
+    okta = sign(claims(NOW, ver=1, idp="00o1", at_hash="x"), rsa_key(), typ=None)
+    assert verify_id_token(okta, keyset, expectations(), now=NOW).email == "alice@example.com"
+    keycloak = claims(NOW, typ="ID", azp=CLIENT_ID, session_state="s", sid="s", acr="1")
+    assert verify_id_token(sign(keycloak, rsa_key()), keyset, expectations(), now=NOW).sub == "248289761001"
+    early = claims(NOW, nbf=now + 3600)
+    with pytest.raises(AssertionRejected):
+        verify_id_token(sign(early, rsa_key()), keyset, expectations(), now=NOW)
