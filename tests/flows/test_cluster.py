@@ -30,10 +30,19 @@ import yaml
 from bridge.config import load_config
 from bridge.demo import seed
 from bridge.idpsim.config import SimConfig
-from bridge.idpsim.server import RunningSimulator
+from bridge.idpsim.server import RunningSimulator, run_simulator
 from bridge.idpsim.state import Mischief
 from bridge.state.store import Store
 from tests.flows.conftest import DEMO_SEED, KNOWN_SECRETS, tenant_yaml
+from tests.flows.oidc_support import DEVICE as NET_DEVICE
+from tests.flows.oidc_support import (
+    NINA,
+    NINA_PASSWORD,
+    oidc_sim_config,
+    oidc_tenant_yaml,
+    sign_in_at_provider,
+    totp_secret,
+)
 from tests.flows.pairing_support import Browser, idp_sign_in
 from tests.paths import REPO
 from tests.servers.haproxy import HAProxy, haproxy_factory
@@ -127,15 +136,26 @@ async def _wait_ready(url: str, proc: subprocess.Popen[bytes], within: float = 6
 
 
 @pytest.fixture
+def lb_port() -> int:
+    """The balancer's port, chosen first: the instances' public_url, and the OIDC callback the simulator allows."""
+    return free_port()
+
+
+@pytest.fixture
+async def sim(sim_config: SimConfig, sim_keys_dir: Path, lb_port: int) -> AsyncIterator[RunningSimulator]:
+    async with run_simulator(oidc_sim_config(sim_config, f"http://127.0.0.1:{lb_port}"), sim_keys_dir) as running:
+        yield running
+
+
+@pytest.fixture
 async def cluster(request: pytest.FixtureRequest, tmp_path: Path, sim: RunningSimulator, pg_database: PgDatabase,
-                  haproxy_factory: Any) -> AsyncIterator[Cluster]:
+                  haproxy_factory: Any, lb_port: int) -> AsyncIterator[Cluster]:
     """The cluster; ``indirect`` parameters: ``{"throttle": {...}}`` for the tenant, ``{"users": [email, ...]}`` more
     users of tenant ``example`` (beside the demo's)."""
     options: dict[str, Any] = getattr(request, "param", {})
     conf = tmp_path / "conf"
     (conf / "tenants").mkdir(parents=True)
     state = tmp_path / "state"  # shared by the instances on this machine (hmac key, SP keys)
-    lb_port = free_port()  # chosen first: the instances' public_url is the balancer (phone pairing's links)
     main = {
         "public_url": f"http://127.0.0.1:{lb_port}",
         "listen": {"host": "127.0.0.1", "port": 8080},
@@ -147,6 +167,7 @@ async def cluster(request: pytest.FixtureRequest, tmp_path: Path, sim: RunningSi
     (conf / "bridge.yaml").write_text(yaml.safe_dump(main))
     overrides = {"throttle": options["throttle"]} if "throttle" in options else {}
     (conf / "tenants" / "example.yaml").write_text(yaml.safe_dump(tenant_yaml(sim, **overrides)))
+    (conf / "tenants" / "example-net.yaml").write_text(yaml.safe_dump(oidc_tenant_yaml(sim)))
     config = load_config(conf / "bridge.yaml")  # also generates the shared hmac key once
     async with await Store.open(config.store_url) as store:
         await seed(config, store, DEMO_SEED)
@@ -315,3 +336,26 @@ async def test_a_phone_pairing_spread_over_the_instances(cluster: Cluster, sim_c
     assert status == 200 and body["user"]["email"] == "alice@example.com", body
     KNOWN_SECRETS.add(body["session"]["token"])
     assert await cluster.session(cluster.instance(1), body["session"]["token"]) == 200
+
+
+async def test_an_oidc_pairing_spread_over_the_instances(cluster: Cluster, sim_config: SimConfig) -> None:
+    """OpenID Connect: the PKCE verifier is derived from the state with the shared key, the nonce is in the store,
+    so the instance that takes the provider's callback need not be the one that sent the phone there."""
+    status, started = await cluster.post(cluster.instance(1), "/v1/mfp/pairing", {}, auth=NET_DEVICE)
+    assert status == 200, started
+    KNOWN_SECRETS.add(started["device_code"])
+    before = {name: stat.sessions_total for name, stat in cluster.lb.stats().items()}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        phone = Browser(http, cluster.sim)
+        await phone.go("GET", started["verification_uri_complete"])
+        await phone.submit(button="yes")
+        assert phone.url.startswith(cluster.sim.base_url + "/oidc/authorize"), phone.url
+        await sign_in_at_provider(phone, NINA, NINA_PASSWORD, totp_secret(sim_config, NINA))
+    assert phone.url.startswith(cluster.lb.url + "/signin/done") and "You can return to the device" in phone.html
+    served = {name: stat.sessions_total - before[name] for name, stat in cluster.lb.stats().items()}
+    assert sum(1 for n in served.values() if n > 0) >= 2, served  # confirm, callback and finish met several
+    assert cluster.sim.state.counters["oidc.token.code"] == 1
+    status, body = await cluster.post(cluster.instance(0), "/v1/mfp/pairing/poll",
+                                      {"device_code": started["device_code"]}, auth=NET_DEVICE)
+    assert status == 200 and body["user"]["email"] == NINA, body
+    KNOWN_SECRETS.add(body["session"]["token"])

@@ -9,8 +9,6 @@ the lockout protection; defective ID tokens the simulator is told to issue must 
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +16,22 @@ from typing import Any
 import pytest
 
 from bridge.idpsim.config import SimConfig
-from bridge.idpsim.oidc.settings import ClientAuthMethod, OidcClient
 from bridge.idpsim.server import RunningSimulator, run_simulator
 from tests.flows.conftest import KNOWN_SECRETS, Bridge, BridgeFactory, sim_control
+from tests.flows.oidc_support import (
+    DEVICE,
+    JWT,
+    NINA,
+    NINA_PASSWORD,
+    OSCAR,
+    OSCAR_PASSWORD,
+    SECRET_CLIENT_ID,
+    SECRET_CLIENT_SECRET,
+    oidc_sim_config,
+    oidc_tenant_yaml,
+    sign_in_at_provider,
+    totp_secret,
+)
 from tests.flows.pairing_support import (
     APP_ORIGIN,
     Browser,
@@ -31,18 +42,6 @@ from tests.flows.pairing_support import (
     start_pairing,
     text_of,
 )
-from tests.paths import REPO
-
-CLIENT_ID = "loginbridge-example-net"
-SECRET_CLIENT_ID = "loginbridge-example-net-basic"
-SECRET_CLIENT_SECRET = "example-net-basic-secret:with/odd+chars"
-DEVICE = ("demo-mfp-net", "demo-mfp-net-secret")
-NINA, NINA_PASSWORD = "nina@example.net", "nina-demo-pass"
-OSCAR, OSCAR_PASSWORD = "oscar@example.net", "oscar-demo-pass"
-CLIENT_KEY = REPO / "conf" / "demo" / "example-net-client.key"
-JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}")
-
-KNOWN_SECRETS.update({"demo-mfp-net-secret", SECRET_CLIENT_SECRET})
 
 
 @pytest.fixture
@@ -53,31 +52,8 @@ def bridge_port() -> int:
 @pytest.fixture
 async def sim(sim_config: SimConfig, sim_keys_dir: Path, bridge_port: int) -> AsyncIterator[RunningSimulator]:
     """The demo simulator, whose OIDC clients also accept this test bridge's callback (and a secret client)."""
-    callback = f"http://127.0.0.1:{bridge_port}/oidc/example-net/callback"
-    config = sim_config.with_oidc_redirect_uris(CLIENT_ID, callback)
-    secret_client = OidcClient(client_id=SECRET_CLIENT_ID, auth_method=ClientAuthMethod.CLIENT_SECRET_BASIC,
-                               client_secret=SECRET_CLIENT_SECRET, redirect_uris=(callback,), password_grant=True)
-    config = dataclasses.replace(config, oidc=config.oidc.with_client(secret_client))
-    async with run_simulator(config, sim_keys_dir) as running:
+    async with run_simulator(oidc_sim_config(sim_config, f"http://127.0.0.1:{bridge_port}"), sim_keys_dir) as running:
         yield running
-
-
-def oidc_tenant_yaml(sim: RunningSimulator, **oidc: Any) -> dict[str, Any]:
-    settings: dict[str, Any] = {
-        "issuer": f"{sim.base_url}/oidc",
-        "client_id": CLIENT_ID,
-        "client_auth": "private_key_jwt",
-        "private_key_file": str(CLIENT_KEY),
-        "private_key_algorithm": "ES256",
-        "email_claim": "email",
-        "signing_algorithms": ["RS256", "ES256"],
-        "password_grant": True,
-        "ca_file": str(sim.ca_file),
-        **oidc,
-    }
-    settings = {key: value for key, value in settings.items() if value is not None}  # None: leave the key out
-    return {"id": "example-net", "name": "Example Net", "domains": ["example.net"], "protocol": "oidc",
-            "idp_whitelist": ["127.0.0.1/32"], "oidc": settings}
 
 
 async def oidc_bridge(make_bridge: BridgeFactory, sim: RunningSimulator, port: int, **oidc: Any) -> Bridge:
@@ -101,23 +77,6 @@ def no_tokens_in_logs(caplog: pytest.LogCaptureFixture) -> Any:
 
 def counter(sim: RunningSimulator, name: str) -> int:
     return int(sim.state.counters[name])
-
-
-def totp_secret(sim_config: SimConfig, email: str) -> str:
-    user = sim_config.find_user(email)
-    assert user is not None and user.totp_secret is not None
-    return user.totp_secret
-
-
-async def sign_in_at_provider(browser: Browser, email: str, password: str, otp_secret: str | None) -> None:
-    """The simulator's login page (and TOTP page); its redirect back is followed to the bridge's page."""
-    import pyotp
-
-    KNOWN_SECRETS.add(password)
-    await browser.submit({"username": email, "password": password}, button="signin")
-    if otp_secret is not None:
-        assert "otp" in forms_of(browser.html)[0]["fields"] or 'name="otp"' in browser.html, text_of(browser.html)
-        await browser.submit({"otp": pyotp.TOTP(otp_secret).now()}, button="signin")
 
 
 async def phone_pairing(bridge: Bridge, sim: RunningSimulator) -> tuple[dict[str, Any], Browser, Any]:

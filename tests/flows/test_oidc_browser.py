@@ -17,9 +17,10 @@ import pyotp
 from bridge.idpsim.config import SimConfig
 from bridge.idpsim.server import RunningSimulator
 from tests.flows.conftest import KNOWN_SECRETS, Bridge
+from tests.flows.oidc_support import DEVICE, NINA, NINA_PASSWORD, totp_secret
 from tests.flows.pairing_support import poll, start_pairing
 from tests.flows.test_console_browser import _OVERFLOW, CHROMIUM, FLAGS, _require_browser
-from tests.flows.test_oidc import DEVICE, NINA, NINA_PASSWORD, bridge, bridge_port, sim, totp_secret  # noqa: F401
+from tests.flows.test_oidc import bridge, bridge_port, sim  # noqa: F401 - the fixtures, used by name
 
 PHONE = {"width": 390, "height": 844}
 
