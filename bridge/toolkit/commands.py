@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bridge.errors import ConfigError, RequestError
+from bridge.errors import ConfigError, ConfigErrors, RequestError
 from bridge.toolkit.report import Report, Status, Step, render_json, render_text
 
 COMMANDS = ("check", "device-test", "print-test", "console")
+MAX_CONFIG_STEPS = 20  # configuration mistakes shown by `check`, one step each
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
@@ -100,9 +102,14 @@ def _check(args: argparse.Namespace, config_path: str) -> int:
     try:
         config = load_config(config_path, require_files=True)
     except ConfigError as exc:
-        step = Step(name="configuration", status=Status.FAIL, summary=str(exc),
-                    hint="fix the file, key and line named; `loginbridge config check` shows the whole configuration")
-        return _print(Report(tool="check", subject=args.tenant, started_at=datetime.now(UTC), steps=(step,)),
+        # Every mistake, one step each (the loader goes on past the first), so one run names them all.
+        errors = exc.errors if isinstance(exc, ConfigErrors) else (exc,)
+        shown = errors[:MAX_CONFIG_STEPS]
+        steps = [Step(name="configuration", status=Status.FAIL, summary=str(error)) for error in shown]
+        more = f"; {len(errors) - len(shown)} more: `loginbridge config check` lists them" if len(errors) > len(shown) \
+            else ""
+        steps[-1] = dataclasses.replace(steps[-1], hint=f"fix the files, keys and lines named{more}")
+        return _print(Report(tool="check", subject=args.tenant, started_at=datetime.now(UTC), steps=tuple(steps)),
                       args.json)
     report = asyncio.run(check_command(config, args.tenant, credentials))
     return _print(report, args.json)

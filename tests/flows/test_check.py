@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import shutil
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from bridge.idpsim.server import RunningSimulator, run_simulator
 from bridge.toolkit.check import Credentials, check_command, load_report
 from bridge.toolkit.report import Report, Status, Step
 from tests.flows.conftest import KNOWN_SECRETS, BridgeFactory, saml_tenant_yaml, tenant_yaml
+from tests.paths import REPO
 
 ALICE = Credentials(email="alice@example.com", password="alice-demo-pass")
 BOB = Credentials(email="bob@example.org", password="bob-demo-pass")
@@ -183,3 +185,17 @@ async def test_cli_fails_with_the_line_to_add(make_bridge: BridgeFactory, sim: R
 def test_cli_refuses_a_password_without_stdin(argv: list[str]) -> None:
     code, _ = _run_cli(argv, "")
     assert code == 2
+
+
+def test_cli_names_every_configuration_mistake_not_only_the_first(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    tenant = tmp_path / "conf" / "tenants" / "example-net.yaml"
+    text = tenant.read_text().replace("\noidc:\n", "\noidc:\n  bogus_key: 1\n")
+    tenant.write_text(text.replace("signing_algorithms: [RS256]", "signing_algorithms: [none]"))
+    code, out = _run_cli(["check", "example-net", "--config", str(tmp_path / "conf" / "bridge.yaml"), "--json"], "")
+    assert code == 1
+    steps = json.loads(out)["steps"]
+    assert all(step["name"] == "configuration" and step["status"] == "FAIL" for step in steps)
+    summaries = "\n".join(step["summary"] for step in steps)
+    assert "oidc.bogus_key: unknown key" in summaries and "oidc.signing_algorithms[0]: alg none" in summaries
+    assert steps[-1]["hint"].startswith("fix the files, keys and lines named")
