@@ -22,7 +22,15 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from bridge.basicauth import parse_basic
-from bridge.errors import BridgeError, LoginRefused, RequestError, StoreError, TemporarilyLocked
+from bridge.errors import (
+    BridgeError,
+    LoginRefused,
+    MfaRequired,
+    PasswordLoginUnsupported,
+    RequestError,
+    StoreError,
+    TemporarilyLocked,
+)
 from bridge.logcontext import tenant_id_var
 from bridge.login.guard import LoginMode
 from bridge.login.service import LoginService
@@ -47,8 +55,10 @@ def asks_for_credentials(exc: BridgeError) -> bool:
 
     A refused login is; an IdP outage or a lockout is not (the queue would
     prompt for a password that is not the problem): those become IPP statuses.
+    Nor is an account no password can sign in (the IdP wants a second factor, or the
+    tenant's OpenID Connect provider allows no password grant): asking again would loop.
     """
-    if isinstance(exc, TemporarilyLocked):
+    if isinstance(exc, TemporarilyLocked | MfaRequired | PasswordLoginUnsupported):
         return False
     return isinstance(exc, LoginRefused | RequestError | PrintAuthRequired)
 

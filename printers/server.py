@@ -50,7 +50,7 @@ from pyipp.enums import IppOperation
 
 from bridge.appkeys import LOGIN, PRINTER_PORT
 from bridge.config import BridgeConfig, IPNetwork, PrinterConfig
-from bridge.errors import BridgeError, StoreError
+from bridge.errors import BridgeError, MfaRequired, PasswordLoginUnsupported, StoreError
 from bridge.forwarded import client_address, forwarded_middleware
 from bridge.listeners import ListenerRunner, SniffingSite, tls_server_context
 from bridge.logcontext import request_id_var, tenant_id_var
@@ -467,8 +467,16 @@ def _response(version: tuple[int, int], request_id: int, reply: IppReply, unsupp
     return web.Response(body=body, content_type=IPP_CONTENT_TYPE)
 
 
+SECOND_STEP_MESSAGE = (
+    "Printing with a password is not available for this account: your company requires another sign-in step. "
+    "Ask your administrator how to print.")
+
+
 def _error_reply(exc: BridgeError) -> IppReply:
-    # IPP-level refusals explain themselves; anything else shows only the panel text.
+    # IPP-level refusals explain themselves; anything else shows only the panel text (the panel's "sign in
+    # with phone" advice does not fit a print queue).
+    if isinstance(exc, MfaRequired | PasswordLoginUnsupported):
+        return IppReply(status=exc.ipp_status, message=SECOND_STEP_MESSAGE)
     message = exc.detail if isinstance(exc, IppOperationError | IppParseError) else exc.message
     return IppReply(status=exc.ipp_status, message=message)
 

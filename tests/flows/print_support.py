@@ -95,7 +95,7 @@ async def make_print_bridge(tmp_path: Path, sim: RunningSimulator) -> AsyncItera
     bridges: list[PrintBridge] = []
 
     async def factory(*, printer: dict[str, Any] | None = None, listen: dict[str, Any] | None = None,
-                      **tenant_overrides: Any) -> PrintBridge:
+                      tenant: dict[str, Any] | None = None, **tenant_overrides: Any) -> PrintBridge:
         conf = tmp_path / "conf"
         (conf / "tenants").mkdir(parents=True, exist_ok=True)
         printer_section: dict[str, Any] = {
@@ -111,7 +111,7 @@ async def make_print_bridge(tmp_path: Path, sim: RunningSimulator) -> AsyncItera
             "printer": printer_section,
         }
         (conf / "bridge.yaml").write_text(yaml.safe_dump(main))
-        tenant = tenant_yaml(sim, **tenant_overrides)
+        tenant = tenant if tenant is not None else tenant_yaml(sim, **tenant_overrides)
         (conf / "tenants" / f"{tenant['id']}.yaml").write_text(yaml.safe_dump(tenant))
         config = load_config(conf / "bridge.yaml")
         app = make_app(config)

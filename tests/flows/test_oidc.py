@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyipp.enums import IppOperation as Op
+from pyipp.enums import IppStatus
 
 from bridge.idpsim.config import SimConfig
 from bridge.idpsim.server import RunningSimulator, run_simulator
+from printers.ipp import Attribute, GroupTag, ValueTag
 from tests.flows.conftest import KNOWN_SECRETS, Bridge, BridgeFactory, sim_control
 from tests.flows.oidc_support import (
     DEVICE,
@@ -42,6 +45,9 @@ from tests.flows.pairing_support import (
     start_pairing,
     text_of,
 )
+from tests.flows.print_support import PrintBridgeFactory, ipp_post, ipp_request, make_print_bridge, minimal_pdf
+
+__all__ = ["make_print_bridge"]  # the printer's fixture, used by name
 
 
 @pytest.fixture
@@ -282,3 +288,29 @@ async def test_an_id_token_without_the_email_takes_it_from_userinfo(bridge: Brid
     status, body = await bridge.user_prompt(OSCAR, OSCAR_PASSWORD, device=DEVICE)
     assert status == 200, body
     assert counter(sim, "oidc.userinfo") == 1
+
+
+# -- the printer -----------------------------------------------------------------------------------------
+
+
+async def test_a_print_job_authenticated_by_the_password_grant(make_print_bridge: PrintBridgeFactory,
+                                                               sim: RunningSimulator) -> None:
+    """Print-to-Web for an OIDC tenant: the job's Basic credentials go to the password grant; a wrong one is 401."""
+    bridge = await make_print_bridge(tenant=oidc_tenant_yaml(sim))
+    pdf = minimal_pdf(1)
+    job = ipp_request(Op.PRINT_JOB, Attribute.of("job-name", ValueTag.NAME, "minutes"),
+                      Attribute.of("document-format", ValueTag.MIME_MEDIA_TYPE, "application/pdf"), data=pdf)
+    status, _ = await ipp_post(bridge, job, auth=(OSCAR, "not-oscars-password"))
+    assert status == 401
+    status, reply = await ipp_post(bridge, job, auth=(OSCAR, OSCAR_PASSWORD))
+    assert status == 200 and reply is not None and reply.code == IppStatus.OK, reply
+    (manifest,) = await bridge.wait_delivered(1)
+    assert manifest["user_email"] == OSCAR and manifest["tenant"] == "example-net"
+    assert bridge.delivered_bytes(manifest) == pdf
+    assert counter(sim, "oidc.token.password") == 2
+    # MFA required: no printing by password, and no Basic challenge either (the queue would ask forever).
+    status, reply = await ipp_post(bridge, job, auth=(NINA, NINA_PASSWORD))
+    assert status == 200 and reply is not None and reply.code == IppStatus.ERROR_NOT_AUTHORIZED, reply
+    message = reply.find(GroupTag.OPERATION, "status-message")
+    assert message is not None and "another sign-in step" in str(message.values[0])
+    assert len(bridge.manifests()) == 1
