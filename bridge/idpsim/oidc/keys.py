@@ -18,7 +18,7 @@ import json
 import threading
 from dataclasses import dataclass
 
-from joserfc.jwk import ECKey, RSAKey
+from joserfc.jwk import ECKey, KeyParameters, RSAKey
 
 from bridge.idpsim.oidc.settings import SigningAlgorithm, supported_algorithms
 
@@ -44,13 +44,15 @@ class KeyGeneration:
 def new_key(algorithm: SigningAlgorithm) -> SigningKey:
     """A fresh private key for ``algorithm``, with ``use``, ``alg`` and a thumbprint ``kid``."""
     key: SigningKey
+    # use and alg make the JWK say what it is for (RFC 7517 4.2, 4.4); auto_kid sets the RFC 7638 thumbprint.
+    # Given at generation: importing the key again would re-validate an RSA private key (~0.15 s each).
+    parameters: KeyParameters = {"use": "sig", "alg": algorithm.value}
     if algorithm.is_rsa:
-        key = RSAKey.generate_key(RSA_BITS, private=True, auto_kid=True)
+        key = RSAKey.generate_key(RSA_BITS, parameters=parameters, private=True, auto_kid=True)
     else:
-        key = ECKey.generate_key(EC_CURVE, private=True, auto_kid=True)
-    # auto_kid sets the RFC 7638 thumbprint; use and alg make the JWK say what it is for (RFC 7517 4.2, 4.4).
+        key = ECKey.generate_key(EC_CURVE, parameters=parameters, private=True, auto_kid=True)
     key.ensure_kid()
-    return type(key).import_key(key.as_dict(private=True), parameters={"use": "sig", "alg": algorithm.value})
+    return key
 
 
 def stray_key(algorithm: SigningAlgorithm) -> SigningKey:
@@ -59,13 +61,24 @@ def stray_key(algorithm: SigningAlgorithm) -> SigningKey:
 
 
 class OidcKeyRing:
-    """The published keys, newest generation first; thread-safe (rotation runs in a worker thread)."""
+    """The published keys, newest generation first; thread-safe (rotation runs in a worker thread).
+
+    The first generation is made when first needed: most simulator runs (WS-Trust, ECP) never
+    speak OpenID Connect, and an RSA key costs a noticeable fraction of a second to make.
+    """
 
     def __init__(self, default: SigningAlgorithm) -> None:
         self.default = default
         self.algorithms = supported_algorithms(default)
         self._lock = threading.Lock()
-        self._generations: list[KeyGeneration] = [self._generate()]
+        self._made: list[KeyGeneration] = []
+
+    @property
+    def _generations(self) -> list[KeyGeneration]:
+        """The generations, the first one made on first use (call with the lock held)."""
+        if not self._made:
+            self._made.append(self._generate())
+        return self._made
 
     def _generate(self) -> KeyGeneration:
         # supported_algorithms holds exactly one RSA algorithm and ES256: one key each.
@@ -83,7 +96,7 @@ class OidcKeyRing:
         """Make a new generation that signs from now on; returns the new kids."""
         fresh = self._generate()
         with self._lock:
-            self._generations = [fresh] if drop_old else [fresh, self._generations[0]]
+            self._made[:] = [fresh] if drop_old else [fresh, self._generations[0]]
         return tuple(key.kid or "" for _, key in fresh.keys)
 
     def kids(self) -> tuple[str, ...]:
