@@ -265,6 +265,22 @@ def build_document() -> Schema:
                         "content": {"text/html": {"schema": _STRING}}},
                 **_errors(internal=False),
             }}},
+        "/v1/web/print-login": {"get": {
+            "operationId": "printLogin", "tags": ["web"],
+            "summary": "Browser sign-in for a personal printer URL (accounts no password can sign in)",
+            "description": "From `/print/setup`: sends the browser to the tenant's IdP (SAML Web SSO, WS-Federation "
+                           "or OpenID Connect, where MFA applies); afterwards to `/print/setup/finish?code=`, "
+                           "which makes the user's personal printer URL.",
+            "security": [],
+            "parameters": [{"name": "email", "in": "query", "required": True, "schema": _STRING}],
+            "responses": {
+                "303": {"description": "To the IdP", "headers": {"Location": {"required": True, "schema": _STRING}}},
+                "400": {"description": "A page saying why (not an email address)",
+                        "content": {"text/html": {"schema": _STRING}}},
+                "403": {"description": "A page: unknown domain, account not provisioned or disabled",
+                        "content": {"text/html": {"schema": _STRING}}},
+                **_errors(internal=False),
+            }}},
         "/v1/web/session": {"post": _login_operation(
             "Exchange a web sign-in code",
             "The code `/v1/web/login` appended to `return_to`: once, within 60 seconds.",

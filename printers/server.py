@@ -469,7 +469,7 @@ def _response(version: tuple[int, int], request_id: int, reply: IppReply, unsupp
 
 SECOND_STEP_MESSAGE = (
     "Printing with a password is not available for this account: your company requires another sign-in step. "
-    "Ask your administrator how to print.")
+    "Get a personal printer address at this service's /print/setup page, signing in on your company's page.")
 
 
 def _error_reply(exc: BridgeError) -> IppReply:

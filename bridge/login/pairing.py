@@ -90,6 +90,8 @@ POLL_INTERVAL = 5  # seconds (RFC 8628 section 3.2's default)
 SLOW_DOWN_STEP = 5  # seconds added to the interval on each slow_down (RFC 8628 section 3.5)
 SIGNIN_LIFETIME = timedelta(minutes=10)  # from the redirect to the IdP to the IdP's POST (MFA takes a while)
 CODE_LIFETIME = timedelta(seconds=60)  # /v1/web/login's one-time code, from the redirect to the exchange
+PRINT_FINISH_PATH = "/print/setup/finish"  # where a print setup's browser sign-in comes back with its code
+_CODE_PURPOSES = (SigninPurpose.WEB, SigninPurpose.PRINT)  # sign-ins that end with a one-time code
 APPROVED_GRACE = timedelta(minutes=2)  # an approval just before expiry can still be taken by the next polls
 GUESS_WINDOW = timedelta(minutes=15)
 GUESSES_PER_SOURCE = 10
@@ -372,6 +374,19 @@ class PairingService:
         return await self._redirect(tenant, purpose=SigninPurpose.WEB, pairing_id=None, email=user.email,
                                     return_to=return_to, browser_secret=browser_secret, now=when)
 
+    async def begin_print(self, *, email_text: str, browser_secret: str, now: datetime | None = None) -> str:
+        """``/v1/web/print-login``: the URL at the IdP for a personal printer URL, for accounts no password serves.
+
+        The answer comes back, as a one-time code, to the print setup's own ``/print/setup/finish``.
+        """
+        when = now or datetime.now(UTC)
+        email, domain = split_email(email_text)
+        tenant = self.login.tenant_for_email(domain)
+        user = await self.login.provisioned_user(tenant, email)
+        return_to = f"{self.login.config.public_url.rstrip('/')}{PRINT_FINISH_PATH}"
+        return await self._redirect(tenant, purpose=SigninPurpose.PRINT, pairing_id=None, email=user.email,
+                                    return_to=return_to, browser_secret=browser_secret, now=when)
+
     # -- the IdP's answer ---------------------------------------------------------------------
 
     async def pending_signin(self, tenant_id: str, state: str, *, now: datetime | None = None) -> BrowserSigninRecord:
@@ -421,7 +436,7 @@ class PairingService:
         attempt.tenant = tenant
         user = await self._proven_user(record, tenant)
         attempt.identified(tenant, user.email)
-        code = secrets.token_urlsafe(32) if record.purpose is SigninPurpose.WEB else None
+        code = secrets.token_urlsafe(32) if record.purpose in _CODE_PURPOSES else None
         if browser_secret is None or not await finish_signin(
                 self._db, record.id, browser_hash=sha256(browser_secret), now=when,
                 code_hash=None if code is None else sha256(code), code_lifetime=CODE_LIFETIME):
@@ -430,7 +445,7 @@ class PairingService:
                                      "or it expired",
                                      message="This sign-in was started in another browser, or it has expired. "
                                              "Start again on the device and use the same phone browser throughout.")
-        if record.purpose is SigninPurpose.WEB:
+        if record.purpose in _CODE_PURPOSES:
             assert code is not None and record.return_to is not None
             return Completion(purpose=record.purpose, email=user.email, tenant=tenant,
                               return_to=with_query(record.return_to, code=code))
@@ -472,12 +487,21 @@ class PairingService:
 
     async def exchange(self, code: str, now: datetime | None = None) -> LoginOutcome:
         """A web app trades ``/v1/web/login``'s one-time code for a session (once, within a minute)."""
+        tenant, user = await self._take_code(code, SigninPurpose.WEB, now)
+        return await self.login.open_session(tenant, user, None)
+
+    async def print_user(self, code: str, now: datetime | None = None) -> tuple[TenantConfig, User]:
+        """The print setup trades its one-time code for the signed-in account (no session is opened)."""
+        return await self._take_code(code, SigninPurpose.PRINT, now)
+
+    async def _take_code(self, code: str, purpose: SigninPurpose, now: datetime | None) -> tuple[TenantConfig, User]:
+        """The account a one-time code proves, once; a code made for another purpose proves nothing here."""
         when = now or datetime.now(UTC)
         if not code or len(code) > MAX_CODE_CHARS:
             raise PairingCodeUnknown("no code, or one too long to be ours")
         record = await take_code(self._db, sha256(code), now=when)
-        if record is None or record.subject is None or record.email is None:
+        if record is None or record.subject is None or record.email is None or record.purpose is not purpose:
             raise PairingCodeUnknown("unknown, used or expired sign-in code")
         tenant = self.login.config.tenant(record.tenant_id)
         user = await self.login.provisioned_user(tenant, record.email)
-        return await self.login.open_session(tenant, user, None)
+        return tenant, user

@@ -18,7 +18,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from bridge.appkeys import AUDIT, CONFIG, LOGIN, PRINTER_PORT, STORE
+from bridge.appkeys import AUDIT, CONFIG, LOGIN, PAIRING, PRINTER_PORT, STORE
 from bridge.config import BridgeConfig, TenantConfig
 from bridge.errorcatalog import ADMIN_DETAIL
 from bridge.errors import BridgeError
@@ -26,6 +26,7 @@ from bridge.forwarded import client_address
 from bridge.login.guard import LoginMode
 from bridge.state.audit import AuditEvent, AuditKind
 from bridge.state.printlinks import create_link, queue_url
+from bridge.state.store import User
 from bridge.webforms import PAGE_HEADERS, FormGuard, is_loopback
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 PREFIX = "/print"
 HERE = Path(__file__).resolve().parent
 NONCE_COOKIE = "lb_print_setup"
+# The setup form's other button goes (GET /v1/web/print-login) to a 303 to the IdP, and browsers apply
+# form-action to a form's redirects: this page may send its form on to an https IdP.
+_SETUP_CSP = PAGE_HEADERS["Content-Security-Policy"].replace("form-action 'self'", "form-action 'self' https:")
 FORM_GUARD = web.AppKey("print_setup_form_guard", FormGuard)
 MAX_FIELD = 512
 
@@ -57,8 +61,11 @@ def _page(request: web.Request, template: str, context: dict[str, Any], *, statu
     nonce = nonce or request.cookies.get(NONCE_COOKIE) or guard.new_nonce()
     if len(nonce) > 64:
         nonce = guard.new_nonce()
-    page = {"static_url": f"{PREFIX}/static", "action": f"{PREFIX}/setup", "csrf": guard.token(nonce), **context}
+    page = {"static_url": f"{PREFIX}/static", "action": f"{PREFIX}/setup", "csrf": guard.token(nonce),
+            "browser_action": "/v1/web/print-login" if PAIRING in request.config_dict else None, **context}
     response = aiohttp_jinja2.render_template(template, request, page, status=status)
+    if template == "setup.html":
+        response.headers["Content-Security-Policy"] = _SETUP_CSP
     response.set_cookie(NONCE_COOKIE, nonce, max_age=3600, path=f"{PREFIX}/setup", httponly=True,
                         samesite="Strict", secure=_secure(request, _config(request)))
     return response
@@ -102,6 +109,33 @@ async def setup_submit(request: web.Request) -> web.Response:
         hint = ADMIN_DETAIL.get(exc.code, "") if exc.http_status >= 500 else ""
         return _page(request, "setup.html", {**kept, "error": exc.message, "hint": hint},
                      status=401 if exc.http_status == 401 else exc.http_status)
+    return await _link_page(request, config, tenant, user, label=label, source=source)
+
+
+async def setup_finish(request: web.Request) -> web.Response:
+    """The browser sign-in's end (``/v1/web/print-login``): its one-time code names the account, once."""
+    config = _config(request)
+    if config.printer is None or not config.printer.enabled:
+        raise web.HTTPNotFound(text="This bridge has no printer.")
+    if not _secure(request, config) and not _allowed_in_clear(request):
+        return _page(request, "setup.html", {"email": "", "label": "", "error": "This page needs https: ask your "
+                                            "administrator for its https address."}, status=403)
+    pairing = request.config_dict.get(PAIRING)
+    if pairing is None:
+        raise web.HTTPNotFound(text="Browser sign-in is not available here.")
+    try:
+        tenant, user = await pairing.print_user(request.query.get("code", "")[:MAX_FIELD])
+    except BridgeError as exc:
+        log.info("print setup sign-in refused: %s", exc.code)
+        return _page(request, "setup.html", {"email": "", "label": "", "error": exc.message},
+                     status=exc.http_status)
+    return await _link_page(request, config, tenant, user, label="",
+                            source=client_address(request, config.trusted_proxies))
+
+
+async def _link_page(request: web.Request, config: BridgeConfig, tenant: TenantConfig, user: User, *,
+                     label: str, source: str | None) -> web.Response:
+    """A new personal printer URL for ``user``, audited, shown once with the lines to add it."""
     link, token = await create_link(request.config_dict[STORE].database, tenant_id=tenant.id, email=user.email,
                                     label=label or "printer", created_by="print-setup", lifetime=_days(tenant))
     await request.config_dict[AUDIT].record(AuditEvent(
@@ -131,6 +165,7 @@ def make_print_setup(config: BridgeConfig) -> web.Application:
     sub.router.add_static("/static", HERE / "static", append_version=False)
     sub.router.add_get("/setup", setup_form)
     sub.router.add_post("/setup", setup_submit)
+    sub.router.add_get("/setup/finish", setup_finish)
     return sub
 
 

@@ -54,6 +54,7 @@ class PairingStatus(enum.Enum):
 class SigninPurpose(enum.Enum):
     PAIRING = "pairing"
     WEB = "web"
+    PRINT = "print"  # /print/setup for an account no password can sign in: the personal printer URL
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

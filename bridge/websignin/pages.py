@@ -200,9 +200,8 @@ async def _idp_answer(request: web.Request, form: dict[str, str], state_field: s
         record = await pairing.pending_signin(tenant_id, form.get(state_field, ""))
     except BridgeError as exc:
         return _failure(request, exc)
-    mode = LoginMode.PAIRING if record.purpose is SigninPurpose.PAIRING else LoginMode.WEB
     try:
-        async with pairing.login.attempt(mode=mode, source=request.remote) as attempt:
+        async with pairing.login.attempt(mode=_mode(record.purpose), source=request.remote) as attempt:
             await pairing.idp_answer(record, form=form, attempt=attempt)
     except BridgeError as exc:
         return _failure(request, exc)
@@ -242,12 +241,11 @@ async def signin_done(request: web.Request) -> web.Response:
     try:
         record = await pairing.signin(signin_id)
         tenant_id_var.set(record.tenant_id)
-        mode = LoginMode.PAIRING if record.purpose is SigninPurpose.PAIRING else LoginMode.WEB
-        async with pairing.login.attempt(mode=mode, source=request.remote) as attempt:
+        async with pairing.login.attempt(mode=_mode(record.purpose), source=request.remote) as attempt:
             done = await pairing.complete(record, browser_secret=_browser_secret(request), attempt=attempt)
     except BridgeError as exc:
         return _failure(request, exc)
-    if done.purpose is SigninPurpose.WEB and done.return_to is not None:
+    if done.purpose is not SigninPurpose.PAIRING and done.return_to is not None:
         response = web.Response(status=303, headers={"Location": done.return_to, **PAGE_HEADERS})
         response.del_cookie(BROWSER_COOKIE, path="/")
         return response
@@ -257,6 +255,12 @@ async def signin_done(request: web.Request) -> web.Response:
                     lines=(f"You can return to the device. {device.name if device else 'It'}{where} continues "
                            "in a few seconds.",
                            "Sign out at the device when you are done."))
+
+
+def _mode(purpose: SigninPurpose) -> LoginMode:
+    """How a browser sign-in is audited: a device's pairing, a web app's sign-in, or a print setup."""
+    return {SigninPurpose.PAIRING: LoginMode.PAIRING, SigninPurpose.WEB: LoginMode.WEB,
+            SigninPurpose.PRINT: LoginMode.PRINTER}[purpose]
 
 
 # -- /v1/web/login ----------------------------------------------------------------------------------
@@ -269,6 +273,20 @@ async def web_login(request: web.Request) -> web.Response:
     secret = _browser_secret(request) or PairingService.new_browser_secret()
     try:
         url = await request.app[PAIRING].begin_web(email_text=email, return_to=return_to, browser_secret=secret)
+    except BridgeError as exc:
+        return _failure(request, exc)
+    return _redirect_binding(request, url, secret)
+
+
+async def print_login(request: web.Request) -> web.Response:
+    """``/print/setup``'s other way in: the company's sign-in page (MFA, or no password grant), then the link.
+
+    The IdP's answer ends at ``/print/setup/finish`` with a one-time code for the print setup.
+    """
+    email = request.query.get("email", "")[:254]
+    secret = _browser_secret(request) or PairingService.new_browser_secret()
+    try:
+        url = await request.app[PAIRING].begin_print(email_text=email, browser_secret=secret)
     except BridgeError as exc:
         return _failure(request, exc)
     return _redirect_binding(request, url, secret)
@@ -287,3 +305,4 @@ def mount_web_signin(app: web.Application, config: BridgeConfig) -> None:
     app.router.add_get("/oidc/{tenant}/callback", oidc_callback)
     app.router.add_get("/signin/done", signin_done)
     app.router.add_get("/v1/web/login", web_login)
+    app.router.add_get("/v1/web/print-login", print_login)

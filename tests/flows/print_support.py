@@ -95,7 +95,8 @@ async def make_print_bridge(tmp_path: Path, sim: RunningSimulator) -> AsyncItera
     bridges: list[PrintBridge] = []
 
     async def factory(*, printer: dict[str, Any] | None = None, listen: dict[str, Any] | None = None,
-                      tenant: dict[str, Any] | None = None, **tenant_overrides: Any) -> PrintBridge:
+                      tenant: dict[str, Any] | None = None, main_extra: dict[str, Any] | None = None,
+                      **tenant_overrides: Any) -> PrintBridge:
         conf = tmp_path / "conf"
         (conf / "tenants").mkdir(parents=True, exist_ok=True)
         printer_section: dict[str, Any] = {
@@ -109,6 +110,7 @@ async def make_print_bridge(tmp_path: Path, sim: RunningSimulator) -> AsyncItera
             "secrets": {"hmac_key": {"file": str(tmp_path / "state" / "hmac.key"), "generate": True}},
             "idp_client": {"connect_timeout_seconds": 2, "timeout_seconds": 15},
             "printer": printer_section,
+            **(main_extra or {}),
         }
         (conf / "bridge.yaml").write_text(yaml.safe_dump(main))
         tenant = tenant if tenant is not None else tenant_yaml(sim, **tenant_overrides)
@@ -117,7 +119,7 @@ async def make_print_bridge(tmp_path: Path, sim: RunningSimulator) -> AsyncItera
         app = make_app(config)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        await web.TCPSite(runner, "127.0.0.1", int((listen or {}).get("port", 0))).start()
         store = app[STORE]
         await seed(config, store, DEMO_SEED)
         port = app[PRINTER_RUNNER].addresses[0][1]

@@ -9,6 +9,7 @@ the lockout protection; defective ID tokens the simulator is told to issue must 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -314,3 +315,38 @@ async def test_a_print_job_authenticated_by_the_password_grant(make_print_bridge
     message = reply.find(GroupTag.OPERATION, "status-message")
     assert message is not None and "another sign-in step" in str(message.values[0])
     assert len(bridge.manifests()) == 1
+
+
+async def test_an_mfa_user_gets_a_personal_printer_url_through_the_providers_page(
+        make_print_bridge: PrintBridgeFactory, sim: RunningSimulator, sim_config: SimConfig, bridge_port: int) -> None:
+    """nina cannot print by password (MFA); /print/setup's other way in signs her in at the provider and gives
+    her a personal printer URL, which then prints as her without any password."""
+    api = f"http://127.0.0.1:{bridge_port}"
+    bridge = await make_print_bridge(tenant=oidc_tenant_yaml(sim), listen={"port": bridge_port},
+                                     main_extra={"public_url": api})
+    async with phone() as http:
+        browser = Browser(http, sim)
+        await browser.go("GET", f"{api}/print/setup")
+        forms = forms_of(browser.html)
+        assert [f["action"] for f in forms] == ["/print/setup", "/v1/web/print-login"], forms
+        await browser.go("GET", f"{api}/v1/web/print-login?email=nina%40example.net")
+        assert browser.url.startswith(f"{sim.base_url}/oidc/authorize"), browser.url
+        await sign_in_at_provider(browser, NINA, NINA_PASSWORD, totp_secret(sim_config, NINA))
+        assert browser.url.startswith(f"{api}/print/setup/finish?code="), browser.url
+        assert browser.status == 200 and "Your printer address" in browser.html, text_of(browser.html)
+        url = re.search(r"ipps?://[^<\s]+/ipp/print/u/[A-Za-z0-9_-]+", browser.html)
+        assert url is not None, text_of(browser.html)
+        KNOWN_SECRETS.add(url.group(0).rsplit("/", 1)[1])
+        async with http.get(browser.url) as again:  # the code is spent
+            assert again.status == 400 and "Your printer address" not in await again.text()
+    path = "/ipp/print/u/" + url.group(0).rsplit("/", 1)[1]
+    pdf = minimal_pdf(1)
+    job = ipp_request(Op.PRINT_JOB, Attribute.of("document-format", ValueTag.MIME_MEDIA_TYPE, "application/pdf"),
+                      data=pdf, printer_uri=f"ipp://127.0.0.1{path}")
+    status, reply = await ipp_post(bridge, job, path=path)
+    assert status == 200 and reply is not None and reply.code == IppStatus.OK, reply
+    (manifest,) = await bridge.wait_delivered(1)
+    assert manifest["user_email"] == NINA and manifest["tenant"] == "example-net"
+    assert counter(sim, "oidc.token.password") == 0  # never a password grant: the provider's page did it all
+    events = await bridge.store.audit_page("example-net", limit=20)
+    assert any(e.mode == "printer" and e.result == "ok" and e.email == NINA for e in events)
