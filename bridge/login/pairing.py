@@ -499,8 +499,8 @@ class PairingService:
         when = now or datetime.now(UTC)
         if not code or len(code) > MAX_CODE_CHARS:
             raise PairingCodeUnknown("no code, or one too long to be ours")
-        record = await take_code(self._db, sha256(code), now=when)
-        if record is None or record.subject is None or record.email is None or record.purpose is not purpose:
+        record = await take_code(self._db, sha256(code), now=when, purpose=purpose)
+        if record is None or record.subject is None or record.email is None:
             raise PairingCodeUnknown("unknown, used or expired sign-in code")
         tenant = self.login.config.tenant(record.tenant_id)
         user = await self.login.provisioned_user(tenant, record.email)

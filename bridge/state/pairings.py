@@ -249,11 +249,15 @@ async def finish_signin(db: Database, signin_id: int, *, browser_hash: bytes, no
     return changed == 1
 
 
-async def take_code(db: Database, code_hash: bytes, *, now: datetime) -> BrowserSigninRecord | None:
-    """The finished web sign-in a one-time code names, and the code is spent; None when unknown, used or expired."""
+async def take_code(db: Database, code_hash: bytes, *, now: datetime,
+                    purpose: SigninPurpose = SigninPurpose.WEB) -> BrowserSigninRecord | None:
+    """The finished sign-in of ``purpose`` a one-time code names, and the code is spent.
+
+    None when unknown, used, expired, or made for another purpose (which leaves it unspent).
+    """
     async with db.transaction() as tx:
-        row = await tx.fetchone(f"SELECT {_SIGNIN_COLUMNS} FROM browser_signins WHERE code_hash = ?",  # noqa: S608
-                                (code_hash,))
+        row = await tx.fetchone(f"SELECT {_SIGNIN_COLUMNS} FROM browser_signins "  # noqa: S608
+                                "WHERE code_hash = ? AND purpose = ?", (code_hash, purpose.value))
         if row is None:
             return None
         record = _signin(row)
