@@ -63,13 +63,22 @@ class SharedLookup(Generic[T]):
         """The last value loaded (possibly stale), or None."""
         return self._value
 
+    @property
+    def loading(self) -> bool:
+        """A fetch is under way (a caller that wants a fresh copy can join it)."""
+        return self._task is not None
+
     def _fresh(self, now: float) -> bool:
         return self._value is not None and now - self._loaded_at < self._max_age
 
-    async def get(self) -> T:
-        """The cached value, or the outcome of the one fetch under way (started here if none is)."""
+    async def get(self, *, refresh: bool = False) -> T:
+        """The cached value, or the outcome of the one fetch under way (started here if none is).
+
+        ``refresh``: not the cached value, a fetch now (or the one under way): an OpenID Connect ID
+        token names a key the cached JWK Set lacks.
+        """
         now = self._clock()
-        if self._fresh(now):
+        if not refresh and self._fresh(now):
             assert self._value is not None
             return self._value
         if self._failure is not None and now - self._failure_at < self._failure_memory:

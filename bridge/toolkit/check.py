@@ -30,6 +30,7 @@ from pathlib import Path
 from bridge.config import BridgeConfig, OidcClientAuth, Protocol, TenantConfig
 from bridge.errors import AssertionRejected, BridgeError, IdpRejectedRequest, MfaRequired, SpNotRegistered
 from bridge.idp.http import IdpHttp, make_ssl_context
+from bridge.idp.oidc.authorize import redirect_uri
 from bridge.idp.oidc.discovery import ProviderMetadata
 from bridge.idp.saml.metadata import parse_idp_metadata
 from bridge.idp.saml.spkeys import ensure_sp_keys
@@ -83,15 +84,6 @@ def idp_urls(tenant: TenantConfig, provider: ProviderMetadata | None = None) -> 
 def ca_file_of(tenant: TenantConfig) -> Path | None:
     settings = tenant.wstrust or tenant.saml2 or tenant.oidc
     return settings.ca_file if settings is not None else None
-
-
-def redirect_uri_of(config: BridgeConfig, tenant: TenantConfig) -> str:
-    """Where the provider sends the phone's browser back (the rule of OidcIdp.redirect_uri, which needs no client).
-
-    The tenant's redirect_uri, else the bridge's default; the check shows it to register at the provider.
-    """
-    assert tenant.oidc is not None
-    return tenant.oidc.redirect_uri or f"{config.public_url.rstrip('/')}/oidc/{tenant.id}/callback"
 
 
 def config_step(config: BridgeConfig, tenant: TenantConfig) -> Step:
@@ -273,7 +265,7 @@ async def run_check(config: BridgeConfig, tenant_id: str, *, login: LoginService
         for name in _protocol_step_names(tenant):
             steps.append(Step(name=name, status=Status.SKIP, summary=f"not contacted: {why} (see above)"))
     if tenant.oidc is not None:
-        steps.append(redirect_step(redirect_uri_of(config, tenant)))
+        steps.append(redirect_step(redirect_uri(config.public_url, tenant.id, tenant.oidc.redirect_uri)))
     if credentials is not None:
         if login is None:
             raise ValueError("a login check needs the LoginService")

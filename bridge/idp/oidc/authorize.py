@@ -17,6 +17,11 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 _VERIFIER_LABEL = b"oidc pkce verifier\0"
 
 
+def redirect_uri(public_url: str, tenant_id: str, configured: str | None) -> str:
+    """Where the provider sends the browser back: ``oidc.redirect_uri``, else the bridge's callback route."""
+    return configured or f"{public_url.rstrip('/')}/oidc/{tenant_id}/callback"
+
+
 def b64url(data: bytes) -> str:
     """base64url without padding (RFC 7636 Appendix A)."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")

@@ -37,8 +37,8 @@ from bridge.idp.allowlist import require_whitelisted_url
 from bridge.idp.assertion import ReplayCache
 from bridge.idp.browser import BrowserRedirect
 from bridge.idp.http import IdpHttp, IdpResponse
-from bridge.idp.oidc.authorize import authorization_url, code_challenge, code_verifier
-from bridge.idp.oidc.cache import RefreshingValue
+from bridge.idp.lookup import SharedLookup
+from bridge.idp.oidc.authorize import authorization_url, code_challenge, code_verifier, redirect_uri
 from bridge.idp.oidc.clientauth import ClientCredentials
 from bridge.idp.oidc.dialects import Grant, OAuthError, authorization_error
 from bridge.idp.oidc.discovery import ProviderMetadata, discovery_url, parse_provider_metadata
@@ -64,14 +64,14 @@ class OidcIdp:
         self.tenant = tenant
         self.cfg: OidcConfig = tenant.oidc
         self.http = http
-        self._redirect_uri = self.cfg.redirect_uri or f"{public_url.rstrip('/')}/oidc/{tenant.id}/callback"
+        self._redirect_uri = redirect_uri(public_url, tenant.id, self.cfg.redirect_uri)
         self._pkce_key = pkce_key
         self._credentials = ClientCredentials(self.cfg)
         self._clock = clock
         max_age = self.cfg.discovery_refresh.total_seconds()
-        self._provider: RefreshingValue[ProviderMetadata] = RefreshingValue(
+        self._provider: SharedLookup[ProviderMetadata] = SharedLookup(
             self._load_provider, max_age=max_age, what=f"OpenID configuration of {tenant.id}", clock=clock)
-        self._keys: RefreshingValue[SigningKeys] = RefreshingValue(
+        self._keys: SharedLookup[SigningKeys] = SharedLookup(
             self._load_keys, max_age=max_age, what=f"JWK Set of {tenant.id}", clock=clock)
         self._keys_forced_at: float | None = None
         self._warned: set[str] = set()
