@@ -262,8 +262,14 @@ async def test_accepted_jobs_survive_a_restart_and_delivery_resumes(
     bridge = await make_print_bridge()  # same state directory, outbox now usable
     (manifest,) = await bridge.wait_delivered(1)
     assert manifest["job_id"] == job_id and bridge.delivered_bytes(manifest) == PDF
-    _, reply = await ipp_post(bridge, job_op(Op.GET_JOB_ATTRIBUTES, job_id), auth=ALICE)
-    assert reply is not None and job_value(reply, "job-state") == JobState.COMPLETED
+    # The outbox file is written before the job's state is stored as completed: poll that moment away.
+    for _ in range(100):
+        _, reply = await ipp_post(bridge, job_op(Op.GET_JOB_ATTRIBUTES, job_id), auth=ALICE)
+        assert reply is not None
+        if job_value(reply, "job-state") != JobState.PROCESSING:
+            break
+        await asyncio.sleep(0.02)
+    assert job_value(reply, "job-state") == JobState.COMPLETED
 
 
 async def test_delivery_gives_up_after_max_attempts(make_print_bridge: PrintBridgeFactory, tmp_path: Path) -> None:
